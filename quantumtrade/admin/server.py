@@ -1,0 +1,299 @@
+"""The embedded admin HTTP API (aiohttp): health, Prometheus metrics and operator commands.
+
+Bound to 127.0.0.1 by default. Every answer is JSON (``/metrics`` is Prometheus text); bad
+requests get a 4xx with ``{"error": message}``, never a 500. POSTs need
+``Authorization: Bearer <admin token>``; with no token configured every POST is refused.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from quantumtrade.data.market_state import MarketState
+from quantumtrade.data.orchestrator import Orchestrator
+from quantumtrade.execution.router import OrderRouter
+from quantumtrade.metrics import Metrics
+from quantumtrade.portfolio import Portfolio
+from quantumtrade.risk.manager import RiskManager
+
+log = structlog.get_logger("quantumtrade.admin")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_SYMBOLS_PER_REQUEST = 1_000
+
+
+class ApiError(Exception):
+    """A client error: answered with ``status`` and ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda o: json.dumps(o, default=str))
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _json({"error": exc.message}, status=exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _json({"error": exc.reason}, status=exc.status)
+    except Exception:
+        log.exception("admin_handler_failed", path=request.path, method=request.method)
+        return _json({"error": "internal error (logged)"}, status=500)
+
+
+class AdminServer:
+    """Routes requests to the components it is given; owns nothing but the HTTP listener."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        token: str,
+        health: Callable[[], dict[str, Any]],
+        metrics: Metrics,
+        orchestrator: Orchestrator,
+        state: MarketState,
+        router: OrderRouter,
+        portfolio: Portfolio,
+        risk: RiskManager,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._token = token
+        self._health = health
+        self._metrics = metrics
+        self._orchestrator = orchestrator
+        self._state = state
+        self._router = router
+        self._portfolio = portfolio
+        self._risk = risk
+        self._runner: web.AppRunner | None = None
+        self.bound_port: int | None = None
+
+    def make_app(self) -> web.Application:
+        app = web.Application(middlewares=[_errors], client_max_size=1 << 20)
+        app.router.add_get("/health", self.get_health)
+        app.router.add_get("/metrics", self.get_metrics)
+        app.router.add_get("/api/openapi.json", self.get_openapi)
+        app.router.add_get("/api/trading/data-orchestrator", self.get_orchestrator)
+        app.router.add_post("/api/trading/data-orchestrator", self.post_orchestrator)
+        app.router.add_post(
+            "/api/trading/data-orchestrator/reset-circuit-breaker", self.post_reset_breakers
+        )
+        app.router.add_get("/api/trading/order-router", self.get_router)
+        app.router.add_get("/api/trading/positions", self.get_positions)
+        app.router.add_get("/api/trading/risk", self.get_risk)
+        return app
+
+    async def start(self) -> None:
+        runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port, shutdown_timeout=1.0)
+        await site.start()
+        self._runner = runner
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.bound_port = sockets[0].getsockname()[1] if sockets else self.port
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.bound_port or self.port}"
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _authorize(self, request: web.Request) -> None:
+        if not self._token:
+            raise ApiError(403, "POST requests are disabled: set [admin] token (QT_ADMIN__TOKEN)")
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            raise ApiError(401, "missing 'Authorization: Bearer <admin token>' header")
+        if not hmac.compare_digest(given.strip().encode(), self._token.encode()):
+            raise ApiError(401, "invalid admin token")
+
+    @staticmethod
+    async def _body(request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ApiError(400, "request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "request body must be a JSON object")
+        return body
+
+    def _symbols(self, raw: Any, *, known_only: bool) -> list[str]:
+        if isinstance(raw, str):
+            raw = [s for s in raw.split(",") if s.strip()]
+        if not isinstance(raw, list) or not raw:
+            raise ApiError(400, "'symbols' must be a non-empty list of symbol names")
+        if len(raw) > MAX_SYMBOLS_PER_REQUEST:
+            raise ApiError(400, f"at most {MAX_SYMBOLS_PER_REQUEST} symbols per request")
+        if not all(isinstance(s, str) and s.strip() for s in raw):
+            raise ApiError(400, "'symbols' must hold only non-empty strings")
+        symbols = [s.strip().upper() for s in raw]
+        if known_only:
+            unknown = [s for s in symbols if s not in self._state.symbols]
+            if unknown:
+                raise ApiError(404, f"unknown symbols: {', '.join(unknown[:10])}")
+        return symbols
+
+    @staticmethod
+    def _endpoint(request: web.Request, allowed: tuple[str, ...]) -> str:
+        endpoint = request.query.get("endpoint", allowed[0])
+        if endpoint not in allowed:
+            raise ApiError(400, f"unknown endpoint '{endpoint}'; expected one of {list(allowed)}")
+        return endpoint
+
+    # --- handlers -----------------------------------------------------------------------
+
+    async def get_health(self, request: web.Request) -> web.Response:
+        health = self._health()
+        return _json(health, status=200 if health["status"] != "stopping" else 503)
+
+    async def get_metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=self._metrics.render(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
+
+    async def get_openapi(self, request: web.Request) -> web.Response:
+        return _json(OPENAPI)
+
+    async def get_orchestrator(self, request: web.Request) -> web.Response:
+        endpoint = self._endpoint(request, ("metrics", "market-data"))
+        if endpoint == "metrics":
+            return _json(self._orchestrator.metrics())
+        symbols = self._symbols(request.query.get("symbols", ""), known_only=True)
+        stale = set(self._orchestrator.metrics().get("stale", []))
+        data = {}
+        for symbol in symbols:
+            bar = self._state.latest(symbol)
+            data[symbol] = {
+                "bar": None
+                if bar is None
+                else {
+                    "ts_ms": bar.ts_ms,
+                    "open": bar.open,
+                    "high": bar.high,
+                    "low": bar.low,
+                    "close": bar.close,
+                    "volume": bar.volume,
+                },
+                "bars": self._state.length(symbol),
+                "stale": symbol in stale,
+            }
+        return _json({"symbols": data})
+
+    async def post_orchestrator(self, request: web.Request) -> web.Response:
+        self._authorize(request)
+        body = await self._body(request)
+        action = body.get("action")
+        if action not in ("start-flow", "stop-flow"):
+            raise ApiError(400, "'action' must be 'start-flow' or 'stop-flow'")
+        symbols = self._symbols(body.get("symbols"), known_only=action == "stop-flow")
+        try:
+            if action == "start-flow":
+                changed = self._orchestrator.start_flow(symbols)
+            else:
+                changed = self._orchestrator.stop_flow(symbols)
+        except KeyError as exc:
+            raise ApiError(404, f"unknown symbols: {exc.args[0] if exc.args else exc}") from None
+        return _json({"action": action, "symbols": changed})
+
+    async def post_reset_breakers(self, request: web.Request) -> web.Response:
+        self._authorize(request)
+        self._orchestrator.reset_breakers()
+        return _json({"reset": True, "breakers": self._orchestrator.metrics().get("breakers")})
+
+    async def get_router(self, request: web.Request) -> web.Response:
+        self._endpoint(request, ("metrics",))
+        return _json(self._router.metrics())
+
+    async def get_positions(self, request: web.Request) -> web.Response:
+        positions = {
+            symbol: {
+                "quantity": p.quantity,
+                "avg_price": p.avg_price,
+                "realized_pnl": p.realized_pnl,
+                "fees": p.fees,
+            }
+            for symbol, p in self._portfolio.positions().items()
+        }
+        return _json({"positions": positions, "totals": self._portfolio.totals()})
+
+    async def get_risk(self, request: web.Request) -> web.Response:
+        return _json(self._risk.metrics())
+
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "QuantumTrade admin API", "version": "0.1.0"},
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": {"type": "object", "properties": {"error": {"type": "string"}}},
+        },
+    },
+    "paths": {
+        "/health": {"get": {"summary": "Each component's state", "responses": {"200": {}}}},
+        "/metrics": {"get": {"summary": "Prometheus text format", "responses": {"200": {}}}},
+        "/api/trading/data-orchestrator": {
+            "get": {
+                "summary": "Orchestrator metrics or latest market data",
+                "parameters": [
+                    {"name": "endpoint", "in": "query",
+                     "schema": {"type": "string", "enum": ["metrics", "market-data"]}},
+                    {"name": "symbols", "in": "query", "schema": {"type": "string"},
+                     "description": "comma-separated, for endpoint=market-data"},
+                ],
+                "responses": {"200": {}, "400": {}, "404": {}},
+            },
+            "post": {
+                "summary": "start-flow / stop-flow for symbols",
+                "security": [{"bearer": []}],
+                "requestBody": {"content": {"application/json": {"schema": {
+                    "type": "object", "required": ["action", "symbols"],
+                    "properties": {
+                        "action": {"type": "string", "enum": ["start-flow", "stop-flow"]},
+                        "symbols": {"type": "array", "items": {"type": "string"}},
+                    }}}}},
+                "responses": {"200": {}, "400": {}, "401": {}, "403": {}, "404": {}},
+            },
+        },
+        "/api/trading/data-orchestrator/reset-circuit-breaker": {
+            "post": {"summary": "Close every source's circuit breaker",
+                     "security": [{"bearer": []}], "responses": {"200": {}, "401": {}}},
+        },
+        "/api/trading/order-router": {
+            "get": {"summary": "Per-venue routing metrics",
+                    "parameters": [{"name": "endpoint", "in": "query",
+                                    "schema": {"type": "string", "enum": ["metrics"]}}],
+                    "responses": {"200": {}, "400": {}}},
+        },
+        "/api/trading/positions": {"get": {"summary": "Positions and PnL",
+                                           "responses": {"200": {}}}},
+        "/api/trading/risk": {"get": {"summary": "Risk state and checks",
+                                      "responses": {"200": {}}}},
+    },
+}

@@ -1,0 +1,248 @@
+"""The composition root: builds every component from the config, wires the bus, runs, stops.
+
+Start order: event log → bus → sources and MarketState → orchestrator → scanner → portfolio →
+risk → venues and router → metrics → admin API. Stop runs the other way: intake stops first
+(orchestrator workers), then the bus drains, the event log flushes and closes, the admin API
+goes last so ``/health`` reports "stopping" while the rest winds down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import suppress
+from typing import Any
+
+import msgspec
+import structlog
+
+from quantumtrade.admin.server import AdminServer
+from quantumtrade.bus import EventBus
+from quantumtrade.clock import Clock
+from quantumtrade.config import AppConfig, describe
+from quantumtrade.data.market_state import MarketState
+from quantumtrade.data.orchestrator import Orchestrator
+from quantumtrade.data.synthetic import SyntheticSource
+from quantumtrade.events import (
+    OrderFilled,
+    OrderIntent,
+    SignalGenerated,
+)
+from quantumtrade.execution.paper import PaperVenue
+from quantumtrade.execution.router import OrderRouter
+from quantumtrade.metrics import Metrics, Snapshot
+from quantumtrade.portfolio import Portfolio
+from quantumtrade.risk.manager import RiskManager
+from quantumtrade.scoring import kernels
+from quantumtrade.scoring.scanner import Scanner
+from quantumtrade.store.eventlog import EventLogWriter, SqliteEventLog
+
+log = structlog.get_logger("quantumtrade.app")
+
+HEALTH_VALUE = {"ok": 1.0, "degraded": 0.5}
+
+
+class Daemon:
+    """Every component of one QuantumTrade process, built by ``Daemon.create``."""
+
+    def __init__(
+        self, cfg: AppConfig, *, clock: Clock, eventlog: SqliteEventLog, first_seq: int = 1
+    ) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.status = "starting"
+        self.ticks = 0
+        self.eventlog = eventlog
+        db = cfg.database
+        self.writer = EventLogWriter(
+            eventlog,
+            batch_size=db.batch_size,
+            flush_interval_ms=db.flush_interval_ms,
+            max_buffer=db.max_buffer,
+        )
+        self.bus = EventBus(
+            clock=clock, config=cfg.bus, recorder=self.writer, first_seq=first_seq
+        )
+        self.metrics = Metrics()
+
+        symbols = cfg.data.symbols
+        count = symbols if isinstance(symbols, int) else len(symbols)
+        synthetic = msgspec.structs.replace(cfg.data.synthetic, symbols=count)
+        self.source = SyntheticSource(synthetic, clock)
+        self.state = MarketState(self.source.symbols(), cfg.data.capacity)
+        self.orchestrator = Orchestrator(
+            bus=self.bus,
+            clock=clock,
+            state=self.state,
+            sources={self.source.name: self.source},
+            config=cfg.data.orchestrator,
+            breaker_config=cfg.breaker,
+            on_processing_time=self.metrics.observe_processing_time,
+        )
+        self.scanner = Scanner(bus=self.bus, clock=clock, state=self.state, config=cfg.scanner)
+        self.portfolio = Portfolio(bus=self.bus, clock=clock)
+        self.risk = RiskManager(
+            bus=self.bus, clock=clock, limits=cfg.risk, portfolio=self.portfolio
+        )
+        self.paper = PaperVenue(
+            "paper", clock=clock, books=self.source.fetch_order_book, config=cfg.execution.paper
+        )
+        self.router = OrderRouter(
+            bus=self.bus,
+            clock=clock,
+            venues=[self.paper],
+            config=cfg.execution.router,
+            on_latency=self.metrics.observe_router_latency,
+        )
+        self._subscribe()
+        self.metrics.attach(self._snapshot())
+        self.admin = AdminServer(
+            host=cfg.admin.host,
+            port=cfg.admin.port,
+            token=cfg.admin.token,
+            health=self.health,
+            metrics=self.metrics,
+            orchestrator=self.orchestrator,
+            state=self.state,
+            router=self.router,
+            portfolio=self.portfolio,
+            risk=self.risk,
+        )
+
+    @classmethod
+    async def create(cls, cfg: AppConfig, *, clock: Clock) -> Daemon:
+        """Open the event log first: the bus continues its seq after the last logged event."""
+        eventlog = SqliteEventLog(cfg.database.sqlite_path)
+        await eventlog.open()
+        try:
+            first_seq = await eventlog.last_seq() + 1
+            daemon = cls(cfg, clock=clock, eventlog=eventlog, first_seq=first_seq)
+        except BaseException:
+            await eventlog.close()
+            raise
+        return daemon
+
+    def _subscribe(self) -> None:
+        bus = self.bus
+        bus.subscribe(SignalGenerated, self.risk.on_signal)
+        bus.subscribe(OrderIntent, self.router.on_intent)
+        bus.subscribe(OrderFilled, self.portfolio.on_fill)
+        for handler in self.risk.order_handlers():
+            bus.subscribe(*handler)
+        from quantumtrade.events import RegimeChanged
+
+        bus.subscribe(RegimeChanged, self.orchestrator.on_regime_changed)
+        del OrderCancelled, OrderRejected
+
+    def _snapshot(self) -> Snapshot:
+        def breakers() -> dict[str, str]:
+            return {name: str(b["state"]) for name, b in self.orchestrator.metrics()["breakers"].items()}
+
+        return Snapshot(
+            health=lambda: HEALTH_VALUE.get(self.health()["status"], 0.0),
+            bus_counts=self.bus.counts,
+            bus_queue_depths=self.bus.queue_depths,
+            dead_letters=lambda: self.bus.dead_letter_count,
+            breakers=breakers,
+            rejects=lambda: self.orchestrator.metrics().get("rejects", {}),
+            stale_symbols=lambda: len(self.orchestrator.metrics().get("stale", [])),
+            risk_state=lambda: str(self.risk.state),
+            pnl=lambda: self.portfolio.totals(),
+            eventlog=self.writer.health,
+        )
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self, tg: asyncio.TaskGroup) -> None:
+        t0 = time.perf_counter()
+        await asyncio.to_thread(kernels.warm_up)
+        self.writer.start(tg)
+        self.bus.start(tg)
+        self.orchestrator.start(tg)
+        await self.admin.start()
+        self.status = "running"
+        log.info(
+            "daemon_started",
+            mode=self.cfg.system.mode,
+            symbols=len(self.state.symbols),
+            first_seq=self.bus.last_seq + 1,
+            eventlog=str(self.eventlog.path),
+            admin=self.admin.url,
+            startup_s=round(time.perf_counter() - t0, 3),
+            config=describe(self.cfg),
+        )
+
+    async def step(self) -> None:
+        """One heartbeat: refresh the symbols that are due, wait for them, then scan."""
+        self.orchestrator.refresh_due()
+        await self.orchestrator.join()
+        await self.scanner.scan()
+        self.ticks += 1
+
+    async def run_until(self, stop: asyncio.Event) -> None:
+        interval = self.cfg.data.orchestrator.update_interval_ms / 1000.0
+        while not stop.is_set():
+            try:
+                await self.step()
+            except Exception:
+                # One crash policy: a failed heartbeat is logged and the next one runs.
+                log.exception("heartbeat_failed", tick=self.ticks)
+            with suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await stop.wait()
+
+    async def stop(self) -> None:
+        """Reverse order: intake, bus drain, event log flush, then the admin API."""
+        self.status = "stopping"
+        budget = self.cfg.system.shutdown_timeout_s
+        t0 = time.perf_counter()
+        await self.orchestrator.stop()
+        await self.bus.stop(timeout=budget * 0.4)
+        await self.writer.stop(timeout=budget * 0.4)
+        await self.admin.stop()
+        await self.eventlog.close()
+        self.status = "stopped"
+        log.info(
+            "daemon_stopped",
+            events=self.bus.last_seq,
+            written=self.writer.written,
+            unwritten=self.writer.pending,
+            stop_s=round(time.perf_counter() - t0, 3),
+        )
+
+    def health(self) -> dict[str, Any]:
+        components = {
+            "event_bus": {
+                "status": "ok" if not self.bus.closed else "stopped",
+                "events": self.bus.last_seq,
+                "dead_letters": self.bus.dead_letter_count,
+            },
+            "event_log": self.writer.health(),
+            "orchestrator": self.orchestrator.health(),
+            "scanner": self.scanner.health(),
+            "risk": self.risk.health(),
+            "router": self.router.health(),
+        }
+        if self.status != "running":
+            status = self.status
+        elif all(c.get("status") == "ok" for c in components.values()):
+            status = "ok"
+        else:
+            status = "degraded"
+        return {"status": status, "mode": str(self.cfg.system.mode), "ticks": self.ticks,
+                "components": components}
+
+
+async def run_daemon(
+    cfg: AppConfig, *, clock: Clock, stop: asyncio.Event, on_ready: Any = None
+) -> None:
+    """Build, start, run until ``stop`` is set, and stop in reverse order."""
+    daemon = await Daemon.create(cfg, clock=clock)
+    async with asyncio.TaskGroup() as tg:
+        try:
+            await daemon.start(tg)
+            if on_ready is not None:
+                on_ready(daemon)
+            await daemon.run_until(stop)
+        finally:
+            await daemon.stop()

@@ -1,0 +1,129 @@
+"""``quantumtrade`` command line: run the daemon, check a config file.
+
+Exit codes: 0 clean stop, 1 runtime failure, 2 bad usage or invalid configuration (one line on
+stderr naming the file, the key and the reason; never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from quantumtrade.config import AppConfig, load_config
+from quantumtrade.errors import ConfigError
+
+DEFAULT_PATHS = (Path("quantumtrade.toml"), Path("/etc/quantumtrade/quantumtrade.toml"))
+
+log = structlog.get_logger("quantumtrade.cli")
+
+
+def _config_path(given: str | None) -> Path | None:
+    """The file to read: --config, else $QT_CONFIG, else ./quantumtrade.toml, else /etc/…"""
+    if given:
+        return Path(given)
+    if os.environ.get("QT_CONFIG"):
+        return Path(os.environ["QT_CONFIG"])
+    return next((p for p in DEFAULT_PATHS if p.is_file()), None)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="quantumtrade", description="QuantumTrade crypto trading daemon"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="run the daemon until SIGTERM/SIGINT")
+    run.add_argument("--config", metavar="PATH", help="TOML config (default: ./quantumtrade.toml)")
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("path", metavar="PATH", help="the TOML file to validate")
+    return parser
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"quantumtrade: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_check_config(path: str) -> int:
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        return _fail(f"invalid configuration: {exc}")
+    print(
+        f"{path}: OK (mode={cfg.system.mode}, source={cfg.data.source}, "
+        f"event log={'postgres' if cfg.database.url else 'sqlite'}, "
+        f"admin={cfg.admin.host}:{cfg.admin.port})"
+    )
+    return 0
+
+
+def cmd_run(config: str | None) -> int:
+    path = _config_path(config)
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        return _fail(f"invalid configuration: {exc}")
+
+    from quantumtrade.logs import configure_logging
+
+    configure_logging(cfg.system.log_level, cfg.system.log_format)
+    import uvloop
+
+    try:
+        uvloop.run(_serve(cfg))
+    except* OSError as group:
+        exc = group.exceptions[0]
+        return _fail(
+            f"cannot start: {exc} (is [admin] port {cfg.admin.port} already in use? "
+            "set QT_ADMIN__PORT)",
+            1,
+        )
+    return 0
+
+
+async def _serve(cfg: AppConfig) -> None:
+    from quantumtrade.app import Daemon, run_daemon
+    from quantumtrade.clock import WallClock
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        if len(received) > 1:
+            log.error("second_signal_exiting_now", signal=signal.Signals(signum).name)
+            os._exit(1)
+        log.info("stop_requested", signal=signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+    def on_ready(daemon: Daemon) -> None:
+        print(
+            f"QuantumTrade running ({cfg.system.mode} mode, {len(daemon.state.symbols)} symbols, "
+            f"event log {daemon.eventlog.path}); admin API on {daemon.admin.url} "
+            f"(GET /health, GET /metrics). Stop with Ctrl-C or SIGTERM.",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    await run_daemon(cfg, clock=WallClock(), stop=stop, on_ready=on_ready)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        return cmd_check_config(args.path)
+    return cmd_run(args.config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,329 @@
+"""Configuration: ``quantumtrade.toml`` decoded into frozen structs, then environment overrides.
+
+Every component's config struct lives beside its code; this module only composes them into
+``AppConfig``, decodes the file strictly (unknown keys, wrong types and out-of-range values are
+errors naming the file and the key), and applies environment variables on top:
+
+* ``QT_SECTION__KEY`` (``QT_ADMIN__PORT=8081``, nested: ``QT_DATA__SYNTHETIC__SEED=3``);
+* the seed's names: ``DATABASE_URL``, ``REDIS_URL``, ``MAX_WORKERS``, ``CACHE_DURATION`` (ms),
+  ``UPDATE_INTERVAL`` (ms), ``CIRCUIT_BREAKER_THRESHOLD``.
+
+Exchange credentials (``BINANCE_API_KEY``, ``BINANCE_SECRET_KEY``, and the same for coinbase,
+kraken, kucoin, okx) are read into ``Secrets``, which never prints its values.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+
+from quantumtrade.breaker import BreakerConfig
+from quantumtrade.bus import BusConfig
+from quantumtrade.data.orchestrator import OrchestratorConfig
+from quantumtrade.data.synthetic import SyntheticConfig
+from quantumtrade.errors import ConfigError
+from quantumtrade.execution.paper import PaperVenueConfig
+from quantumtrade.execution.router import RouterConfig
+from quantumtrade.risk.manager import RiskLimits
+from quantumtrade.scoring.scanner import ScannerConfig
+
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class Mode(StrEnum):
+    PAPER = "paper"
+    LIVE = "live"
+    REPLAY = "replay"
+
+
+class SourceKind(StrEnum):
+    SYNTHETIC = "synthetic"
+    REPLAY = "replay"
+    CCXT = "ccxt"
+
+
+class LogFormat(StrEnum):
+    AUTO = "auto"
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    pass
+
+
+class SystemConfig(_Section):
+    mode: Mode = Mode.PAPER
+    log_level: LogLevel = LogLevel.INFO
+    log_format: LogFormat = LogFormat.AUTO
+    shutdown_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 5.0
+
+
+class DataConfig(_Section):
+    source: SourceKind = SourceKind.SYNTHETIC
+    symbols: Positive | list[str] = 20
+    """A count (synthetic market: BTCUSDT, ETHUSDT, … then generated names) or a list."""
+    capacity: Annotated[int, msgspec.Meta(ge=50, le=100_000)] = 1_000
+    """Bars kept per symbol in MarketState."""
+    synthetic: SyntheticConfig = SyntheticConfig()
+    orchestrator: OrchestratorConfig = OrchestratorConfig()
+
+
+class CacheConfig(_Section):
+    ttl_ms: Positive = 1_000
+    """How long a cached order book or ticker stays fresh (seed name: CACHE_DURATION)."""
+    max_entries: Positive = 100_000
+
+
+class DatabaseConfig(_Section):
+    url: str = ""
+    """PostgreSQL URL (postgresql://…); empty: the embedded SQLite log at ``sqlite_path``."""
+    sqlite_path: str = "var/quantumtrade.sqlite"
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1_000
+    flush_interval_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 200
+    max_buffer: Annotated[int, msgspec.Meta(ge=1_000)] = 200_000
+    """Events held in memory awaiting a flush; past this, publishers wait (nothing is dropped)."""
+
+
+class RedisConfig(_Section):
+    url: str = ""
+    """Redis URL (redis://…) for the L2 cache; empty: L1 memory only."""
+
+
+class AdminConfig(_Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65_535)] = 8080
+    token: str = ""
+    """Bearer token that POST requests need; empty: POSTs are refused."""
+
+
+class ExecutionConfig(_Section):
+    paper: PaperVenueConfig = PaperVenueConfig()
+    router: RouterConfig = RouterConfig()
+
+
+class AppConfig(_Section):
+    system: SystemConfig = SystemConfig()
+    data: DataConfig = DataConfig()
+    cache: CacheConfig = CacheConfig()
+    breaker: BreakerConfig = BreakerConfig()
+    bus: BusConfig = BusConfig()
+    scanner: ScannerConfig = ScannerConfig()
+    risk: RiskLimits = RiskLimits()
+    execution: ExecutionConfig = ExecutionConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    redis: RedisConfig = RedisConfig()
+    admin: AdminConfig = AdminConfig()
+
+
+# The seed's environment names and the key each one sets.
+SEED_ENV: dict[str, tuple[str, ...]] = {
+    "DATABASE_URL": ("database", "url"),
+    "REDIS_URL": ("redis", "url"),
+    "MAX_WORKERS": ("data", "orchestrator", "max_workers"),
+    "CACHE_DURATION": ("cache", "ttl_ms"),
+    "UPDATE_INTERVAL": ("data", "orchestrator", "update_interval_ms"),
+    "CIRCUIT_BREAKER_THRESHOLD": ("breaker", "failure_threshold"),
+}
+EXCHANGES = ("binance", "coinbase", "kraken", "kucoin", "okx")
+ENV_PREFIX = "QT_"
+
+
+class Credentials(msgspec.Struct, frozen=True):
+    api_key: str
+    secret: str
+
+    def __repr__(self) -> str:
+        return f"Credentials(api_key='{_redact(self.api_key)}', secret='***')"
+
+    __str__ = __repr__
+
+
+class Secrets:
+    """Exchange credentials from the environment; values never appear in repr or logs."""
+
+    def __init__(self, credentials: Mapping[str, Credentials]) -> None:
+        self._credentials = dict(credentials)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Secrets:
+        found: dict[str, Credentials] = {}
+        for exchange in EXCHANGES:
+            key = environ.get(f"{exchange.upper()}_API_KEY", "")
+            secret = environ.get(f"{exchange.upper()}_SECRET_KEY", "")
+            if key or secret:
+                found[exchange] = Credentials(api_key=key, secret=secret)
+        return cls(found)
+
+    def get(self, exchange: str) -> Credentials | None:
+        return self._credentials.get(exchange)
+
+    def exchanges(self) -> list[str]:
+        return sorted(self._credentials)
+
+    def __repr__(self) -> str:
+        return f"Secrets(exchanges={self.exchanges()})"
+
+
+def _redact(value: str) -> str:
+    return f"{value[:3]}***" if len(value) > 6 else "***"
+
+
+def redact_url(url: str) -> str:
+    """``scheme://user:***@host/db`` — a URL safe to log."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+_AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_UNKNOWN = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
+
+
+def _explain(exc: msgspec.ValidationError) -> tuple[str, str]:
+    """(dotted key, reason) from a msgspec validation error."""
+    m = _AT.match(str(exc))
+    reason = m.group("reason") if m else str(exc)
+    path = (m.group("path") or "") if m else ""
+    key = ".".join(p for p in re.split(r"[.\[\]]+", path) if p)
+    unknown = _UNKNOWN.match(reason)
+    if unknown:
+        key = f"{key}.{unknown.group('field')}" if key else unknown.group("field")
+        reason = "unknown key"
+    else:
+        reason = reason.replace("`", "")
+    return key, reason
+
+
+def _check_semantics(cfg: AppConfig) -> list[tuple[str, str]]:
+    """Cross-field and range rules msgspec's per-field constraints cannot express."""
+    problems: list[tuple[str, str]] = []
+    if isinstance(cfg.data.symbols, list):
+        if not cfg.data.symbols:
+            problems.append(("data.symbols", "must not be empty"))
+        bad = [s for s in cfg.data.symbols if not re.fullmatch(r"[A-Z0-9]{2,20}", s)]
+        if bad:
+            problems.append(("data.symbols", f"not symbol names like BTCUSDT: {bad[:3]}"))
+    if cfg.data.symbols == 0:
+        problems.append(("data.symbols", "must be at least 1"))
+    orch = cfg.data.orchestrator
+    if not 1 <= orch.max_workers <= 1024:
+        problems.append(("data.orchestrator.max_workers", "must be between 1 and 1024"))
+    if orch.update_interval_ms < 10:
+        problems.append(("data.orchestrator.update_interval_ms", "must be at least 10 ms"))
+    if cfg.breaker.failure_threshold < 1:
+        problems.append(("breaker.failure_threshold", "must be at least 1"))
+    if cfg.breaker.cooldown_ms < 0:
+        problems.append(("breaker.cooldown_ms", "must not be negative"))
+    if cfg.bus.queue_size < 1:
+        problems.append(("bus.queue_size", "must be at least 1"))
+    if cfg.bus.max_attempts < 1:
+        problems.append(("bus.max_attempts", "must be at least 1"))
+    if cfg.scanner.top_n < 1:
+        problems.append(("scanner.top_n", "must be at least 1"))
+    if cfg.scanner.ema_fast >= cfg.scanner.ema_slow:
+        problems.append(("scanner.ema_fast", "must be shorter than scanner.ema_slow"))
+    if cfg.database.url and not re.match(r"^postgres(ql)?://", cfg.database.url):
+        problems.append(("database.url", "must be a postgresql:// URL (or empty for SQLite)"))
+    if cfg.redis.url and not re.match(r"^(rediss?|unix)://", cfg.redis.url):
+        problems.append(("redis.url", "must be a redis://, rediss:// or unix:// URL"))
+    if cfg.system.mode is Mode.LIVE:
+        problems.append(("system.mode", "live trading is not available yet; use paper"))
+    if cfg.data.source is not SourceKind.SYNTHETIC:
+        problems.append(("data.source", f"'{cfg.data.source}' is not available yet; use synthetic"))
+    return problems
+
+
+def _set_path(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[path[-1]] = value
+
+
+def _env_value(raw: str) -> Any:
+    """Environment text as a TOML value when it parses as one (list, number, bool), else text."""
+    text = raw.strip()
+    if "," in text and not text.startswith("["):
+        return [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _env_overrides(environ: Mapping[str, str]) -> list[tuple[str, tuple[str, ...], str]]:
+    """(variable name, key path, raw value) for every override present, seed names first."""
+    found = [(name, path, environ[name]) for name, path in SEED_ENV.items() if name in environ]
+    for name, raw in sorted(environ.items()):
+        if name.startswith(ENV_PREFIX) and "__" in name:
+            path = tuple(p.lower() for p in name[len(ENV_PREFIX) :].split("__"))
+            if all(path):
+                found.append((name, path, raw))
+    return found
+
+
+def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> AppConfig:
+    """Read, validate and override the configuration; raise ConfigError naming file and key."""
+    environ = os.environ if environ is None else environ
+    where = str(path) if path is not None else "<defaults>"
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(where, "", "file not found") from None
+        except IsADirectoryError:
+            raise ConfigError(where, "", "is a directory, not a TOML file") from None
+        except PermissionError:
+            raise ConfigError(where, "", "permission denied") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(where, "", f"not valid TOML: {exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(where, "", "not UTF-8 text") from None
+    try:
+        cfg = msgspec.convert(data, AppConfig)
+    except msgspec.ValidationError as exc:
+        key, reason = _explain(exc)
+        raise ConfigError(where, key, reason) from None
+
+    for name, key_path, raw in _env_overrides(environ):
+        tree = msgspec.to_builtins(cfg)
+        _set_path(tree, key_path, _env_value(raw))
+        try:
+            cfg = msgspec.convert(tree, AppConfig, strict=False)
+        except msgspec.ValidationError as exc:
+            key, reason = _explain(exc)
+            raise ConfigError(f"environment variable {name}", key, reason) from None
+
+    problems = _check_semantics(cfg)
+    if problems:
+        key, reason = problems[0]
+        raise ConfigError(where, key, reason)
+    return cfg
+
+
+def describe(cfg: AppConfig) -> dict[str, Any]:
+    """The configuration as plain data, safe to log or show: URLs and the token redacted."""
+    tree: dict[str, Any] = msgspec.to_builtins(cfg)
+    tree["database"]["url"] = redact_url(cfg.database.url)
+    tree["redis"]["url"] = redact_url(cfg.redis.url)
+    tree["admin"]["token"] = "***" if cfg.admin.token else ""
+    return tree

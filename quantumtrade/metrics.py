@@ -1,0 +1,156 @@
+"""Prometheus metrics: a per-daemon registry, histograms fed by hooks, the rest read at scrape.
+
+Counters that the hot path already keeps (bus counts per event type, rejects, breaker states)
+are not incremented twice: a collector reads them from the components when Prometheus scrapes,
+so publishing an event costs no metric update at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from quantumtrade.events import BreakerState, TradingState
+
+NS = "quantumtrade"
+
+BREAKER_VALUE = {BreakerState.CLOSED: 0.0, BreakerState.HALF_OPEN: 1.0, BreakerState.OPEN: 2.0}
+RISK_VALUE = {TradingState.ACTIVE: 0.0, TradingState.REDUCING: 1.0, TradingState.HALTED: 2.0}
+
+
+class Snapshot:
+    """What the collector reads at scrape time; each field is a zero-argument callable."""
+
+    def __init__(
+        self,
+        *,
+        health: Callable[[], float],
+        bus_counts: Callable[[], Mapping[str, int]],
+        bus_queue_depths: Callable[[], Mapping[str, int]],
+        dead_letters: Callable[[], int],
+        breakers: Callable[[], Mapping[str, str]],
+        rejects: Callable[[], Mapping[str, int]],
+        stale_symbols: Callable[[], int],
+        risk_state: Callable[[], str],
+        pnl: Callable[[], Mapping[str, float]],
+        eventlog: Callable[[], Mapping[str, Any]],
+    ) -> None:
+        self.health = health
+        self.bus_counts = bus_counts
+        self.bus_queue_depths = bus_queue_depths
+        self.dead_letters = dead_letters
+        self.breakers = breakers
+        self.rejects = rejects
+        self.stale_symbols = stale_symbols
+        self.risk_state = risk_state
+        self.pnl = pnl
+        self.eventlog = eventlog
+
+
+class _SnapshotCollector(Collector):
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Any]:
+        s = self.snapshot
+        health = GaugeMetricFamily(
+            f"{NS}_system_health", "1 when every component is healthy, 0.5 degraded, 0 down"
+        )
+        health.add_metric([], s.health())
+        yield health
+
+        events = CounterMetricFamily(
+            f"{NS}_event_bus_events", "Events published on the bus", labels=["type"]
+        )
+        for event_type, n in sorted(s.bus_counts().items()):
+            events.add_metric([event_type], n)
+        yield events
+
+        depth = GaugeMetricFamily(
+            f"{NS}_event_bus_queue_depth", "Events waiting per subscriber", labels=["subscriber"]
+        )
+        for name, n in sorted(s.bus_queue_depths().items()):
+            depth.add_metric([name], n)
+        yield depth
+
+        dead = CounterMetricFamily(f"{NS}_event_bus_dead_letters", "Events dead-lettered")
+        dead.add_metric([], s.dead_letters())
+        yield dead
+
+        breaker = GaugeMetricFamily(
+            f"{NS}_circuit_breaker_state",
+            "Circuit breaker state (0 closed, 1 half-open, 2 open)",
+            labels=["name"],
+        )
+        for name, state in sorted(s.breakers().items()):
+            breaker.add_metric([name], BREAKER_VALUE.get(BreakerState(state), 2.0))
+        yield breaker
+
+        rejects = CounterMetricFamily(
+            f"{NS}_data_rejected", "Market data records rejected", labels=["reason"]
+        )
+        for reason, n in sorted(s.rejects().items()):
+            rejects.add_metric([reason], n)
+        yield rejects
+
+        stale = GaugeMetricFamily(f"{NS}_stale_symbols", "Symbols whose data is stale")
+        stale.add_metric([], s.stale_symbols())
+        yield stale
+
+        risk = GaugeMetricFamily(
+            f"{NS}_risk_state", "Trading state (0 active, 1 reducing, 2 halted)"
+        )
+        risk.add_metric([], RISK_VALUE.get(TradingState(s.risk_state()), 2.0))
+        yield risk
+
+        pnl = GaugeMetricFamily(f"{NS}_pnl", "Portfolio PnL in quote currency", labels=["kind"])
+        for kind, value in sorted(s.pnl().items()):
+            pnl.add_metric([kind], value)
+        yield pnl
+
+        log = s.eventlog()
+        written = CounterMetricFamily(f"{NS}_eventlog_written", "Events written to the log")
+        written.add_metric([], float(log.get("written", 0)))
+        yield written
+        pending = GaugeMetricFamily(f"{NS}_eventlog_pending", "Events not yet written")
+        pending.add_metric([], float(log.get("pending", 0)))
+        yield pending
+
+
+class Metrics:
+    """The daemon's metrics, on its own registry (tests build many daemons in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.processing_time = Histogram(
+            f"{NS}_data_orchestrator_processing_time",
+            "Seconds to fetch, validate and store one symbol's data",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                     2.5),
+            registry=self.registry,
+        )
+        self.router_latency = Histogram(
+            f"{NS}_order_router_latency",
+            "Seconds from routing decision to the venue's answer",
+            labelnames=["venue"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.2, 2.5),
+            registry=self.registry,
+        )
+        self._collector: _SnapshotCollector | None = None
+
+    def observe_processing_time(self, seconds: float) -> None:
+        self.processing_time.observe(seconds)
+
+    def observe_router_latency(self, venue: str, seconds: float) -> None:
+        self.router_latency.labels(venue=venue).observe(seconds)
+
+    def attach(self, snapshot: Snapshot) -> None:
+        self._collector = _SnapshotCollector(snapshot)
+        self.registry.register(self._collector)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

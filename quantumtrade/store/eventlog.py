@@ -1,0 +1,310 @@
+"""The event log: every published event, append-only, keyed by ``seq``, replayable.
+
+``EventLog`` is the storage protocol; ``SqliteEventLog`` is the embedded default (a local file,
+no server). ``EventLogWriter`` sits on the bus as its recorder: it buffers events in memory and
+writes them in batches every ``batch_size`` events or ``flush_interval_ms``, whichever is first,
+and once more at shutdown. Appends are idempotent on ``seq`` (a batch written twice leaves one
+row per event). When a write fails, the batch stays in the buffer and is retried with backoff;
+when the buffer reaches ``max_buffer`` publishers wait, so nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import msgspec
+import structlog
+
+from quantumtrade.events import Event, encode
+
+log = structlog.get_logger("quantumtrade.eventlog")
+
+Row = tuple[int, int, str, str]
+"""(seq, ts_ns, type, payload JSON)."""
+
+
+class StoredEvent(msgspec.Struct, frozen=True):
+    seq: int
+    ts_ns: int
+    type: str
+    payload: str
+
+
+class EventLog(Protocol):
+    name: str
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def append(self, rows: Sequence[Row]) -> None:
+        """Write rows; a row whose seq is already stored is skipped (idempotent)."""
+
+    async def last_seq(self) -> int: ...
+
+    async def count(self) -> int: ...
+
+    def read(
+        self,
+        *,
+        from_seq: int = 1,
+        to_seq: int | None = None,
+        types: Sequence[str] | None = None,
+        from_ts_ns: int | None = None,
+        to_ts_ns: int | None = None,
+    ) -> AsyncIterator[StoredEvent]: ...
+
+
+# Numbered schema migrations; each runs once, in order, inside a transaction.
+SQLITE_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE events (
+        seq     INTEGER PRIMARY KEY,
+        ts_ns   INTEGER NOT NULL,
+        type    TEXT    NOT NULL,
+        payload TEXT    NOT NULL
+    );
+    CREATE INDEX events_ts_ns ON events (ts_ns);
+    CREATE INDEX events_type_seq ON events (type, seq);
+    """,
+)
+
+
+class SqliteEventLog:
+    """The event log in a local SQLite file (WAL mode), driven from a worker thread."""
+
+    name = "sqlite"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self._open)
+
+    def _open(self) -> None:
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn = conn
+        self._migrate(conn)
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        current = row[0] or 0
+        for version, script in enumerate(SQLITE_MIGRATIONS, start=1):
+            if version <= current:
+                continue
+            conn.execute("BEGIN")
+            try:
+                for statement in filter(str.strip, script.split(";")):
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            log.info("eventlog_migrated", backend="sqlite", version=version)
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("event log is not open")
+        return self._conn
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await asyncio.to_thread(conn.close)
+
+    async def append(self, rows: Sequence[Row]) -> None:
+        if rows:
+            await asyncio.to_thread(self._append, rows)
+
+    def _append(self, rows: Sequence[Row]) -> None:
+        conn = self._db()
+        with self._lock:
+            conn.execute("BEGIN")
+            try:
+                conn.executemany("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?)", rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def _scalar(self, sql: str) -> int:
+        with self._lock:
+            row = self._db().execute(sql).fetchone()
+        return int(row[0] or 0)
+
+    async def last_seq(self) -> int:
+        return await asyncio.to_thread(self._scalar, "SELECT MAX(seq) FROM events")
+
+    async def count(self) -> int:
+        return await asyncio.to_thread(self._scalar, "SELECT COUNT(*) FROM events")
+
+    async def read(
+        self,
+        *,
+        from_seq: int = 1,
+        to_seq: int | None = None,
+        types: Sequence[str] | None = None,
+        from_ts_ns: int | None = None,
+        to_ts_ns: int | None = None,
+        page: int = 5_000,
+    ) -> AsyncIterator[StoredEvent]:
+        """Events in seq order, filtered by seq range, time range and type names."""
+        where = ["seq >= ?"]
+        base: list[object] = []
+        if to_seq is not None:
+            where.append("seq <= ?")
+            base.append(to_seq)
+        if from_ts_ns is not None:
+            where.append("ts_ns >= ?")
+            base.append(from_ts_ns)
+        if to_ts_ns is not None:
+            where.append("ts_ns <= ?")
+            base.append(to_ts_ns)
+        if types:
+            where.append(f"type IN ({','.join('?' * len(types))})")
+            base.extend(types)
+        sql = f"SELECT seq, ts_ns, type, payload FROM events WHERE {' AND '.join(where)} "
+        sql += "ORDER BY seq LIMIT ?"
+        cursor = from_seq
+        while True:
+            rows = await asyncio.to_thread(self._fetch, sql, [cursor, *base, page])
+            for row in rows:
+                yield StoredEvent(*row)
+            if len(rows) < page:
+                return
+            cursor = rows[-1][0] + 1
+
+    def _fetch(self, sql: str, params: list[object]) -> list[Row]:
+        with self._lock:
+            return self._db().execute(sql, params).fetchall()
+
+
+class EventLogWriter:
+    """The bus's recorder: buffers events and writes them to the log in batches."""
+
+    def __init__(
+        self,
+        eventlog: EventLog,
+        *,
+        batch_size: int = 1_000,
+        flush_interval_ms: int = 200,
+        max_buffer: int = 200_000,
+    ) -> None:
+        self.eventlog = eventlog
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval_ms / 1000.0
+        self.max_buffer = max(max_buffer, batch_size)
+        self._buffer: list[Event] = []
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._flush_lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self.written = 0
+        self.batches = 0
+        self.failures = 0
+        self.last_error = ""
+        self._failing = False
+
+    # --- Recorder -----------------------------------------------------------------------
+
+    def record(self, event: Event) -> bool:
+        buffer = self._buffer
+        buffer.append(event)
+        n = len(buffer)
+        if n >= self.batch_size:
+            self._wake.set()
+            if n >= self.max_buffer:
+                self._room.clear()
+                return False
+        return True
+
+    async def wait_room(self) -> None:
+        await self._room.wait()
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def start(self, tg: asyncio.TaskGroup) -> None:
+        self._task = tg.create_task(self._run(), name="eventlog-writer")
+
+    async def _run(self) -> None:
+        backoff = self.flush_interval
+        while True:
+            try:
+                async with asyncio.timeout(self.flush_interval):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if await self.flush():
+                backoff = self.flush_interval
+            else:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def flush(self) -> bool:
+        """Write everything buffered; False (events kept for the next try) if the write failed."""
+        async with self._flush_lock:
+            while self._buffer:
+                batch = self._buffer[: self.batch_size * 10]
+                rows = [(e.seq, e.ts_ns, type(e).__name__, encode(e).decode()) for e in batch]
+                try:
+                    await self.eventlog.append(rows)
+                except Exception as exc:
+                    self.failures += 1
+                    self._failing = True
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    log.error("eventlog_write_failed", backend=self.eventlog.name,
+                              pending=len(self._buffer), error=self.last_error)
+                    return False
+                self._failing = False
+                del self._buffer[: len(batch)]
+                self.written += len(batch)
+                self.batches += 1
+                if len(self._buffer) < self.max_buffer:
+                    self._room.set()
+            return True
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop the timer loop and write what is left (bounded by ``timeout``)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        try:
+            async with asyncio.timeout(timeout):
+                while not await self.flush():
+                    await asyncio.sleep(0.1)
+        except TimeoutError:
+            log.error("eventlog_flush_timeout", unwritten=len(self._buffer))
+
+    def health(self) -> dict[str, object]:
+        return {
+            "status": "degraded" if self._failing else "ok",
+            "backend": self.eventlog.name,
+            "written": self.written,
+            "pending": self.pending,
+            "write_failures": self.failures,
+            "last_error": self.last_error,
+        }

@@ -1,0 +1,77 @@
+"""L1 cache: TTL on the injected clock, LRU bound, single-flight loads."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from quantumtrade.cache.l1 import L1Cache
+from quantumtrade.clock import ManualClock
+
+
+def test_ttl_follows_the_clock() -> None:
+    clock = ManualClock()
+    cache: L1Cache[int] = L1Cache(clock=clock, ttl_ms=100, max_entries=10)
+    cache.set("a", 1)
+    clock.advance(0.099)
+    assert cache.get("a") == 1
+    clock.advance(0.002)
+    assert cache.get("a") is None
+    assert (cache.hits, cache.misses) == (1, 1)
+
+
+def test_lru_eviction_keeps_recently_used() -> None:
+    cache: L1Cache[int] = L1Cache(clock=ManualClock(), ttl_ms=1_000, max_entries=2)
+    cache.set("a", 1)
+    cache.set("b", 2)
+    assert cache.get("a") == 1  # a is now most recent
+    cache.set("c", 3)
+    assert cache.get("b") is None
+    assert cache.get("a") == 1 and cache.get("c") == 3
+    assert cache.evictions == 1 and len(cache) == 2
+
+
+async def test_concurrent_misses_make_one_load() -> None:
+    cache: L1Cache[str] = L1Cache(clock=ManualClock(), ttl_ms=1_000, max_entries=10)
+    release = asyncio.Event()
+    calls = 0
+
+    async def loader() -> str:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return "book"
+
+    waiters = [asyncio.ensure_future(cache.get_or_load("BTCUSDT", loader)) for _ in range(20)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await asyncio.gather(*waiters) == ["book"] * 20
+    assert calls == 1
+    assert await cache.get_or_load("BTCUSDT", loader) == "book"
+    assert calls == 1
+
+
+async def test_failed_load_is_not_cached_and_reaches_every_waiter() -> None:
+    cache: L1Cache[str] = L1Cache(clock=ManualClock(), ttl_ms=1_000, max_entries=10)
+    attempts = 0
+
+    async def flaky() -> str:
+        nonlocal attempts
+        attempts += 1
+        await asyncio.sleep(0)
+        if attempts == 1:
+            raise ConnectionError("exchange down")
+        return "ok"
+
+    first = asyncio.ensure_future(cache.get_or_load("k", flaky))
+    second = asyncio.ensure_future(cache.get_or_load("k", flaky))
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results)
+    assert await cache.get_or_load("k", flaky) == "ok"
+    assert attempts == 2
+
+
+def test_rejects_nonsense_bounds() -> None:
+    with pytest.raises(ValueError):
+        L1Cache(clock=ManualClock(), ttl_ms=0, max_entries=1)
