@@ -1,0 +1,184 @@
+"""The end-to-end path, in process: synthetic market → orchestrator → MarketState → numba scan
+→ signals → risk → router → paper fills → portfolio, every event in the SQLite log once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import aiohttp
+import msgspec
+
+from quantumtrade.app import Daemon
+from quantumtrade.clock import ManualClock
+from quantumtrade.config import AppConfig, load_config
+from quantumtrade.events import OrderFilled, SignalGenerated, decode
+
+START_NS = 1_735_689_600_000_000_000  # 2025-01-01T00:00:00Z
+
+
+def session_config(tmp_path: Path, **env: str) -> AppConfig:
+    environ = {
+        "QT_DATABASE__SQLITE_PATH": str(tmp_path / "events.sqlite"),
+        "QT_ADMIN__PORT": "0",
+        "QT_ADMIN__TOKEN": "test-token",
+        "QT_DATA__SYMBOLS": "12",
+        "QT_SCANNER__MIN_ABS_SCORE": "0.05",
+        "QT_SCANNER__MIN_BARS": "40",
+        **env,
+    }
+    return load_config(None, environ=environ)
+
+
+async def run_session(cfg: AppConfig, seconds: int) -> tuple[Daemon, list[OrderFilled], list]:
+    clock = ManualClock(START_NS)
+    daemon = await Daemon.create(cfg, clock=clock)
+    fills: list[OrderFilled] = []
+    signals: list[SignalGenerated] = []
+    daemon.bus.subscribe(OrderFilled, fills.append)
+    daemon.bus.subscribe(SignalGenerated, signals.append)
+    async with asyncio.TaskGroup() as tg:
+        await daemon.start(tg)
+        try:
+            for _ in range(seconds):
+                clock.advance(1.0)
+                await daemon.step()
+                await daemon.bus.drain()
+        finally:
+            await daemon.stop()
+    return daemon, fills, signals
+
+
+async def test_paper_session_fills_orders_and_logs_every_event_once(tmp_path: Path) -> None:
+    cfg = session_config(tmp_path)
+    daemon, fills, signals = await run_session(cfg, seconds=90)
+
+    assert signals, "the scanner produced no signal in 90 simulated seconds"
+    assert fills, "no order was filled"
+
+    # Positions equal the signed sum of the fills, symbol by symbol.
+    expected: dict[str, float] = defaultdict(float)
+    for f in fills:
+        expected[f.symbol] += f.quantity * f.side.sign
+    positions = daemon.portfolio.positions()
+    for symbol, qty in expected.items():
+        assert abs(positions[symbol].quantity - qty) < 1e-9 * max(1.0, abs(qty))
+    fees = sum(f.fee for f in fills)
+    assert fees > 0
+    assert abs(daemon.portfolio.totals()["fees"] - fees) < 1e-6
+
+    # The log holds every published event exactly once, seq 1..N with no gap, same types.
+    from quantumtrade.store.eventlog import SqliteEventLog
+
+    log = SqliteEventLog(cfg.database.sqlite_path)
+    await log.open()
+    rows = [r async for r in log.read()]
+    await log.close()
+    assert [r.seq for r in rows] == list(range(1, daemon.bus.last_seq + 1))
+    by_type: dict[str, int] = defaultdict(int)
+    for r in rows:
+        by_type[r.type] += 1
+        assert decode(r.payload).seq == r.seq
+    assert dict(by_type) == daemon.bus.counts()
+    logged_fills = [decode(r.payload) for r in rows if r.type == "OrderFilled"]
+    assert logged_fills == fills
+
+
+async def test_restart_continues_seq_and_keeps_the_log(tmp_path: Path) -> None:
+    cfg = session_config(tmp_path)
+    first, _, _ = await run_session(cfg, seconds=20)
+    second, _, _ = await run_session(cfg, seconds=20)
+    from quantumtrade.store.eventlog import SqliteEventLog
+
+    log = SqliteEventLog(cfg.database.sqlite_path)
+    await log.open()
+    seqs = [r.seq async for r in log.read()]
+    await log.close()
+    assert seqs == list(range(1, second.bus.last_seq + 1))
+    assert second.bus.last_seq > first.bus.last_seq
+
+
+async def test_admin_api_health_metrics_and_bad_requests(tmp_path: Path) -> None:
+    cfg = session_config(tmp_path)
+    clock = ManualClock(START_NS)
+    daemon = await Daemon.create(cfg, clock=clock)
+    async with asyncio.TaskGroup() as tg:
+        await daemon.start(tg)
+        try:
+            for _ in range(5):
+                clock.advance(1.0)
+                await daemon.step()
+            await daemon.bus.drain()
+            base = daemon.admin.url
+            auth = {"Authorization": "Bearer test-token"}
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{base}/health") as r:
+                    assert r.status == 200
+                    health = await r.json()
+                assert health["status"] in ("ok", "degraded")
+                assert {"event_bus", "event_log", "orchestrator", "scanner", "risk",
+                        "router"} <= set(health["components"])
+
+                async with http.get(f"{base}/metrics") as r:
+                    assert r.status == 200
+                    text = await r.text()
+                assert "quantumtrade_system_health " in text
+                assert 'quantumtrade_event_bus_events_total{type="BarsUpdated"}' in text
+
+                async with http.get(f"{base}/api/openapi.json") as r:
+                    assert r.status == 200 and "paths" in await r.json()
+
+                url = f"{base}/api/trading/data-orchestrator"
+                async with http.get(url, params={"endpoint": "market-data",
+                                                 "symbols": "BTCUSDT,ETHUSDT"}) as r:
+                    assert r.status == 200
+                    data = await r.json()
+                    assert data["symbols"]["BTCUSDT"]["bar"]["close"] > 0
+
+                bad_requests = [
+                    ("GET", f"{base}/nope", None, {}, 404),
+                    ("GET", url, {"endpoint": "bogus"}, {}, 400),
+                    ("GET", url, {"endpoint": "market-data", "symbols": "NOPEUSDT"}, {}, 404),
+                    ("GET", url, {"endpoint": "market-data"}, {}, 400),
+                    ("POST", url, None, {}, 401),
+                    ("POST", url, None, {"Authorization": "Bearer wrong"}, 401),
+                    ("DELETE", f"{base}/health", None, {}, 405),
+                ]
+                for method, u, params, headers, status in bad_requests:
+                    async with http.request(method, u, params=params, headers=headers,
+                                            json={"action": "start-flow",
+                                                  "symbols": ["BTCUSDT"]}) as r:
+                        assert r.status == status, (method, u, params, await r.text())
+                        assert "error" in await r.json()
+
+                for body, status in [
+                    (b"{not json", 400),
+                    (b"[1, 2]", 400),
+                    (json.dumps({"action": "explode", "symbols": ["BTCUSDT"]}).encode(), 400),
+                    (json.dumps({"action": "stop-flow", "symbols": []}).encode(), 400),
+                    (json.dumps({"action": "stop-flow", "symbols": [1]}).encode(), 400),
+                    (json.dumps({"action": "stop-flow", "symbols": ["ZZZUSDT"]}).encode(), 404),
+                ]:
+                    async with http.post(url, data=body, headers=auth) as r:
+                        assert r.status == status, (body, await r.text())
+                        assert "error" in await r.json()
+
+                async with http.post(url, json={"action": "stop-flow", "symbols": ["ETHUSDT"]},
+                                     headers=auth) as r:
+                    assert r.status == 200, await r.text()
+                async with http.post(f"{url}/reset-circuit-breaker", headers=auth) as r:
+                    assert r.status == 200
+        finally:
+            await daemon.stop()
+
+
+def test_events_round_trip_through_json() -> None:
+    from quantumtrade.events import Side, encode
+
+    s = SignalGenerated(ts_ns=1, signal_id="x", symbol="BTCUSDT", side=Side.BUY, score=1.0,
+                        price=2.0, volatility=0.1)
+    assert decode(encode(s)) == s
+    assert msgspec.json.decode(encode(s))["type"] == "SignalGenerated"
