@@ -29,6 +29,7 @@ from quantumtrade.bus import BusConfig
 from quantumtrade.data.orchestrator import OrchestratorConfig
 from quantumtrade.data.synthetic import SyntheticConfig
 from quantumtrade.errors import ConfigError
+from quantumtrade.redaction import redact, redact_url
 from quantumtrade.execution.paper import PaperVenueConfig
 from quantumtrade.execution.router import RouterConfig
 from quantumtrade.risk.manager import RiskLimits
@@ -149,7 +150,7 @@ class Credentials(msgspec.Struct, frozen=True):
     secret: str
 
     def __repr__(self) -> str:
-        return f"Credentials(api_key='{_redact(self.api_key)}', secret='***')"
+        return f"Credentials(api_key='{redact(self.api_key)}', secret='***')"
 
     __str__ = __repr__
 
@@ -178,15 +179,6 @@ class Secrets:
 
     def __repr__(self) -> str:
         return f"Secrets(exchanges={self.exchanges()})"
-
-
-def _redact(value: str) -> str:
-    return f"{value[:3]}***" if len(value) > 6 else "***"
-
-
-def redact_url(url: str) -> str:
-    """``scheme://user:***@host/db`` — a URL safe to log."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 _AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)

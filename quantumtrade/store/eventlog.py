@@ -15,12 +15,15 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 import structlog
 
 from quantumtrade.events import Event, encode
+
+if TYPE_CHECKING:
+    from quantumtrade.store.spool import Spool
 
 log = structlog.get_logger("quantumtrade.eventlog")
 
@@ -203,8 +206,13 @@ class EventLogWriter:
         batch_size: int = 1_000,
         flush_interval_ms: int = 200,
         max_buffer: int = 200_000,
+        spool: Spool | None = None,
     ) -> None:
         self.eventlog = eventlog
+        self.spool = spool
+        self._spool_pending = spool is not None and spool.exists()
+        self.spooled = 0
+        self.recovered = 0
         self.batch_size = batch_size
         self.flush_interval = flush_interval_ms / 1000.0
         self.max_buffer = max(max_buffer, batch_size)
@@ -261,8 +269,11 @@ class EventLogWriter:
                 backoff = min(backoff * 2, 5.0)
 
     async def flush(self) -> bool:
-        """Write everything buffered; False (events kept for the next try) if the write failed."""
+        """Write everything buffered; False if the database failed (events kept or spooled)."""
         async with self._flush_lock:
+            if self._spool_pending and not await self._drain_spool():
+                await self._spool_buffer()
+                return False
             while self._buffer:
                 batch = self._buffer[: self.batch_size * 10]
                 rows = [(e.seq, e.ts_ns, type(e).__name__, encode(e).decode()) for e in batch]
@@ -274,6 +285,7 @@ class EventLogWriter:
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     log.error("eventlog_write_failed", backend=self.eventlog.name,
                               pending=len(self._buffer), error=self.last_error)
+                    await self._spool_buffer()
                     return False
                 self._failing = False
                 del self._buffer[: len(batch)]
@@ -282,6 +294,43 @@ class EventLogWriter:
                 if len(self._buffer) < self.max_buffer:
                     self._room.set()
             return True
+
+    async def _spool_buffer(self) -> None:
+        """Move the whole buffer to the spool file (kept in memory if that fails too)."""
+        if self.spool is None or not self._buffer:
+            return
+        batch = list(self._buffer)
+        rows = [(e.seq, e.ts_ns, type(e).__name__, encode(e).decode()) for e in batch]
+        try:
+            await asyncio.to_thread(self.spool.append, rows)
+        except OSError as exc:
+            log.error("spool_write_failed", path=str(self.spool.path), error=str(exc),
+                      pending=len(self._buffer))
+            return
+        del self._buffer[: len(batch)]
+        self._spool_pending = True
+        self.spooled += len(rows)
+        self._room.set()
+        log.warning("eventlog_spooled", rows=len(rows), path=str(self.spool.path))
+
+    async def _drain_spool(self) -> bool:
+        """Write the spooled rows to the database, then empty the spool; False if it failed."""
+        assert self.spool is not None
+        rows = await asyncio.to_thread(self.spool.load)
+        try:
+            for i in range(0, len(rows), self.batch_size * 10):
+                await self.eventlog.append(rows[i : i + self.batch_size * 10])
+        except Exception as exc:
+            self.failures += 1
+            self._failing = True
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            return False
+        await asyncio.to_thread(self.spool.clear)
+        self._spool_pending = False
+        self.recovered += len(rows)
+        if rows:
+            log.info("spool_recovered", rows=len(rows), backend=self.eventlog.name)
+        return True
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop the timer loop and write what is left (bounded by ``timeout``)."""
@@ -294,7 +343,8 @@ class EventLogWriter:
                 pass
         try:
             async with asyncio.timeout(timeout):
-                while not await self.flush():
+                # Done when written, or spooled (the next start writes the spool).
+                while not await self.flush() and self._buffer:
                     await asyncio.sleep(0.1)
         except TimeoutError:
             log.error("eventlog_flush_timeout", unwritten=len(self._buffer))
@@ -307,4 +357,8 @@ class EventLogWriter:
             "pending": self.pending,
             "write_failures": self.failures,
             "last_error": self.last_error,
+            "spooled": self.spooled,
+            "recovered_from_spool": self.recovered,
+            "spool_pending": self._spool_pending,
+            "spool_set_aside": self.spool.set_aside if self.spool else 0,
         }
