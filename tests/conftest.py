@@ -55,3 +55,20 @@ async def pg_schema() -> AsyncIterator[tuple[str, str]]:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         await conn.close()
+
+
+@pytest.fixture
+async def redis_prefix() -> AsyncIterator[tuple[str, str]]:
+    """(url, key prefix) in the real Redis; the test's keys are deleted afterwards."""
+    import redis.asyncio as redis
+
+    require_service("Redis", "127.0.0.1", 6379)
+    prefix = f"qt-test-{uuid.uuid4().hex[:12]}:"
+    yield REDIS_URL, prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()

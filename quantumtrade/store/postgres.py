@@ -49,16 +49,30 @@ class PostgresEventLog:
         return f"PostgresEventLog({redact_url(self.url)!r}, schema={self.schema!r})"
 
     async def open(self) -> None:
+        """Connect and migrate; raises StoreUnavailable when the server cannot be reached."""
+        await self._connect()
+
+    async def _connect(self) -> asyncpg.Pool:
+        if self._pool is not None:
+            return self._pool
         try:
-            self._pool = await asyncpg.create_pool(
+            pool = await asyncpg.create_pool(
                 self.url,
                 min_size=1,
                 max_size=self.pool_size,
                 server_settings={"search_path": self.schema},
+                timeout=5.0,
             )
-        except (OSError, asyncpg.PostgresError) as exc:
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
-        await self.migrate()
+        self._pool = pool
+        try:
+            await self.migrate()
+        except BaseException:
+            self._pool = None
+            await pool.close()
+            raise
+        return pool
 
     async def migrate(self) -> int:
         """Apply the migrations not yet applied; the schema version afterwards."""
@@ -95,14 +109,18 @@ class PostgresEventLog:
     async def append(self, rows: Sequence[Row]) -> None:
         if not rows:
             return
-        pool = self._require()
+        pool = await self._connect()  # reconnects after an outage
         try:
             async with pool.acquire() as conn:
                 try:
                     await conn.copy_records_to_table("events", records=rows, columns=_COLUMNS)
                 except asyncpg.UniqueViolationError:
                     await self._append_deduplicated(conn, rows)
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                asyncpg.CannotConnectNowError, TimeoutError) as exc:
+            # Drop the pool: the next append reconnects from scratch.
+            self._pool = None
+            pool.terminate()
             raise StoreUnavailable(f"PostgreSQL write failed: {exc}") from exc
 
     @staticmethod
@@ -119,10 +137,12 @@ class PostgresEventLog:
             )
 
     async def last_seq(self) -> int:
-        return int(await self._require().fetchval("SELECT coalesce(max(seq), 0) FROM events"))
+        pool = await self._connect()
+        return int(await pool.fetchval("SELECT coalesce(max(seq), 0) FROM events"))
 
     async def count(self) -> int:
-        return int(await self._require().fetchval("SELECT count(*) FROM events"))
+        pool = await self._connect()
+        return int(await pool.fetchval("SELECT count(*) FROM events"))
 
     async def read(
         self,

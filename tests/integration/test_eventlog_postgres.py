@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
 
 from quantumtrade.bus import EventBus
 from quantumtrade.clock import ManualClock
 from quantumtrade.events import Command, TickerUpdated, decode
 from quantumtrade.store.eventlog import EventLogWriter
 from quantumtrade.store.postgres import PostgresEventLog
+from quantumtrade.store.spool import Spool
 
 
 async def test_copy_append_read_back_and_idempotent_retry(pg_schema: tuple[str, str]) -> None:
@@ -53,4 +60,62 @@ async def test_writer_into_postgres_every_event_once(pg_schema: tuple[str, str])
         seqs = [e.seq async for e in log.read()]
         assert seqs == list(range(1, 5_001))
     finally:
+        await log.close()
+
+
+def _pg_ctl(action: str) -> None:
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
+        check=True, capture_output=True, timeout=60,
+    )
+
+
+def _can_control_postgres() -> str | None:
+    if shutil.which("pg_ctlcluster") is None or not os.path.isdir("/etc/postgresql"):
+        return "pg_ctlcluster is not available to stop and start PostgreSQL"
+    if os.geteuid() != 0:
+        return "stopping PostgreSQL needs root"
+    return None
+
+
+async def test_outage_mid_stream_loses_and_duplicates_nothing(
+    pg_schema: tuple[str, str], tmp_path: Path
+) -> None:
+    reason = _can_control_postgres()
+    if reason:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    url, schema = pg_schema
+    log = PostgresEventLog(url, schema=schema)
+    await log.open()
+    spool = Spool(tmp_path / "spool.jsonl")
+    writer = EventLogWriter(log, batch_size=1_000, flush_interval_ms=20, spool=spool)
+    bus = EventBus(clock=ManualClock(), recorder=writer)
+    total = 50_000
+    try:
+        async with asyncio.TaskGroup() as tg:
+            writer.start(tg)
+            bus.start(tg)
+            for i in range(total):
+                await bus.publish(TickerUpdated(ts_ns=i, symbol="BTCUSDT", source="t",
+                                                bid=1.0, ask=1.1, last=float(i)))
+                if i == 15_000:
+                    await asyncio.to_thread(_pg_ctl, "stop")
+                elif i == 35_000:
+                    assert writer.health()["spooled"] > 0, "the outage was not noticed"
+                    await asyncio.to_thread(_pg_ctl, "start")
+            await bus.stop()
+            await writer.stop(timeout=10)
+        # The server may still be starting: keep flushing until the spool is drained.
+        async with asyncio.timeout(60):
+            while not await writer.flush() or spool.exists():
+                await asyncio.sleep(0.2)
+        assert await log.count() == total
+        assert [e.seq async for e in log.read()] == list(range(1, total + 1))
+        assert writer.health()["recovered_from_spool"] > 0
+    finally:
+        if os.system("pg_isready -q -h 127.0.0.1 -p 5432") != 0:
+            await asyncio.to_thread(_pg_ctl, "start")
         await log.close()
