@@ -275,7 +275,7 @@ class EventLogWriter:
                 await self._spool_buffer()
                 return False
             while self._buffer:
-                batch = self._buffer[: self.batch_size * 10]
+                batch = self._buffer[: self.batch_size]
                 rows = [(e.seq, e.ts_ns, type(e).__name__, encode(e).decode()) for e in batch]
                 try:
                     await self.eventlog.append(rows)
