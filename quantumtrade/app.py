@@ -35,7 +35,9 @@ from quantumtrade.portfolio import Portfolio
 from quantumtrade.risk.manager import RiskManager
 from quantumtrade.scoring import kernels
 from quantumtrade.scoring.scanner import Scanner
-from quantumtrade.store.eventlog import EventLogWriter, SqliteEventLog
+from quantumtrade.store.eventlog import EventLog, EventLogWriter
+from quantumtrade.store.factory import open_event_log
+from quantumtrade.store.spool import Spool
 
 log = structlog.get_logger("quantumtrade.app")
 
@@ -46,7 +48,13 @@ class Daemon:
     """Every component of one QuantumTrade process, built by ``Daemon.create``."""
 
     def __init__(
-        self, cfg: AppConfig, *, clock: Clock, eventlog: SqliteEventLog, first_seq: int = 1
+        self,
+        cfg: AppConfig,
+        *,
+        clock: Clock,
+        eventlog: EventLog,
+        spool: Spool | None = None,
+        first_seq: int = 1,
     ) -> None:
         self.cfg = cfg
         self.clock = clock
@@ -59,6 +67,7 @@ class Daemon:
             batch_size=db.batch_size,
             flush_interval_ms=db.flush_interval_ms,
             max_buffer=db.max_buffer,
+            spool=spool,
         )
         self.bus = EventBus(
             clock=clock, config=cfg.bus, recorder=self.writer, first_seq=first_seq
@@ -112,11 +121,9 @@ class Daemon:
     @classmethod
     async def create(cls, cfg: AppConfig, *, clock: Clock) -> Daemon:
         """Open the event log first: the bus continues its seq after the last logged event."""
-        eventlog = SqliteEventLog(cfg.database.sqlite_path)
-        await eventlog.open()
+        eventlog, spool, first_seq = await open_event_log(cfg.database)
         try:
-            first_seq = await eventlog.last_seq() + 1
-            daemon = cls(cfg, clock=clock, eventlog=eventlog, first_seq=first_seq)
+            daemon = cls(cfg, clock=clock, eventlog=eventlog, spool=spool, first_seq=first_seq)
         except BaseException:
             await eventlog.close()
             raise
@@ -166,7 +173,7 @@ class Daemon:
             mode=self.cfg.system.mode,
             symbols=len(self.state.symbols),
             first_seq=self.bus.last_seq + 1,
-            eventlog=str(self.eventlog.path),
+            eventlog=self.eventlog.name,
             admin=self.admin.url,
             startup_s=round(time.perf_counter() - t0, 3),
             config=describe(self.cfg),

@@ -17,7 +17,7 @@ from pathlib import Path
 import structlog
 
 from quantumtrade.config import AppConfig, load_config
-from quantumtrade.errors import ConfigError
+from quantumtrade.errors import ConfigError, StoreUnavailable
 
 DEFAULT_PATHS = (Path("quantumtrade.toml"), Path("/etc/quantumtrade/quantumtrade.toml"))
 
@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", metavar="PATH", help="TOML config (default: ./quantumtrade.toml)")
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("path", metavar="PATH", help="the TOML file to validate")
+    migrate = sub.add_parser("migrate", help="apply the event log's schema migrations and exit")
+    migrate.add_argument("--config", metavar="PATH", help="TOML config")
     return parser
 
 
@@ -77,6 +79,8 @@ def cmd_run(config: str | None) -> int:
 
     try:
         uvloop.run(_serve(cfg))
+    except* StoreUnavailable as group:
+        return _fail(f"cannot start: {group.exceptions[0]}", 1)
     except* OSError as group:
         exc = group.exceptions[0]
         return _fail(
@@ -109,7 +113,7 @@ async def _serve(cfg: AppConfig) -> None:
     def on_ready(daemon: Daemon) -> None:
         print(
             f"QuantumTrade running ({cfg.system.mode} mode, {len(daemon.state.symbols)} symbols, "
-            f"event log {daemon.eventlog.path}); admin API on {daemon.admin.url} "
+            f"event log: {daemon.eventlog.name}); admin API on {daemon.admin.url} "
             f"(GET /health, GET /metrics). Stop with Ctrl-C or SIGTERM.",
             file=sys.stderr,
             flush=True,
@@ -118,10 +122,44 @@ async def _serve(cfg: AppConfig) -> None:
     await run_daemon(cfg, clock=WallClock(), stop=stop, on_ready=on_ready)
 
 
+def cmd_migrate(config: str | None) -> int:
+    path = _config_path(config)
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        return _fail(f"invalid configuration: {exc}")
+
+    async def migrate() -> str:
+        from quantumtrade.store.eventlog import SqliteEventLog
+        from quantumtrade.store.postgres import PostgresEventLog
+
+        if cfg.database.url:
+            pg = PostgresEventLog(cfg.database.url)
+            await pg.open()  # applies what is missing
+            try:
+                return f"postgres schema version {await pg.migrate()}, {await pg.count()} events"
+            finally:
+                await pg.close()
+        sq = SqliteEventLog(cfg.database.sqlite_path)
+        await sq.open()
+        try:
+            return f"sqlite {sq.path}: schema up to date, {await sq.count()} events"
+        finally:
+            await sq.close()
+
+    try:
+        print(asyncio.run(migrate()))
+    except StoreUnavailable as exc:
+        return _fail(str(exc), 1)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return cmd_check_config(args.path)
+    if args.command == "migrate":
+        return cmd_migrate(args.config)
     return cmd_run(args.config)
 
 

@@ -99,11 +99,16 @@ class DatabaseConfig(_Section):
     flush_interval_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 200
     max_buffer: Annotated[int, msgspec.Meta(ge=1_000)] = 200_000
     """Events held in memory awaiting a flush; past this, publishers wait (nothing is dropped)."""
+    spool_path: str = ""
+    """Where batches go while the database is unreachable (written to it when it returns);
+    empty: ``eventlog.spool`` beside ``sqlite_path``."""
 
 
 class RedisConfig(_Section):
     url: str = ""
     """Redis URL (redis://…) for the L2 cache; empty: L1 memory only."""
+    key_prefix: str = "qt:"
+    timeout_ms: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 250
 
 
 class AdminConfig(_Section):

@@ -213,6 +213,7 @@ class EventLogWriter:
         self._spool_pending = spool is not None and spool.exists()
         self.spooled = 0
         self.recovered = 0
+        self._last_stored = 0
         self.batch_size = batch_size
         self.flush_interval = flush_interval_ms / 1000.0
         self.max_buffer = max(max_buffer, batch_size)
@@ -289,10 +290,13 @@ class EventLogWriter:
                     return False
                 self._failing = False
                 del self._buffer[: len(batch)]
+                self._last_stored = batch[-1].seq
                 self.written += len(batch)
                 self.batches += 1
                 if len(self._buffer) < self.max_buffer:
                     self._room.set()
+            if self.spool is not None and self._last_stored:
+                await asyncio.to_thread(self.spool.mark, self._last_stored)
             return True
 
     async def _spool_buffer(self) -> None:
@@ -308,6 +312,7 @@ class EventLogWriter:
                       pending=len(self._buffer))
             return
         del self._buffer[: len(batch)]
+        self._last_stored = batch[-1].seq
         self._spool_pending = True
         self.spooled += len(rows)
         self._room.set()

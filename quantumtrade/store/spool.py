@@ -28,8 +28,24 @@ log = structlog.get_logger("quantumtrade.spool")
 class Spool:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.mark_path = self.path.with_name(self.path.name + ".seq")
         self.set_aside = 0
         self.torn_lines = 0
+
+    def mark(self, seq: int) -> None:
+        """Remember the newest seq that reached the database or the spool (atomic replace)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.mark_path.with_name(self.mark_path.name + ".tmp")
+        tmp.write_text(str(seq))
+        os.replace(tmp, self.mark_path)
+
+    def high_water(self) -> int:
+        """The newest seq known to be stored, from the mark and the spool (0 if none)."""
+        try:
+            marked = int(self.mark_path.read_text().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            marked = 0
+        return max(marked, self.max_seq())
 
     def append(self, rows: Sequence[Row]) -> None:
         """Append rows durably (written and fsynced before returning)."""
