@@ -1,0 +1,477 @@
+"""The data orchestrator: a pool of fetch workers fed by a regime-priority queue.
+
+Each heartbeat the app calls ``refresh_due()`` (enqueue every active symbol whose regime
+cadence has elapsed) and ``await join()``. A worker takes the most urgent symbol (VOLATILE and
+BREAKOUT first, RANGING last), fetches its new bars through the source's circuit breaker under a
+timeout, validates them, appends the good ones to ``MarketState`` and publishes ``BarsUpdated``,
+``DataRejected`` per bad bar, ``SourceFailed`` on a fault and every ``CircuitBreakerChanged``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from typing import Annotated, Any
+
+import msgspec
+import structlog
+
+from quantumtrade.breaker import BreakerConfig, CircuitBreaker
+from quantumtrade.bus import EventBus
+from quantumtrade.clock import Clock
+from quantumtrade.data.market_state import MarketState
+from quantumtrade.data.source import OrderBook, Source
+from quantumtrade.data.validation import validate_bars
+from quantumtrade.events import (
+    BarsUpdated,
+    BreakerState,
+    CircuitBreakerChanged,
+    DataRejected,
+    Regime,
+    RegimeChanged,
+    SourceFailed,
+)
+
+log = structlog.get_logger("quantumtrade.orchestrator")
+
+DEFAULT_CADENCE_MS: dict[str, int] = {
+    "VOLATILE": 1000,
+    "BREAKOUT": 1000,
+    "TRENDING": 2000,
+    "RANGING": 5000,
+}
+PRIORITY: dict[Regime | None, int] = {
+    Regime.VOLATILE: 0,
+    Regime.BREAKOUT: 0,
+    Regime.TRENDING: 1,
+    None: 1,  # not classified yet
+    Regime.RANGING: 2,
+}
+
+
+class OrchestratorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    max_workers: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 4
+    """Fetch worker tasks (MAX_WORKERS)."""
+    update_interval_ms: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    """Heartbeat: how often the app refreshes what is due and scans (UPDATE_INTERVAL)."""
+    cadence_ms: dict[str, int] = msgspec.field(default_factory=lambda: dict(DEFAULT_CADENCE_MS))
+    """How often a symbol is refreshed, by regime name; a symbol not yet classified uses the
+    shortest cadence (no evidence yet that it is calm)."""
+    fetch_timeout_ms: Annotated[int, msgspec.Meta(ge=1)] = 5000
+    """A fetch slower than this counts as a source failure."""
+    queue_size: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    """Bound of the fetch queue; symbols that do not fit stay due for the next heartbeat."""
+    book_depth: Annotated[int, msgspec.Meta(ge=1)] = 20
+    """Levels a side for ``Orchestrator.order_book``."""
+
+    def __post_init__(self) -> None:
+        names = {r.value for r in Regime}
+        unknown = sorted(set(self.cadence_ms) - names)
+        if unknown:
+            raise ValueError(f"cadence_ms: unknown regimes {unknown}; expected {sorted(names)}")
+        if any(ms < 1 for ms in self.cadence_ms.values()):
+            raise ValueError("cadence_ms: every cadence must be at least 1 ms")
+
+
+class _Flow:
+    """Scheduling state of one symbol."""
+
+    __slots__ = ("active", "last_fetch_ns", "queued", "regime", "source", "symbol")
+
+    def __init__(self, symbol: str, source: str) -> None:
+        self.symbol = symbol
+        self.source = source
+        self.regime: Regime | None = None
+        self.last_fetch_ns: int | None = None
+        self.queued = False
+        self.active = True
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        *,
+        bus: EventBus,
+        clock: Clock,
+        state: MarketState,
+        sources: Mapping[str, Source],
+        config: OrchestratorConfig,
+        breaker_config: BreakerConfig,
+        route: Callable[[str], str] | None = None,
+        on_processing_time: Callable[[float], None] | None = None,
+    ) -> None:
+        if not sources:
+            raise ValueError("the orchestrator needs at least one source")
+        self.bus = bus
+        self.clock = clock
+        self.state = state
+        self.config = config
+        self._sources = dict(sources)
+        default = next(iter(self._sources))
+        self._route = route or (lambda _symbol: default)
+        self._on_processing_time = on_processing_time
+        self._breaker_events: list[CircuitBreakerChanged] = []
+        self._breakers = {
+            name: CircuitBreaker(
+                name, clock=clock, config=breaker_config, on_change=self._breaker_events.append
+            )
+            for name in self._sources
+        }
+        cadence = {Regime(k): v * 1_000_000 for k, v in config.cadence_ms.items()}
+        fallback = min(cadence.values(), default=config.update_interval_ms * 1_000_000)
+        self._cadence_ns: dict[Regime | None, int] = {
+            **{r: cadence.get(r, config.update_interval_ms * 1_000_000) for r in Regime},
+            None: fallback,
+        }
+        self._timeout_s = config.fetch_timeout_ms / 1000.0
+        # Bounded: refresh_due() never waits; what does not fit stays due for the next tick.
+        self._queue: asyncio.PriorityQueue[tuple[int, int, str]] = asyncio.PriorityQueue(
+            maxsize=config.queue_size
+        )
+        self._seq = itertools.count()
+        self._flows: dict[str, _Flow] = {}
+        for symbol in state.symbols:
+            self._flows[symbol] = self._new_flow(symbol)
+        self._workers: list[asyncio.Task[None]] = []
+        self._stale: set[str] = set()
+        self.fetches = 0
+        self.bars_stored = 0
+        self.failures = 0
+        self.timeouts = 0
+        self.skipped_open = 0
+        self.crashes = 0
+        self.deferred = 0
+        self.rejects: Counter[str] = Counter()
+        self._processing_total_s = 0.0
+        self._processing_count = 0
+        self._last_processing_s = 0.0
+
+    def _new_flow(self, symbol: str) -> _Flow:
+        source = self._route(symbol)
+        if source not in self._sources:
+            raise KeyError(f"route sends {symbol} to unknown source {source!r}")
+        return _Flow(symbol, source)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self, tg: asyncio.TaskGroup) -> None:
+        """Start ``max_workers`` fetch workers inside ``tg``."""
+        if self._workers:
+            raise RuntimeError("orchestrator already started")
+        self._workers = [
+            tg.create_task(self._work(), name=f"orchestrator:worker-{i}")
+            for i in range(self.config.max_workers)
+        ]
+
+    async def stop(self) -> None:
+        """Cancel the workers, wait for them, and drop what was still queued."""
+        for task in self._workers:
+            task.cancel()
+        for task in self._workers:
+            try:
+                await task
+            except asyncio.CancelledError:
+                if not task.cancelled():  # stop() itself was cancelled
+                    raise
+        while not self._queue.empty():
+            _, _, symbol = self._queue.get_nowait()
+            self._flows[symbol].queued = False
+            self._queue.task_done()
+
+    async def join(self) -> None:
+        """Wait until every enqueued fetch is done, then publish pending breaker changes."""
+        await self._queue.join()
+        await self._publish_breaker_events()
+
+    # --- scheduling ---------------------------------------------------------------------
+
+    def refresh_due(self) -> int:
+        """Enqueue every active symbol whose cadence has elapsed; returns how many."""
+        now = self.clock.now_ns()
+        cadence = self._cadence_ns
+        queue = self._queue
+        enqueued = 0
+        for flow in self._flows.values():
+            if not flow.active or flow.queued:
+                continue
+            last = flow.last_fetch_ns
+            if last is not None and now - last < cadence[flow.regime]:
+                continue
+            if queue.full():
+                self.deferred += 1
+                continue
+            queue.put_nowait((PRIORITY[flow.regime], next(self._seq), flow.symbol))
+            flow.queued = True
+            enqueued += 1
+        return enqueued
+
+    def on_regime_changed(self, event: RegimeChanged) -> None:
+        """Bus handler: a new regime sets the symbol's refresh priority and cadence."""
+        flow = self._flows.get(event.symbol)
+        if flow is not None:
+            flow.regime = event.regime
+
+    def start_flow(self, symbols: Iterable[str]) -> list[str]:
+        """Activate symbols (adding them to MarketState if needed); returns those activated.
+
+        Raises KeyError naming the symbols that their source does not list (nothing changes).
+        """
+        wanted = list(dict.fromkeys(symbols))
+        listed: dict[str, set[str]] = {}
+        unknown: list[str] = []
+        for symbol in wanted:
+            flow = self._flows.get(symbol)
+            source = flow.source if flow is not None else self._route(symbol)
+            if source not in self._sources:
+                unknown.append(symbol)
+                continue
+            if source not in listed:
+                listed[source] = set(self._sources[source].symbols())
+            if symbol not in listed[source]:
+                unknown.append(symbol)
+        if unknown:
+            raise KeyError(", ".join(unknown))
+        self.state.add_symbols(wanted)
+        started: list[str] = []
+        for symbol in wanted:
+            flow = self._flows.get(symbol)
+            if flow is None:
+                flow = self._flows[symbol] = self._new_flow(symbol)
+            elif flow.active:
+                continue
+            flow.active = True
+            flow.last_fetch_ns = None
+            started.append(symbol)
+        if started:
+            log.info("flow_started", symbols=started[:20], count=len(started))
+        return started
+
+    def stop_flow(self, symbols: Iterable[str]) -> list[str]:
+        """Deactivate symbols (their bars stay in MarketState); returns those deactivated.
+
+        Raises KeyError naming the unknown symbols (nothing changes).
+        """
+        wanted = list(dict.fromkeys(symbols))
+        unknown = [s for s in wanted if s not in self._flows]
+        if unknown:
+            raise KeyError(", ".join(unknown))
+        stopped: list[str] = []
+        for symbol in wanted:
+            flow = self._flows[symbol]
+            if flow.active:
+                flow.active = False
+                self._stale.discard(symbol)
+                stopped.append(symbol)
+        if stopped:
+            log.info("flow_stopped", symbols=stopped[:20], count=len(stopped))
+        return stopped
+
+    def reset_breakers(self) -> None:
+        """Close every source breaker (admin API); the changes are published at the next join."""
+        for breaker in self._breakers.values():
+            breaker.reset()
+
+    # --- the work -----------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        queue = self._queue
+        while True:
+            _, _, symbol = await queue.get()
+            flow = self._flows[symbol]
+            try:
+                await self._refresh(flow)
+            except Exception:
+                # One crash policy: log with context, count, feed the breaker, take the next.
+                self.crashes += 1
+                self._stale.add(symbol)
+                self._breakers[flow.source].record_failure()
+                log.bind(symbol=symbol, source=flow.source).exception("refresh_crashed")
+            finally:
+                flow.queued = False
+                queue.task_done()
+
+    async def _refresh(self, flow: _Flow) -> None:
+        if not flow.active:
+            return
+        symbol, source_name = flow.symbol, flow.source
+        breaker = self._breakers[source_name]
+        now_ns = self.clock.now_ns()
+        flow.last_fetch_ns = now_ns
+        if not breaker.allow():
+            self.skipped_open += 1
+            self._stale.add(symbol)
+            await self._publish_breaker_events()
+            return
+        t0 = time.perf_counter()
+        since = self.state.last_ts_ms(symbol)
+        self.fetches += 1
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                bars = await self._sources[source_name].fetch_bars(
+                    symbol, since, now_ns // 1_000_000
+                )
+        except Exception as exc:
+            if isinstance(exc, TimeoutError):
+                self.timeouts += 1
+                error = f"timeout after {self.config.fetch_timeout_ms} ms"
+            else:
+                error = f"{type(exc).__name__}: {exc}"[:500]
+            self.failures += 1
+            self._stale.add(symbol)
+            breaker.record_failure()
+            log.warning("source_fetch_failed", symbol=symbol, source=source_name, error=error)
+            await self.bus.publish(
+                SourceFailed(
+                    ts_ns=self.clock.now_ns(), source=source_name, symbol=symbol, error=error
+                )
+            )
+            await self._publish_breaker_events()
+            self._observe(time.perf_counter() - t0)
+            return
+        breaker.record_success()
+        accepted, rejected = validate_bars(bars, self.state.last_ts_ms(symbol))
+        if accepted:
+            self.state.append(symbol, accepted)
+            self.bars_stored += len(accepted)
+        self._stale.discard(symbol)
+        await self._publish_breaker_events()
+        if accepted:
+            await self.bus.publish(
+                BarsUpdated(
+                    ts_ns=self.clock.now_ns(),
+                    symbol=symbol,
+                    source=source_name,
+                    bars=tuple(accepted),
+                )
+            )
+        for bar, reason in rejected:
+            self.rejects[reason] += 1
+            await self.bus.publish(
+                DataRejected(
+                    ts_ns=self.clock.now_ns(),
+                    symbol=symbol,
+                    source=source_name,
+                    reason=reason,
+                    detail=repr(bar)[:300],
+                )
+            )
+        if rejected:
+            log.warning(
+                "bars_rejected",
+                symbol=symbol,
+                source=source_name,
+                rejected=len(rejected),
+                reasons=sorted({reason for _, reason in rejected}),
+            )
+        self._observe(time.perf_counter() - t0)
+
+    def _observe(self, seconds: float) -> None:
+        self._last_processing_s = seconds
+        self._processing_total_s += seconds
+        self._processing_count += 1
+        if self._on_processing_time is not None:
+            self._on_processing_time(seconds)
+
+    async def _publish_breaker_events(self) -> None:
+        if not self._breaker_events:
+            return
+        events = list(self._breaker_events)
+        self._breaker_events.clear()
+        for event in events:
+            await self.bus.publish(event)
+
+    async def order_book(self, symbol: str) -> OrderBook | None:
+        """The symbol's book (``book_depth`` levels) through its source's breaker; None when the
+        breaker is open or the source failed (published as ``SourceFailed``)."""
+        flow = self._flows.get(symbol)
+        source_name = flow.source if flow is not None else self._route(symbol)
+        breaker = self._breakers[source_name]
+        if not breaker.allow():
+            await self._publish_breaker_events()
+            return None
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                book = await self._sources[source_name].fetch_order_book(
+                    symbol, self.config.book_depth
+                )
+        except Exception as exc:
+            breaker.record_failure()
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            log.warning("order_book_failed", symbol=symbol, source=source_name, error=error)
+            await self.bus.publish(
+                SourceFailed(
+                    ts_ns=self.clock.now_ns(), source=source_name, symbol=symbol, error=error
+                )
+            )
+            await self._publish_breaker_events()
+            return None
+        breaker.record_success()
+        await self._publish_breaker_events()
+        return book
+
+    # --- introspection ------------------------------------------------------------------
+
+    @property
+    def stale_symbols(self) -> list[str]:
+        """Active symbols whose last refresh failed or was skipped by an open breaker."""
+        return sorted(self._stale)
+
+    def priority(self, symbol: str) -> int:
+        return PRIORITY[self._flows[symbol].regime]
+
+    def metrics(self) -> dict[str, Any]:
+        count = self._processing_count
+        regimes = Counter(
+            str(f.regime) if f.regime is not None else "UNKNOWN"
+            for f in self._flows.values()
+            if f.active
+        )
+        return {
+            "workers": self.config.max_workers,
+            "workers_running": sum(1 for t in self._workers if not t.done()),
+            "queue_depth": self._queue.qsize(),
+            "queue_size": self.config.queue_size,
+            "symbols": len(self._flows),
+            "active_symbols": sum(1 for f in self._flows.values() if f.active),
+            "regimes": dict(regimes),
+            "breakers": {
+                name: {
+                    "state": str(b.state),
+                    "consecutive_failures": b.consecutive_failures,
+                    "total_failures": b.total_failures,
+                    "times_opened": b.times_opened,
+                }
+                for name, b in self._breakers.items()
+            },
+            "fetches": self.fetches,
+            "bars_stored": self.bars_stored,
+            "failures": self.failures,
+            "timeouts": self.timeouts,
+            "skipped_open": self.skipped_open,
+            "crashes": self.crashes,
+            "deferred": self.deferred,
+            "rejects": dict(self.rejects),
+            "stale": self.stale_symbols,
+            "mean_processing_ms": self._processing_total_s / count * 1000.0 if count else 0.0,
+            "last_processing_ms": self._last_processing_s * 1000.0,
+        }
+
+    def health(self) -> dict[str, Any]:
+        """ "ok" when every breaker is closed, no symbol is stale and every worker runs."""
+        breakers = {name: str(b.state) for name, b in self._breakers.items()}
+        dead = sum(1 for t in self._workers if t.done())
+        degraded = (
+            any(state != BreakerState.CLOSED for state in breakers.values())
+            or bool(self._stale)
+            or dead > 0
+        )
+        return {
+            "status": "degraded" if degraded else "ok",
+            "breakers": breakers,
+            "stale_symbols": len(self._stale),
+            "workers_stopped": dead,
+            "queue_depth": self._queue.qsize(),
+        }

@@ -1,0 +1,220 @@
+"""Numba kernels over (symbols, bars) float64 arrays, and the thin Python layer in front of them.
+
+Conventions shared by every kernel:
+
+* Arrays are C-contiguous float64, one row per symbol, oldest bar first, newest bar last.
+* A row may start with NaN padding (a symbol with fewer bars than the window); each row's
+  series starts at its first non-NaN value. A NaN inside the series propagates the way TA-Lib's
+  does (no data is invented).
+* Outputs are preallocated by the caller and passed as ``out``; kernels allocate nothing.
+* Rows are independent, so the 2-D kernels run ``prange`` over symbols.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import numba
+import numpy as np
+from numpy.typing import NDArray
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# The one set of jit flags. fastmath stays off: it would let LLVM reorder the sums and break
+# the agreement with TA-Lib and replay parity. error_model="numpy": x / 0 gives inf/NaN as in
+# NumPy instead of raising ZeroDivisionError from inside a kernel.
+_JIT: dict[str, Any] = dict(
+    nopython=True, cache=True, nogil=True, fastmath=False, error_model="numpy"
+)
+# Floor on volatility so a flat series scores a finite (huge) value instead of dividing by 0.
+VOL_FLOOR = 1e-12
+
+
+def _kernel(fn: F) -> F:
+    """Compile a 2-D kernel with the shared flags, parallel over symbols (typed for mypy)."""
+    return cast(F, numba.jit(**_JIT, parallel=True)(fn))
+
+
+def _helper(fn: F) -> F:
+    """Compile a per-row helper that the kernels call, with the shared flags."""
+    return cast(F, numba.jit(**_JIT)(fn))
+
+
+@_helper
+def _first_valid(row: NDArray[np.float64]) -> int:
+    """Index of the first non-NaN value of ``row`` (``len(row)`` when there is none)."""
+    n: int = row.shape[0]
+    for j in range(n):
+        if not math.isnan(row[j]):
+            return j
+    return n
+
+
+@_kernel
+def ema(x: NDArray[np.float64], period: int, out: NDArray[np.float64]) -> None:
+    """TA-Lib EMA per row: SMA of the first ``period`` values as seed, alpha = 2/(period+1)."""
+    n_sym, n_bar = x.shape
+    alpha = 2.0 / (period + 1.0)
+    for i in numba.prange(n_sym):
+        row = x[i]
+        start = _first_valid(row)
+        seed_at = start + period - 1
+        for j in range(min(seed_at, n_bar)):
+            out[i, j] = np.nan
+        if seed_at >= n_bar:
+            continue
+        total = 0.0
+        for j in range(start, seed_at + 1):
+            total += row[j]
+        prev = total / period
+        out[i, seed_at] = prev
+        for j in range(seed_at + 1, n_bar):
+            # TA-Lib's form, (x - prev) * alpha + prev, so the rounding matches it.
+            prev = (row[j] - prev) * alpha + prev
+            out[i, j] = prev
+
+
+@_helper
+def _stdev_log_returns(row: NDArray[np.float64], first: int, stop: int) -> float:
+    """Sample stdev of the log returns into bars ``first..stop-1`` (two passes: a rolling
+    one-pass sum loses digits when the window's variance is small next to its mean square)."""
+    mean = 0.0
+    for j in range(first, stop):
+        mean += math.log(row[j] / row[j - 1])
+    mean /= stop - first
+    ss = 0.0
+    for j in range(first, stop):
+        d = math.log(row[j] / row[j - 1]) - mean
+        ss += d * d
+    return math.sqrt(ss / (stop - first - 1))
+
+
+@_kernel
+def log_return_vol(close: NDArray[np.float64], window: int, out: NDArray[np.float64]) -> None:
+    """Rolling sample stdev (ddof=1) of the last ``window`` log returns; NaN if any is NaN.
+
+    Each window is summed afresh (O(bars * window)): exact to the last digits, where a rolling
+    one-pass sum drifts and cancels on quiet stretches.
+    """
+    n_sym, n_bar = close.shape
+    for i in numba.prange(n_sym):
+        row = close[i]
+        nan_count = 0  # NaN returns inside the current window
+        if n_bar > 0:
+            out[i, 0] = np.nan
+        for j in range(1, n_bar):
+            if math.isnan(row[j] / row[j - 1]):
+                nan_count += 1
+            if j > window and math.isnan(row[j - window] / row[j - window - 1]):
+                nan_count -= 1
+            if j < window or nan_count > 0:
+                out[i, j] = np.nan
+            else:
+                out[i, j] = _stdev_log_returns(row, j + 1 - window, j + 1)
+
+
+@_kernel
+def momentum(close: NDArray[np.float64], period: int, out: NDArray[np.float64]) -> None:
+    """Rate of change: close / close ``period`` bars earlier - 1 (NaN where either is NaN)."""
+    n_sym, n_bar = close.shape
+    for i in numba.prange(n_sym):
+        for j in range(min(period, n_bar)):
+            out[i, j] = np.nan
+        for j in range(period, n_bar):
+            out[i, j] = close[i, j] / close[i, j - period] - 1.0
+
+
+@_helper
+def _ema_end(row: NDArray[np.float64], start: int, period: int, alpha: float) -> float:
+    """The TA-Lib EMA of ``row[start:]`` at its last value (needs ``period`` values)."""
+    seed_at = start + period - 1
+    total = 0.0
+    for j in range(start, seed_at + 1):
+        total += row[j]
+    prev = total / period
+    for j in range(seed_at + 1, row.shape[0]):
+        prev = (row[j] - prev) * alpha + prev
+    return prev
+
+
+@_kernel
+def score_last(
+    close: NDArray[np.float64],
+    volume: NDArray[np.float64],
+    fast: int,
+    slow: int,
+    vol_window: int,
+    out_score: NDArray[np.float64],
+    out_vol: NDArray[np.float64],
+) -> None:
+    """Volatility-normalised trend at each row's last bar.
+
+    trend = (EMA_fast - EMA_slow) / EMA_slow, vol = sample stdev of the last ``vol_window`` log
+    returns, score = trend / max(vol, VOL_FLOOR). ``out_score`` is NaN when the row has fewer
+    than ``slow + 1`` bars or ``vol`` is NaN; ``out_vol`` is NaN when it has fewer than
+    ``vol_window + 1``. O(bars) per row, no allocation. ``volume`` is part of the
+    signature for volume-aware terms and is not read yet.
+    """
+    n_sym, n_bar = close.shape
+    alpha_f = 2.0 / (fast + 1.0)
+    alpha_s = 2.0 / (slow + 1.0)
+    for i in numba.prange(n_sym):
+        row = close[i]
+        start = _first_valid(row)
+        n_valid = n_bar - start
+
+        vol = np.nan
+        if n_valid >= vol_window + 1:
+            vol = _stdev_log_returns(row, n_bar - vol_window, n_bar)
+        out_vol[i] = vol
+
+        if n_valid < slow + 1 or n_valid < fast or math.isnan(vol):
+            out_score[i] = np.nan
+            continue
+        ema_f = _ema_end(row, start, fast, alpha_f)
+        ema_s = _ema_end(row, start, slow, alpha_s)
+        trend = (ema_f - ema_s) / ema_s
+        out_score[i] = trend / max(vol, VOL_FLOOR)
+
+
+def _as_bars(name: str, a: NDArray[Any]) -> NDArray[np.float64]:
+    if a.dtype != np.float64:
+        raise TypeError(f"{name} must be float64, got {a.dtype}")
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (symbols, bars), got shape {a.shape}")
+    return np.ascontiguousarray(a)
+
+
+def compute_scores(
+    close: NDArray[np.float64],
+    volume: NDArray[np.float64],
+    *,
+    fast: int,
+    slow: int,
+    vol_window: int,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """(score, vol) per symbol at the last bar; see ``score_last``."""
+    close = _as_bars("close", close)
+    volume = _as_bars("volume", volume)
+    if volume.shape != close.shape:
+        raise ValueError(f"volume shape {volume.shape} != close shape {close.shape}")
+    if fast < 1 or slow < 1 or vol_window < 2:
+        raise ValueError(f"need fast, slow >= 1 and vol_window >= 2: {fast}, {slow}, {vol_window}")
+    n_sym = close.shape[0]
+    scores = np.empty(n_sym, dtype=np.float64)
+    vols = np.empty(n_sym, dtype=np.float64)
+    score_last(close, volume, fast, slow, vol_window, scores, vols)
+    return scores, vols
+
+
+def warm_up() -> None:
+    """Compile (or load from cache) every kernel for the shapes the daemon uses."""
+    close = np.linspace(100.0, 101.0, 3 * 8).reshape(3, 8)
+    close[0, :2] = np.nan
+    out = np.empty_like(close)
+    ema(close, 3, out)
+    log_return_vol(close, 3, out)
+    momentum(close, 2, out)
+    compute_scores(close, np.ones_like(close), fast=2, slow=3, vol_window=3)

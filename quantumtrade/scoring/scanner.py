@@ -1,0 +1,235 @@
+"""The scan: score every symbol from MarketState's columns, keep the top N, publish signals.
+
+``select`` is the pure part (arrays in, ranked candidates out) so it can be tested and replayed
+without a bus; ``Scanner`` reads the columns, calls it and publishes ``ScanCompleted`` followed by
+one ``SignalGenerated`` per new candidate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Annotated, Any, Protocol
+
+import msgspec
+import numpy as np
+from numpy.typing import NDArray
+
+from quantumtrade.bus import EventBus
+from quantumtrade.clock import Clock
+from quantumtrade.events import ScanCompleted, Side, SignalGenerated
+from quantumtrade.scoring.kernels import compute_scores
+
+INSUFFICIENT_BARS = "insufficient_bars"
+SCORE_BELOW_THRESHOLD = "score_below_threshold"
+OUTSIDE_TOP_N = "outside_top_n"
+DROP_REASONS = (INSUFFICIENT_BARS, SCORE_BELOW_THRESHOLD, OUTSIDE_TOP_N)
+SIGNAL_REASONS = ("trend_score",)
+
+
+class ScannerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    top_n: Annotated[int, msgspec.Meta(ge=1)] = 3
+    window: Annotated[int, msgspec.Meta(ge=2)] = 200
+    """Bars per symbol handed to the kernels (the newest ``window``)."""
+    ema_fast: Annotated[int, msgspec.Meta(ge=1)] = 12
+    ema_slow: Annotated[int, msgspec.Meta(ge=2)] = 26
+    vol_window: Annotated[int, msgspec.Meta(ge=2)] = 30
+    """Log returns in the realised volatility that normalises the trend."""
+    min_abs_score: Annotated[float, msgspec.Meta(ge=0)] = 0.5
+    min_bars: Annotated[int, msgspec.Meta(ge=1)] = 50
+    """Bars a symbol needs in the window before it is scored at all."""
+
+
+class Candidate(msgspec.Struct, frozen=True, kw_only=True):
+    symbol: str
+    side: Side
+    score: float
+    price: float
+    """The last close."""
+    volatility: float
+
+
+class ScanResult(msgspec.Struct, frozen=True, kw_only=True):
+    symbols: tuple[str, ...]
+    scores: NDArray[np.float64]
+    """Score per symbol, aligned with ``symbols`` (NaN: not enough bars); read-only."""
+    vols: NDArray[np.float64]
+    selected: list[Candidate]
+    """Best first: |score| descending, then symbol name."""
+    dropped: dict[str, int]
+    """Symbols left out, by reason (every reason in ``DROP_REASONS`` is present)."""
+
+
+class Columns(Protocol):
+    """What the scanner reads from ``MarketState.columns``: (symbols, window), newest last."""
+
+    @property
+    def close(self) -> NDArray[np.float64]: ...
+
+    @property
+    def volume(self) -> NDArray[np.float64]: ...
+
+    @property
+    def ts_ms(self) -> NDArray[np.int64]: ...
+
+
+class ColumnSource(Protocol):
+    """What the scanner needs of ``MarketState``."""
+
+    @property
+    def symbols(self) -> Sequence[str]: ...
+
+    @property
+    def capacity(self) -> int: ...
+
+    def columns(self, window: int | None = None) -> Columns: ...
+
+
+def select(
+    symbols: Sequence[str],
+    close: NDArray[np.float64],
+    volume: NDArray[np.float64],
+    config: ScannerConfig,
+) -> ScanResult:
+    """Score each row, drop those without enough bars or score, rank the rest, keep the top N."""
+    if close.shape[0] != len(symbols):
+        raise ValueError(f"{len(symbols)} symbols but close has {close.shape[0]} rows")
+    scores, vols = compute_scores(
+        close,
+        volume,
+        fast=config.ema_fast,
+        slow=config.ema_slow,
+        vol_window=config.vol_window,
+    )
+    bars = np.count_nonzero(~np.isnan(close), axis=1)
+    strength = np.abs(scores)
+    insufficient = (bars < config.min_bars) | np.isnan(scores) | np.isnan(vols)
+    weak = ~insufficient & ((strength < config.min_abs_score) | (scores == 0.0))
+    eligible = np.flatnonzero(~insufficient & ~weak)
+    if eligible.size > config.top_n:
+        # Only rows at least as strong as the N-th strongest can make the cut (ties included).
+        nth = np.partition(strength[eligible], eligible.size - config.top_n)[-config.top_n]
+        finalists = eligible[strength[eligible] >= nth]
+    else:
+        finalists = eligible
+    ranked = sorted((-float(strength[i]), symbols[i], int(i)) for i in finalists)
+    dropped = {
+        INSUFFICIENT_BARS: int(np.count_nonzero(insufficient)),
+        SCORE_BELOW_THRESHOLD: int(np.count_nonzero(weak)),
+        OUTSIDE_TOP_N: max(0, int(eligible.size) - config.top_n),
+    }
+    selected = [
+        Candidate(
+            symbol=symbol,
+            side=Side.BUY if scores[i] > 0 else Side.SELL,
+            score=float(scores[i]),
+            price=float(close[i, -1]),
+            volatility=float(vols[i]),
+        )
+        for _, symbol, i in ranked[: config.top_n]
+    ]
+    scores.flags.writeable = False
+    vols.flags.writeable = False
+    return ScanResult(
+        symbols=tuple(symbols), scores=scores, vols=vols, selected=selected, dropped=dropped
+    )
+
+
+class Scanner:
+    """Runs ``select`` over MarketState and publishes the outcome (one signal per symbol, side
+    and bar: a re-scan without a new bar publishes no signal again)."""
+
+    def __init__(
+        self,
+        *,
+        bus: EventBus,
+        clock: Clock,
+        state: ColumnSource,
+        config: ScannerConfig | None = None,
+    ) -> None:
+        self.bus = bus
+        self.clock = clock
+        self.state = state
+        self.config = config or ScannerConfig()
+        # (symbol, side) -> ts_ms of the newest bar already signalled; at most 2 per symbol.
+        self._signalled: dict[tuple[str, Side], int] = {}
+        self.scans = 0
+        self.signals = 0
+        self.duplicates_suppressed = 0
+        self.errors = 0
+        self.last_error = ""
+        self.last_duration_ms = 0.0
+        self.last_scan_ts_ns = 0
+        self.last_selected: tuple[str, ...] = ()
+        self.last_dropped: dict[str, int] = {}
+
+    async def scan(self) -> ScanResult:
+        """Score the current window, publish ``ScanCompleted`` and the new ``SignalGenerated``s."""
+        t0 = time.perf_counter_ns()
+        try:
+            symbols = list(self.state.symbols)
+            # A window wider than the buffer would be refused; score what the buffer holds.
+            cols = self.state.columns(min(self.config.window, self.state.capacity))
+            result = select(symbols, cols.close, cols.volume, self.config)
+        except Exception as exc:
+            # The caller's loop owns the crash policy (log, count, go on); we keep health.
+            self.errors += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"[:200]
+            raise
+        self.last_error = ""
+        duration_ns = time.perf_counter_ns() - t0
+        self.scans += 1
+        self.last_duration_ms = duration_ns / 1e6
+        self.last_scan_ts_ns = self.clock.now_ns()
+        self.last_selected = tuple(c.symbol for c in result.selected)
+        self.last_dropped = dict(result.dropped)
+        await self.bus.publish(
+            ScanCompleted(
+                ts_ns=self.last_scan_ts_ns,
+                symbols_scanned=len(symbols),
+                selected=self.last_selected,
+                dropped=dict(result.dropped),
+                duration_us=duration_ns // 1000,
+            )
+        )
+        row_of = {symbol: i for i, symbol in enumerate(symbols)}
+        for candidate in result.selected:
+            bar_ts = int(cols.ts_ms[row_of[candidate.symbol], -1])
+            key = (candidate.symbol, candidate.side)
+            if self._signalled.get(key, -1) >= bar_ts:
+                self.duplicates_suppressed += 1
+                continue
+            self._signalled[key] = bar_ts
+            self.signals += 1
+            await self.bus.publish(
+                SignalGenerated(
+                    ts_ns=self.clock.now_ns(),
+                    signal_id=f"{candidate.symbol}-{bar_ts}-{candidate.side}",
+                    symbol=candidate.symbol,
+                    side=candidate.side,
+                    score=candidate.score,
+                    price=candidate.price,
+                    volatility=candidate.volatility,
+                    reasons=SIGNAL_REASONS,
+                )
+            )
+        return result
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "scans": self.scans,
+            "last_duration_ms": self.last_duration_ms,
+            "signals": self.signals,
+            "duplicates_suppressed": self.duplicates_suppressed,
+            "errors": self.errors,
+            "last_selected": list(self.last_selected),
+            "last_dropped": dict(self.last_dropped),
+        }
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "degraded" if self.last_error else "ok",
+            "scans": self.scans,
+            "last_error": self.last_error,
+            "last_scan_ts_ns": self.last_scan_ts_ns,
+        }

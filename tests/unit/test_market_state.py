@@ -1,0 +1,121 @@
+"""MarketState against a naive per-symbol list: append, columns, padding, growth, wrap-around."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from quantumtrade.data.market_state import MarketState
+from quantumtrade.events import Bar
+
+
+def bars(start_ts: int, n: int, seed: int = 0) -> list[Bar]:
+    rng = random.Random(seed * 1_000_003 + start_ts)
+    out = []
+    for k in range(n):
+        o, c = rng.uniform(90, 110), rng.uniform(90, 110)
+        out.append(Bar(start_ts + k, o, max(o, c) + 1, min(o, c) - 1, c, rng.uniform(0, 5)))
+    return out
+
+
+def check_against_reference(
+    state: MarketState, ref: dict[str, list[Bar]], window: int | None
+) -> None:
+    cols = state.columns(window)
+    w = state.capacity if window is None else window
+    assert state.symbols == list(ref)
+    assert cols.close.shape == (len(ref), w) and cols.ts_ms.shape == (len(ref), w)
+    assert cols.close.dtype == np.float64 and cols.ts_ms.dtype == np.int64
+    for row, (symbol, history) in enumerate(ref.items()):
+        assert state.index(symbol) == row
+        held = history[-state.capacity :]
+        assert state.length(symbol) == len(held)
+        assert state.last_ts_ms(symbol) == (held[-1].ts_ms if held else None)
+        assert state.latest(symbol) == (held[-1] if held else None)
+        tail = held[-w:]
+        n = len(tail)
+        assert cols.lengths[row] == n
+        pad = w - n
+        for name in ("open", "high", "low", "close", "volume"):
+            column = getattr(cols, name)[row]
+            assert np.isnan(column[:pad]).all()
+            np.testing.assert_array_equal(column[pad:], [getattr(b, name) for b in tail])
+        assert (cols.ts_ms[row, :pad] == 0).all()
+        np.testing.assert_array_equal(cols.ts_ms[row, pad:], [b.ts_ms for b in tail])
+
+
+def test_random_operations_match_a_naive_reference() -> None:
+    rng = random.Random(42)
+    state = MarketState(["BTCUSDT", "ETHUSDT"], capacity=16)
+    ref: dict[str, list[Bar]] = {"BTCUSDT": [], "ETHUSDT": []}
+    next_ts = 1
+    for step in range(600):
+        action = rng.random()
+        if action < 0.05:
+            new = [f"S{step}", "BTCUSDT"] if rng.random() < 0.5 else [f"S{step}"]
+            added = state.add_symbols(new)
+            assert added == [f"S{step}"]
+            ref[f"S{step}"] = []
+        else:
+            symbol = rng.choice(list(ref))
+            n = rng.choice([1, 1, 1, 2, 3, 7, 15, 16, 17, 40])
+            batch = bars(next_ts, n, seed=step)
+            next_ts += n + rng.randint(0, 3)
+            assert state.append(symbol, batch) == n
+            ref[symbol].extend(batch)
+        if step % 7 == 0:
+            check_against_reference(state, ref, rng.choice([None, 1, 5, 16]))
+    check_against_reference(state, ref, None)
+    check_against_reference(state, ref, 3)
+
+
+def test_columns_are_read_only_views_of_the_live_buffer() -> None:
+    state = MarketState(["A", "B", "C"], capacity=8)
+    state.append("A", bars(1, 3))
+    state.append("B", bars(1, 8))
+    full = state.columns()
+    assert full.close.flags.c_contiguous and full.ts_ms.flags.c_contiguous
+    assert not full.close.flags.writeable
+    with pytest.raises(ValueError):
+        full.close[0, 0] = 1.0
+    again = state.columns(4)
+    assert np.shares_memory(full.close, again.close)  # no copy
+    assert again.close.strides[1] == 8  # rows stay contiguous
+    state.append("C", bars(100, 1))
+    assert full.close[2, -1] == state.latest("C").close  # type: ignore[union-attr]
+
+
+def test_unknown_symbol_and_misuse() -> None:
+    state = MarketState(["A"], capacity=4)
+    with pytest.raises(KeyError):
+        state.index("Z")
+    with pytest.raises(KeyError):
+        state.append("Z", bars(1, 1))
+    assert state.append("A", []) == 0
+    assert state.latest("A") is None and state.last_ts_ms("A") is None and state.length("A") == 0
+    state.append("A", bars(5, 2))
+    with pytest.raises(ValueError, match="not newer"):
+        state.append("A", bars(6, 1))
+    with pytest.raises(ValueError, match="window"):
+        state.columns(5)
+    with pytest.raises(ValueError, match="window"):
+        state.columns(0)
+    with pytest.raises(ValueError, match="capacity"):
+        MarketState([], capacity=0)
+
+
+def test_growth_keeps_data_and_empty_state_has_empty_columns() -> None:
+    state = MarketState([], capacity=4)
+    cols = state.columns()
+    assert cols.close.shape == (0, 4) and cols.lengths.shape == (0,)
+    names = [f"S{i}" for i in range(50)]
+    for i, name in enumerate(names):
+        state.add_symbols([name])
+        state.append(name, bars(1, i % 6 + 1, seed=i))
+    cols = state.columns()
+    assert cols.close.shape == (50, 4)
+    assert list(cols.lengths) == [min(i % 6 + 1, 4) for i in range(50)]
+    assert state.latest("S0") == bars(1, 1, seed=0)[0]
+    assert "S49" in state and len(state) == 50

@@ -1,0 +1,239 @@
+"""Order router: cost ranking across paper venues, event order on a real bus, rejects, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from quantumtrade.breaker import BreakerConfig
+from quantumtrade.bus import EventBus
+from quantumtrade.clock import ManualClock
+from quantumtrade.data.source import OrderBook
+from quantumtrade.events import (
+    Event,
+    OrderCancelled,
+    OrderFilled,
+    OrderIntent,
+    OrderRejected,
+    OrderSubmitted,
+    OrderType,
+    Side,
+)
+from quantumtrade.execution.paper import PaperVenue, PaperVenueConfig
+from quantumtrade.execution.router import OrderRouter, RouterConfig
+
+
+def book(symbol: str, asks: tuple[tuple[float, float], ...]) -> OrderBook:
+    return OrderBook(symbol=symbol, ts_ms=1, bids=((99.95, 100.0),), asks=asks)  # mid 100
+
+
+DEEP = {s: book(s, ((100.05, 100.0),)) for s in ("BTCUSDT", "ETHUSDT")}
+THIN = {s: book(s, ((100.05, 1.0), (101.0, 10.0))) for s in ("BTCUSDT", "ETHUSDT")}
+
+
+class Books:
+    def __init__(self, books: dict[str, OrderBook], fail_from_call: int = 0) -> None:
+        self.books = books
+        self.calls = 0
+        self.fail_from_call = fail_from_call
+
+    async def __call__(self, symbol: str) -> OrderBook | None:
+        self.calls += 1
+        if self.fail_from_call and self.calls >= self.fail_from_call:
+            raise ConnectionError("exchange down")
+        return self.books.get(symbol)
+
+
+def paper(
+    name: str,
+    clock: ManualClock,
+    books: dict[str, OrderBook] | Books,
+    fee_bps: float,
+    latency_ms: float = 0.0,
+    symbols: set[str] | None = None,
+) -> PaperVenue:
+    return PaperVenue(
+        name,
+        clock=clock,
+        books=books if isinstance(books, Books) else Books(books),
+        config=PaperVenueConfig(taker_fee_bps=fee_bps, latency_ms=latency_ms),
+        symbols=symbols,
+    )
+
+
+class Harness:
+    def __init__(self, clock: ManualClock, venues: list[PaperVenue], **kw: Any) -> None:
+        self.clock = clock
+        self.bus = EventBus(clock=clock)
+        self.latencies: list[tuple[str, float]] = []
+        self.router = OrderRouter(
+            bus=self.bus,
+            clock=clock,
+            venues=venues,
+            config=RouterConfig(),
+            on_latency=lambda venue, s: self.latencies.append((venue, s)),
+            **kw,
+        )
+        self.seen: list[Event] = []
+        for t in (OrderSubmitted, OrderFilled, OrderCancelled, OrderRejected):
+            self.bus.subscribe(t, self.seen.append)
+
+
+_n = iter(range(1, 1_000_000))
+
+
+def intent(
+    qty: float = 1.0, symbol: str = "BTCUSDT", side: Side = Side.BUY, **kw: Any
+) -> OrderIntent:
+    return OrderIntent(
+        ts_ns=1, client_order_id=f"qt-{next(_n)}", symbol=symbol, side=side, quantity=qty, **kw
+    )
+
+
+async def test_picks_the_lowest_fee() -> None:
+    clock = ManualClock()
+    h = Harness(clock, [paper("pricey", clock, DEEP, 20.0), paper("cheap", clock, DEEP, 5.0)])
+    decision = await h.router.route(intent())
+    assert [q.venue for q in decision.ranking] == ["cheap", "pricey"]
+    best = decision.best
+    assert best is not None
+    assert best.fee_bps == 5.0
+    assert best.slippage_bps == pytest.approx(5.0)  # 100.05 against a mid of 100
+    assert best.total_bps == pytest.approx(10.0)
+    await h.router.on_intent(intent())
+    assert isinstance(h.seen[0], OrderSubmitted) and h.seen[0].venue == "cheap"
+
+
+async def test_deep_book_beats_a_cheaper_fee_on_a_thin_book() -> None:
+    clock = ManualClock()
+    h = Harness(clock, [paper("thin", clock, THIN, 5.0), paper("deep", clock, DEEP, 10.0)])
+    decision = await h.router.route(intent(5.0))
+    thin = next(q for q in decision.ranking if q.venue == "thin")
+    deep = next(q for q in decision.ranking if q.venue == "deep")
+    assert decision.ranking[0] is deep
+    assert deep.total_bps == pytest.approx(15.0)
+    # (100.05 + 4 * 101) / 5 = 100.81 → 81 bps of slippage, plus 5 of fee.
+    assert thin.expected_price == pytest.approx(100.81)
+    assert thin.total_bps == pytest.approx(86.0)
+    # A book that cannot hold the order ranks last whatever its cost.
+    decision = await h.router.route(intent(50.0))
+    assert [q.venue for q in decision.ranking] == ["deep", "thin"]
+    assert not decision.ranking[1].complete
+
+
+async def test_measured_latency_moves_the_ranking() -> None:
+    clock = ManualClock()
+    slow = paper("slow", clock, DEEP, 10.0, latency_ms=50.0)
+    fast = paper("fast", clock, DEEP, 10.2, symbols={"ETHUSDT"})
+    h = Harness(clock, [slow, fast])
+    before = await h.router.route(intent(symbol="ETHUSDT"))
+    assert before.ranking[0].venue == "slow"  # unmeasured: 15.0 bps against 15.2
+
+    # Only "slow" lists BTCUSDT: send one order there and let 50 ms pass on the clock.
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(h.router.on_intent(intent(symbol="BTCUSDT")))
+        while clock.sleepers == 0:
+            await asyncio.sleep(0)
+        clock.advance(0.05)
+    assert [v for v, _ in h.latencies] == ["slow"]
+    assert h.latencies[0][1] == pytest.approx(0.05)
+    assert h.router.metrics()["venues"]["slow"]["latency_ewma_ms"] == pytest.approx(50.0)
+
+    after = await h.router.route(intent(symbol="ETHUSDT"))
+    assert [q.venue for q in after.ranking] == ["fast", "slow"]
+    assert after.ranking[1].latency_penalty_bps == pytest.approx(0.5)
+
+
+async def test_publishes_submitted_fills_then_cancelled_through_the_bus() -> None:
+    clock = ManualClock()
+    h = Harness(clock, [paper("thin", clock, THIN, 10.0)])
+    fills: list[OrderFilled] = []
+    h.bus.subscribe(OrderIntent, h.router.on_intent)
+    h.bus.subscribe(OrderFilled, fills.append)
+    async with asyncio.TaskGroup() as tg:
+        h.bus.start(tg)
+        await h.bus.publish(intent(20.0))
+        await h.bus.drain()
+        await h.bus.stop()
+
+    assert [type(e) for e in h.seen] == [OrderSubmitted, OrderFilled, OrderFilled, OrderCancelled]
+    assert [e.seq for e in h.seen] == sorted(e.seq for e in h.seen)
+    assert [(f.quantity, f.price, f.cumulative_quantity, f.leaves_quantity) for f in fills] == [
+        (1.0, 100.05, 1.0, 19.0),
+        (10.0, 101.0, 11.0, 9.0),
+    ]
+    assert fills[0].fee == pytest.approx(100.05 * 10 / 1e4)
+    cancelled = h.seen[-1]
+    assert isinstance(cancelled, OrderCancelled)
+    assert cancelled.reason == "insufficient_liquidity" and cancelled.filled_quantity == 11.0
+    m = h.router.metrics()["venues"]["thin"]
+    assert m["orders"] == 1 and m["fills"] == 2
+    assert m["fill_ratio"] == pytest.approx(11.0 / 20.0)
+
+
+async def test_complete_fill_has_no_cancel_and_zero_leaves() -> None:
+    clock = ManualClock()
+    h = Harness(clock, [paper("deep", clock, DEEP, 10.0)])
+    await h.router.on_intent(intent(3.0, side=Side.SELL))
+    assert [type(e) for e in h.seen] == [OrderSubmitted, OrderFilled]
+    fill = h.seen[1]
+    assert isinstance(fill, OrderFilled)
+    assert fill.price == 99.95 and fill.leaves_quantity == 0.0
+    m = h.router.metrics()["venues"]["deep"]
+    assert m["expected_slippage_bps"] == pytest.approx(5.0)
+    assert m["realized_slippage_bps"] == pytest.approx(5.0)
+
+
+async def test_rejects_when_no_venue_lists_the_symbol() -> None:
+    clock = ManualClock()
+    h = Harness(clock, [paper("a", clock, DEEP, 10.0, symbols={"ETHUSDT"})])
+    await h.router.on_intent(intent(symbol="BTCUSDT"))
+    (rejected,) = h.seen
+    assert isinstance(rejected, OrderRejected)
+    assert rejected.reason == "no_eligible_venue" and rejected.venue is None
+    assert "a: not_listed" in rejected.detail
+    assert h.router.metrics()["unroutable"] == 1
+
+
+async def test_venue_reject_is_published_with_its_reason() -> None:
+    clock = ManualClock()
+    h = Harness(clock, [paper("a", clock, DEEP, 10.0)])
+    await h.router.on_intent(intent(order_type=OrderType.LIMIT, limit_price=None))
+    (rejected,) = h.seen
+    assert isinstance(rejected, OrderRejected)
+    assert (rejected.reason, rejected.venue) == ("invalid_limit_price", "a")
+    assert h.router.metrics()["venues"]["a"]["rejects"] == 1
+
+
+async def test_venue_exception_is_a_venue_error_reject_and_feeds_the_breaker() -> None:
+    clock = ManualClock()
+    # The book answers for routing (call 1) and then fails on every submit.
+    books = Books(DEEP, fail_from_call=2)
+    h = Harness(
+        clock,
+        [paper("flaky", clock, books, 10.0)],
+        breaker_config=BreakerConfig(failure_threshold=1, cooldown_ms=1_000),
+    )
+    await h.router.on_intent(intent())
+    (rejected,) = h.seen
+    assert isinstance(rejected, OrderRejected)
+    assert (rejected.reason, rejected.venue) == ("venue_error", "flaky")
+    assert "exchange down" in rejected.detail
+    assert h.router.metrics()["venues"]["flaky"]["errors"] == 1
+    assert h.router.health()["status"] == "down"
+    # The open breaker makes the venue ineligible until its cool-down passes.
+    decision = await h.router.route(intent())
+    assert decision.excluded == {"flaky": "breaker_open"}
+
+
+async def test_a_redelivered_intent_is_sent_once() -> None:
+    clock = ManualClock()
+    h = Harness(clock, [paper("a", clock, DEEP, 10.0)])
+    order = intent()
+    await h.router.on_intent(order)
+    await h.router.on_intent(order)
+    assert [type(e) for e in h.seen] == [OrderSubmitted, OrderFilled]
+    assert h.router.metrics()["duplicates"] == 1
+    assert h.router.health()["status"] == "ok"

@@ -1,0 +1,322 @@
+"""Scanner: ranking, tie-break, thresholds and drop reasons; events on a real bus."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from quantumtrade.bus import EventBus
+from quantumtrade.clock import ManualClock
+from quantumtrade.data.market_state import MarketState
+from quantumtrade.events import Bar, ScanCompleted, Side, SignalGenerated
+from quantumtrade.scoring.kernels import compute_scores
+from quantumtrade.scoring.scanner import (
+    INSUFFICIENT_BARS,
+    OUTSIDE_TOP_N,
+    SCORE_BELOW_THRESHOLD,
+    Scanner,
+    ScannerConfig,
+    select,
+)
+
+WINDOW = 200
+BAR_MS = 60_000
+T0_MS = 1_700_000_000_000
+
+
+def trend_row(
+    drift: float, seed: int, bars: int = WINDOW, noise: float = 0.01
+) -> NDArray[np.float64]:
+    """A random walk with ``drift`` per bar, left-padded with NaN to WINDOW bars."""
+    rng = np.random.default_rng(seed)
+    walk = 100.0 * np.exp(np.cumsum(drift + rng.normal(0.0, noise, bars)))
+    row = np.full(WINDOW, np.nan)
+    row[WINDOW - bars :] = walk
+    return row
+
+
+def market(rows: dict[str, NDArray[np.float64]]) -> tuple[list[str], NDArray[np.float64]]:
+    return list(rows), np.ascontiguousarray(np.vstack(list(rows.values())))
+
+
+def volume_like(close: NDArray[np.float64]) -> NDArray[np.float64]:
+    return np.where(np.isnan(close), np.nan, 1_000.0)
+
+
+# --- select -------------------------------------------------------------------------------
+
+
+def test_select_ranks_by_abs_score_and_records_drops() -> None:
+    symbols, close = market(
+        {
+            "UPUSDT": trend_row(0.004, 1),
+            "DOWNUSDT": trend_row(-0.006, 2),
+            "MILDUSDT": trend_row(0.002, 3),
+            "FLATUSDT": np.full(WINDOW, 42.0),  # trend 0: below any threshold
+            "NEWUSDT": trend_row(0.01, 4, bars=40),  # scoreable, but under min_bars
+            "TINYUSDT": trend_row(0.01, 5, bars=10),  # too few bars for the kernel itself
+        }
+    )
+    config = ScannerConfig(top_n=2, min_abs_score=0.5, min_bars=50)
+    result = select(symbols, close, volume_like(close), config)
+
+    scores, vols = compute_scores(close, volume_like(close), fast=12, slow=26, vol_window=30)
+    np.testing.assert_array_equal(result.scores, scores)
+    np.testing.assert_array_equal(result.vols, vols)
+    by_symbol = dict(zip(symbols, scores, strict=True))
+    eligible = sorted(
+        (s for s in ("UPUSDT", "DOWNUSDT", "MILDUSDT") if abs(by_symbol[s]) >= 0.5),
+        key=lambda s: -abs(by_symbol[s]),
+    )
+    assert len(eligible) == 3, by_symbol  # the fixture's premise
+    assert [c.symbol for c in result.selected] == eligible[:2]
+    for candidate in result.selected:
+        i = symbols.index(candidate.symbol)
+        assert candidate.side is (Side.BUY if scores[i] > 0 else Side.SELL)
+        assert candidate.score == scores[i]
+        assert candidate.price == close[i, -1]
+        assert candidate.volatility == vols[i]
+    assert by_symbol["DOWNUSDT"] < 0 < by_symbol["UPUSDT"]
+    assert result.dropped == {INSUFFICIENT_BARS: 2, SCORE_BELOW_THRESHOLD: 1, OUTSIDE_TOP_N: 1}
+    assert not np.isnan(by_symbol["NEWUSDT"])  # dropped by min_bars, not by the kernel
+    assert result.symbols == tuple(symbols)
+    assert not result.scores.flags.writeable
+
+
+def test_select_sides_and_threshold() -> None:
+    symbols, close = market({"UPUSDT": trend_row(0.005, 7), "DOWNUSDT": trend_row(-0.005, 8)})
+    scores, _ = compute_scores(close, volume_like(close), fast=12, slow=26, vol_window=30)
+    both = select(symbols, close, volume_like(close), ScannerConfig(min_abs_score=0.0))
+    assert {c.symbol: c.side for c in both.selected} == {"UPUSDT": Side.BUY, "DOWNUSDT": Side.SELL}
+    # A threshold between the two |scores| keeps only the stronger one.
+    lo, hi = sorted(abs(scores))
+    config = ScannerConfig(min_abs_score=(lo + hi) / 2)
+    one = select(symbols, close, volume_like(close), config)
+    assert [abs(c.score) for c in one.selected] == [hi]
+    assert one.dropped[SCORE_BELOW_THRESHOLD] == 1
+    # A threshold equal to a score keeps it (|score| >= min_abs_score).
+    assert (
+        len(select(symbols, close, volume_like(close), ScannerConfig(min_abs_score=lo)).selected)
+        == 2
+    )
+
+
+def test_select_breaks_ties_by_symbol_name() -> None:
+    row = trend_row(0.004, 11)
+    # Scaling prices by a power of two changes no return and no EMA ratio: the scores tie exactly.
+    symbols, close = market({"ZZZUSDT": row, "AAAUSDT": row * 2.0, "MMMUSDT": row * 0.5})
+    result = select(symbols, close, volume_like(close), ScannerConfig(top_n=2))
+    assert len(set(result.scores.tolist())) == 1
+    assert [c.symbol for c in result.selected] == ["AAAUSDT", "MMMUSDT"]
+    assert result.dropped[OUTSIDE_TOP_N] == 1
+
+
+def test_select_matches_a_brute_force_ranking() -> None:
+    rng = np.random.default_rng(99)
+    rows = {f"S{i:03d}USDT": trend_row(rng.normal(0.0, 0.003), i) for i in range(300)}
+    rows.update({f"T{i}USDT": rows["S007USDT"] * 2.0**i for i in range(1, 4)})  # exact ties
+    for i in range(0, 300, 17):
+        rows[f"S{i:03d}USDT"][: WINDOW - int(rng.integers(10, 80))] = np.nan
+    symbols, close = market(rows)
+    config = ScannerConfig(top_n=7, min_abs_score=1.0)
+    result = select(symbols, close, volume_like(close), config)
+    scores = result.scores
+    bars = np.count_nonzero(~np.isnan(close), axis=1)
+    ok = [i for i in range(len(symbols)) if bars[i] >= config.min_bars and not np.isnan(scores[i])]
+    strong = [i for i in ok if abs(scores[i]) >= config.min_abs_score]
+    expected = sorted(strong, key=lambda i: (-abs(scores[i]), symbols[i]))[: config.top_n]
+    assert [c.symbol for c in result.selected] == [symbols[i] for i in expected]
+    assert result.dropped == {
+        INSUFFICIENT_BARS: len(symbols) - len(ok),
+        SCORE_BELOW_THRESHOLD: len(ok) - len(strong),
+        OUTSIDE_TOP_N: len(strong) - config.top_n,
+    }
+
+
+def test_select_with_no_symbols_and_mismatched_rows() -> None:
+    empty = np.empty((0, WINDOW))
+    result = select([], empty, empty, ScannerConfig())
+    assert result.selected == [] and sum(result.dropped.values()) == 0
+    with pytest.raises(ValueError, match="symbols"):
+        select(["A"], empty, empty, ScannerConfig())
+
+
+def test_config_is_strict() -> None:
+    assert msgspec.convert({}, ScannerConfig) == ScannerConfig()
+    with pytest.raises(msgspec.ValidationError, match="top_n"):
+        msgspec.convert({"top_n": 0}, ScannerConfig)
+    with pytest.raises(msgspec.ValidationError, match="unknown field"):
+        msgspec.convert({"topn": 3}, ScannerConfig)
+
+
+# --- Scanner on a real bus ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Columns:
+    open: NDArray[np.float64]
+    high: NDArray[np.float64]
+    low: NDArray[np.float64]
+    close: NDArray[np.float64]
+    volume: NDArray[np.float64]
+    ts_ms: NDArray[np.int64]
+    lengths: NDArray[np.int64]
+
+
+class ArrayMarket:
+    """Columns held in plain arrays, in MarketState's layout (newest bar last, NaN padding)."""
+
+    def __init__(self, rows: dict[str, NDArray[np.float64]]) -> None:
+        self.symbols, self.close = market(rows)
+        self.capacity = WINDOW
+        self.last_ts_ms = T0_MS + (WINDOW - 1) * BAR_MS
+
+    def append_bar(self, factor: float = 1.0) -> None:
+        self.close = np.ascontiguousarray(
+            np.hstack([self.close[:, 1:], self.close[:, -1:] * factor])
+        )
+        self.last_ts_ms += BAR_MS
+
+    def columns(self, window: int | None = None) -> Columns:
+        close = self.close[:, -(window or WINDOW) :].copy()
+        ts = self.last_ts_ms - BAR_MS * np.arange(close.shape[1] - 1, -1, -1, dtype=np.int64)
+        ts_ms = np.where(np.isnan(close), 0, ts).astype(np.int64)
+        lengths = np.count_nonzero(~np.isnan(close), axis=1).astype(np.int64)
+        return Columns(close, close, close, close, volume_like(close), ts_ms, lengths)
+
+
+class Seen:
+    def __init__(self, bus: EventBus) -> None:
+        self.events: list[ScanCompleted | SignalGenerated] = []
+        bus.subscribe(ScanCompleted, self.events.append)
+        bus.subscribe(SignalGenerated, self.events.append)
+
+    def signals(self) -> list[SignalGenerated]:
+        return [e for e in self.events if isinstance(e, SignalGenerated)]
+
+    def scans(self) -> list[ScanCompleted]:
+        return [e for e in self.events if isinstance(e, ScanCompleted)]
+
+
+async def test_scan_publishes_completion_then_one_signal_per_candidate() -> None:
+    clock = ManualClock()
+    bus = EventBus(clock=clock)
+    seen = Seen(bus)
+    state = ArrayMarket(
+        {
+            "BTCUSDT": trend_row(0.005, 21),
+            "ETHUSDT": trend_row(-0.006, 22),
+            "SOLUSDT": np.full(WINDOW, 20.0),
+            "NEWUSDT": trend_row(0.01, 23, bars=20),
+        }
+    )
+    scanner = Scanner(bus=bus, clock=clock, state=state, config=ScannerConfig(top_n=3))
+
+    result = await scanner.scan()
+
+    assert [type(e) for e in seen.events] == [ScanCompleted, SignalGenerated, SignalGenerated]
+    completed = seen.scans()[0]
+    assert completed.symbols_scanned == 4
+    assert completed.selected == tuple(c.symbol for c in result.selected)
+    assert set(completed.selected) == {"BTCUSDT", "ETHUSDT"}
+    assert completed.dropped[INSUFFICIENT_BARS] == 1
+    assert completed.dropped[SCORE_BELOW_THRESHOLD] == 1
+    assert completed.ts_ns == clock.now_ns() and completed.duration_us >= 0
+    for signal, candidate in zip(seen.signals(), result.selected, strict=True):
+        assert signal.symbol == candidate.symbol and signal.side is candidate.side
+        assert signal.signal_id == f"{candidate.symbol}-{state.last_ts_ms}-{candidate.side}"
+        assert signal.score == candidate.score and signal.price == candidate.price
+        assert signal.volatility == candidate.volatility > 0
+        assert signal.reasons == ("trend_score",)
+        assert signal.seq > completed.seq
+    assert {s.side for s in seen.signals()} == {Side.BUY, Side.SELL}
+    assert scanner.metrics()["signals"] == 2 and scanner.metrics()["scans"] == 1
+
+
+async def test_rescan_without_a_new_bar_emits_no_signal_again() -> None:
+    clock = ManualClock()
+    bus = EventBus(clock=clock)
+    seen = Seen(bus)
+    state = ArrayMarket({"BTCUSDT": trend_row(0.005, 31), "ETHUSDT": trend_row(0.006, 32)})
+    scanner = Scanner(bus=bus, clock=clock, state=state, config=ScannerConfig())
+
+    await scanner.scan()
+    first_ids = [s.signal_id for s in seen.signals()]
+    clock.advance(5)
+    await scanner.scan()
+    assert len(seen.scans()) == 2
+    assert [s.signal_id for s in seen.signals()] == first_ids  # nothing new
+    assert scanner.metrics()["duplicates_suppressed"] == 2
+
+    state.append_bar(factor=1.001)
+    clock.advance(60)
+    await scanner.scan()
+    signals = seen.signals()
+    assert len(signals) == 4
+    new_ids = [s.signal_id for s in signals[2:]]
+    assert all(str(state.last_ts_ms) in sid for sid in new_ids)
+    assert len(set(first_ids + new_ids)) == 4
+    assert scanner.metrics()["signals"] == 4 and scanner.metrics()["scans"] == 3
+
+
+class BrokenMarket:
+    symbols = ("BTCUSDT",)
+    capacity = WINDOW
+
+    def columns(self, window: int | None = None) -> Columns:
+        raise RuntimeError("ring buffer torn")
+
+
+async def test_failed_scan_shows_in_health_and_publishes_nothing() -> None:
+    clock = ManualClock()
+    bus = EventBus(clock=clock)
+    seen = Seen(bus)
+    scanner = Scanner(bus=bus, clock=clock, state=BrokenMarket(), config=ScannerConfig())
+    assert scanner.health()["status"] == "ok"
+    with pytest.raises(RuntimeError):
+        await scanner.scan()
+    assert scanner.health()["status"] == "degraded"
+    assert "torn" in scanner.health()["last_error"]
+    assert seen.events == [] and scanner.metrics()["errors"] == 1
+
+
+def as_bars(closes: NDArray[np.float64], first_ts_ms: int) -> list[Bar]:
+    return [
+        Bar(first_ts_ms + k * BAR_MS, c, c * 1.001, c * 0.999, c, 1_000.0)
+        for k, c in enumerate(closes.tolist())
+    ]
+
+
+async def test_scan_through_a_real_market_state() -> None:
+    clock = ManualClock()
+    bus = EventBus(clock=clock)
+    seen = Seen(bus)
+    up, down, young = trend_row(0.005, 41), trend_row(-0.005, 42), trend_row(0.01, 43, bars=30)
+    state = MarketState(["BTCUSDT", "ETHUSDT", "NEWUSDT"], capacity=300)
+    state.append("BTCUSDT", as_bars(up, T0_MS))
+    state.append("ETHUSDT", as_bars(down, T0_MS))
+    state.append("NEWUSDT", as_bars(young[~np.isnan(young)], T0_MS + (WINDOW - 30) * BAR_MS))
+    # A window wider than the buffer is clamped to it, not refused.
+    scanner = Scanner(bus=bus, clock=clock, state=state, config=ScannerConfig(window=500))
+
+    result = await scanner.scan()
+
+    last_ts = T0_MS + (WINDOW - 1) * BAR_MS
+    symbols, close = market({"BTCUSDT": up, "ETHUSDT": down, "NEWUSDT": young})
+    expected = select(symbols, close, volume_like(close), ScannerConfig())
+    np.testing.assert_array_equal(result.scores, expected.scores)
+    assert result.selected == expected.selected
+    assert [s.signal_id for s in seen.signals()] == [
+        f"{c.symbol}-{last_ts}-{c.side}" for c in expected.selected
+    ]
+    assert seen.scans()[0].dropped[INSUFFICIENT_BARS] == 1
+
+    await scanner.scan()
+    assert len(seen.signals()) == 2  # same bar: nothing new
+    state.append("BTCUSDT", as_bars(up[-1:] * 1.01, last_ts + BAR_MS))
+    await scanner.scan()
+    assert [s.signal_id for s in seen.signals()[2:]] == [f"BTCUSDT-{last_ts + BAR_MS}-BUY"]
