@@ -23,11 +23,7 @@ from quantumtrade.config import AppConfig, describe
 from quantumtrade.data.market_state import MarketState
 from quantumtrade.data.orchestrator import Orchestrator
 from quantumtrade.data.synthetic import SyntheticSource
-from quantumtrade.events import (
-    OrderFilled,
-    OrderIntent,
-    SignalGenerated,
-)
+from quantumtrade.events import OrderFilled, OrderIntent, RegimeChanged, SignalGenerated
 from quantumtrade.execution.paper import PaperVenue
 from quantumtrade.execution.router import OrderRouter
 from quantumtrade.metrics import Metrics, Snapshot
@@ -134,16 +130,19 @@ class Daemon:
         bus.subscribe(SignalGenerated, self.risk.on_signal)
         bus.subscribe(OrderIntent, self.router.on_intent)
         bus.subscribe(OrderFilled, self.portfolio.on_fill)
-        for handler in self.risk.order_handlers():
-            bus.subscribe(*handler)
-        from quantumtrade.events import RegimeChanged
-
+        for event_type, handler in self.risk.order_handlers():
+            bus.subscribe(event_type, handler)
         bus.subscribe(RegimeChanged, self.orchestrator.on_regime_changed)
-        del OrderCancelled, OrderRejected
 
     def _snapshot(self) -> Snapshot:
         def breakers() -> dict[str, str]:
-            return {name: str(b["state"]) for name, b in self.orchestrator.metrics()["breakers"].items()}
+            states = {
+                f"source:{name}": str(b["state"])
+                for name, b in self.orchestrator.metrics()["breakers"].items()
+            }
+            for venue, record in self.router.metrics().get("venues", {}).items():
+                states[f"venue:{venue}"] = str(record.get("breaker", "CLOSED"))
+            return states
 
         return Snapshot(
             health=lambda: HEALTH_VALUE.get(self.health()["status"], 0.0),

@@ -79,16 +79,30 @@ def cmd_run(config: str | None) -> int:
 
     try:
         uvloop.run(_serve(cfg))
-    except* StoreUnavailable as group:
-        return _fail(f"cannot start: {group.exceptions[0]}", 1)
-    except* OSError as group:
-        exc = group.exceptions[0]
+    except (OSError, ExceptionGroup) as exc:
+        store = _find(exc, StoreUnavailable)
+        if store is not None:
+            return _fail(f"cannot start: {store}", 1)
+        oserror = _find(exc, OSError)
+        if oserror is None:
+            raise
         return _fail(
-            f"cannot start: {exc} (is [admin] port {cfg.admin.port} already in use? "
+            f"cannot start: {oserror} (is [admin] port {cfg.admin.port} already in use? "
             "set QT_ADMIN__PORT)",
             1,
         )
     return 0
+
+
+def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first ``kind`` in ``exc``, looking inside (nested) exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find(inner, kind)
+            if found is not None:
+                return found
+        return None
+    return exc if isinstance(exc, kind) else None
 
 
 async def _serve(cfg: AppConfig) -> None:

@@ -29,9 +29,9 @@ from quantumtrade.bus import BusConfig
 from quantumtrade.data.orchestrator import OrchestratorConfig
 from quantumtrade.data.synthetic import SyntheticConfig
 from quantumtrade.errors import ConfigError
-from quantumtrade.redaction import redact, redact_url
 from quantumtrade.execution.paper import PaperVenueConfig
 from quantumtrade.execution.router import RouterConfig
+from quantumtrade.redaction import redact, redact_url
 from quantumtrade.risk.manager import RiskLimits
 from quantumtrade.scoring.scanner import ScannerConfig
 
@@ -302,12 +302,21 @@ def load_config(path: str | Path | None, environ: Mapping[str, str] | None = Non
         raise ConfigError(where, key, reason) from None
 
     for name, key_path, raw in _env_overrides(environ):
-        tree = msgspec.to_builtins(cfg)
-        _set_path(tree, key_path, _env_value(raw))
-        try:
-            cfg = msgspec.convert(tree, AppConfig, strict=False)
-        except msgspec.ValidationError as exc:
-            key, reason = _explain(exc)
+        # The value as TOML would read it (numbers, booleans, lists), else as the raw text:
+        # QT_ADMIN__TOKEN=12345 is text because the key is text.
+        error: msgspec.ValidationError | None = None
+        for value in (_env_value(raw), raw):
+            tree = msgspec.to_builtins(cfg)
+            _set_path(tree, key_path, value)
+            try:
+                cfg = msgspec.convert(tree, AppConfig, strict=False)
+            except msgspec.ValidationError as exc:
+                error = error or exc
+                continue
+            error = None
+            break
+        if error is not None:
+            key, reason = _explain(error)
             raise ConfigError(f"environment variable {name}", key, reason) from None
 
     problems = _check_semantics(cfg)

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Sequence
 import asyncpg
 import structlog
 
-from quantumtrade.redaction import redact_url
 from quantumtrade.errors import StoreUnavailable
+from quantumtrade.redaction import redact_url
 from quantumtrade.store.eventlog import Row, StoredEvent
 
 log = structlog.get_logger("quantumtrade.eventlog.postgres")

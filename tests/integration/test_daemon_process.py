@@ -20,11 +20,13 @@ STOP_LIMIT_S = 15  # the daemon's own budget is 5 s; this only bounds a hung tes
 def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QT_")}
     env.update(
-        QT_DATABASE__SQLITE_PATH=str(tmp_path / "events.sqlite"),
-        QT_ADMIN__PORT="0",
-        QT_SYSTEM__LOG_FORMAT="json",
-        QT_DATA__ORCHESTRATOR__UPDATE_INTERVAL_MS="100",
-        **extra,
+        {
+            "QT_DATABASE__SQLITE_PATH": str(tmp_path / "events.sqlite"),
+            "QT_ADMIN__PORT": "0",
+            "QT_SYSTEM__LOG_FORMAT": "json",
+            "QT_DATA__ORCHESTRATOR__UPDATE_INTERVAL_MS": "100",
+        }
+        | extra
     )
     return env
 
