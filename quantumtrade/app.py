@@ -18,12 +18,22 @@ import structlog
 
 from quantumtrade.admin.server import AdminServer
 from quantumtrade.bus import EventBus
+from quantumtrade.cache.l1 import L1Cache
+from quantumtrade.cache.tiered import RedisL2, TieredCache
 from quantumtrade.clock import Clock
 from quantumtrade.config import AppConfig, describe
 from quantumtrade.data.market_state import MarketState
 from quantumtrade.data.orchestrator import Orchestrator
+from quantumtrade.data.source import OrderBook
 from quantumtrade.data.synthetic import SyntheticSource
-from quantumtrade.events import OrderFilled, OrderIntent, RegimeChanged, SignalGenerated
+from quantumtrade.errors import SourceUnavailable
+from quantumtrade.events import (
+    Event,
+    OrderFilled,
+    OrderIntent,
+    RegimeChanged,
+    SignalGenerated,
+)
 from quantumtrade.execution.paper import PaperVenue
 from quantumtrade.execution.router import OrderRouter
 from quantumtrade.metrics import Metrics, Snapshot
@@ -38,6 +48,7 @@ from quantumtrade.store.spool import Spool
 log = structlog.get_logger("quantumtrade.app")
 
 HEALTH_VALUE = {"ok": 1.0, "degraded": 0.5}
+OUTBOX_SIZE = 10_000
 
 
 class Daemon:
@@ -89,15 +100,34 @@ class Daemon:
         self.risk = RiskManager(
             bus=self.bus, clock=clock, limits=cfg.risk, portfolio=self.portfolio
         )
+        # Sync callbacks (breaker changes) hand events here; a task publishes them in order.
+        self._outbox: asyncio.Queue[Event] = asyncio.Queue(maxsize=OUTBOX_SIZE)
+        self.outbox_overflow = 0
+        l2 = (
+            RedisL2.from_url(
+                cfg.redis.url, prefix=cfg.redis.key_prefix, timeout_s=cfg.redis.timeout_ms / 1000
+            )
+            if cfg.redis.url
+            else None
+        )
+        self.book_cache: TieredCache[OrderBook] = TieredCache(
+            clock=clock,
+            l1=L1Cache(clock=clock, ttl_ms=cfg.cache.ttl_ms, max_entries=cfg.cache.max_entries),
+            l2=l2,
+            value_type=OrderBook,
+            on_breaker_change=self._post,
+        )
         self.paper = PaperVenue(
-            "paper", clock=clock, books=self.source.fetch_order_book, config=cfg.execution.paper
+            "paper", clock=clock, books=self.order_book, config=cfg.execution.paper
         )
         self.router = OrderRouter(
             bus=self.bus,
             clock=clock,
             venues=[self.paper],
             config=cfg.execution.router,
+            breaker_config=cfg.breaker,
             on_latency=self.metrics.observe_router_latency,
+            on_breaker_change=self._post,
         )
         self._subscribe()
         self.metrics.attach(self._snapshot())
@@ -112,6 +142,7 @@ class Daemon:
             router=self.router,
             portfolio=self.portfolio,
             risk=self.risk,
+            cache_stats=self.book_cache.stats,
         )
 
     @classmethod
@@ -124,6 +155,35 @@ class Daemon:
             await eventlog.close()
             raise
         return daemon
+
+    async def order_book(self, symbol: str) -> OrderBook | None:
+        """The symbol's book through the tiered cache and its source's breaker (None: none)."""
+        try:
+            return await self.book_cache.get_or_load(
+                f"book:{symbol}", lambda: self._load_book(symbol)
+            )
+        except SourceUnavailable:
+            return None
+
+    async def _load_book(self, symbol: str) -> OrderBook:
+        book = await self.orchestrator.order_book(symbol)
+        if book is None:
+            raise SourceUnavailable(f"no order book for {symbol}")
+        return book
+
+    def _post(self, event: Event) -> None:
+        try:
+            self._outbox.put_nowait(event)
+        except asyncio.QueueFull:
+            # Counted and logged, never silent; the outbox only carries breaker changes.
+            self.outbox_overflow += 1
+            log.error("outbox_full_event_not_published", event_type=type(event).__name__)
+
+    async def _publish_outbox(self) -> None:
+        while True:
+            event = await self._outbox.get()
+            await self.bus.publish(event)
+            self._outbox.task_done()
 
     def _subscribe(self) -> None:
         bus = self.bus
@@ -155,6 +215,7 @@ class Daemon:
             risk_state=lambda: str(self.risk.state),
             pnl=lambda: self.portfolio.totals(),
             eventlog=self.writer.health,
+            cache=self.book_cache.stats,
         )
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -164,6 +225,7 @@ class Daemon:
         await asyncio.to_thread(kernels.warm_up)
         self.writer.start(tg)
         self.bus.start(tg)
+        self._outbox_task = tg.create_task(self._publish_outbox(), name="outbox")
         self.orchestrator.start(tg)
         await self.admin.start()
         self.status = "running"
@@ -203,9 +265,17 @@ class Daemon:
         budget = self.cfg.system.shutdown_timeout_s
         t0 = time.perf_counter()
         await self.orchestrator.stop()
+        with suppress(TimeoutError):
+            async with asyncio.timeout(budget * 0.1):
+                await self._outbox.join()
+        self._outbox_task.cancel()
+        with suppress(asyncio.CancelledError):
+            await self._outbox_task
         await self.bus.stop(timeout=budget * 0.4)
         await self.writer.stop(timeout=budget * 0.4)
         await self.admin.stop()
+        if self.book_cache.l2 is not None:
+            await self.book_cache.l2.close()
         await self.eventlog.close()
         self.status = "stopped"
         log.info(
@@ -228,6 +298,12 @@ class Daemon:
             "scanner": self.scanner.health(),
             "risk": self.risk.health(),
             "router": self.router.health(),
+            "cache": {
+                "status": "ok"
+                if self.book_cache.l2 is None or self.book_cache.breaker.state == "CLOSED"
+                else "degraded",
+                "l2": "redis" if self.book_cache.l2 is not None else "off",
+            },
         }
         if self.status != "running":
             status = self.status

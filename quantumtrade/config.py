@@ -95,6 +95,8 @@ class DatabaseConfig(_Section):
     url: str = ""
     """PostgreSQL URL (postgresql://…); empty: the embedded SQLite log at ``sqlite_path``."""
     sqlite_path: str = "var/quantumtrade.sqlite"
+    schema: Annotated[str, msgspec.Meta(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "public"
+    """PostgreSQL schema holding the event log (one per daemon or test run, if you like)."""
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1_000
     flush_interval_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 200
     max_buffer: Annotated[int, msgspec.Meta(ge=1_000)] = 200_000

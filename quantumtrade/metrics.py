@@ -38,6 +38,7 @@ class Snapshot:
         risk_state: Callable[[], str],
         pnl: Callable[[], Mapping[str, float]],
         eventlog: Callable[[], Mapping[str, Any]],
+        cache: Callable[[], Mapping[str, Any]],
     ) -> None:
         self.health = health
         self.bus_counts = bus_counts
@@ -49,6 +50,7 @@ class Snapshot:
         self.risk_state = risk_state
         self.pnl = pnl
         self.eventlog = eventlog
+        self.cache = cache
 
 
 class _SnapshotCollector(Collector):
@@ -119,6 +121,26 @@ class _SnapshotCollector(Collector):
         pending = GaugeMetricFamily(f"{NS}_eventlog_pending", "Events not yet written")
         pending.add_metric([], float(log.get("pending", 0)))
         yield pending
+        spooled = CounterMetricFamily(f"{NS}_eventlog_spooled", "Events spooled during outages")
+        spooled.add_metric([], float(log.get("spooled", 0)))
+        yield spooled
+        set_aside = CounterMetricFamily(
+            f"{NS}_eventlog_spool_set_aside", "Corrupt spool files set aside"
+        )
+        set_aside.add_metric([], float(log.get("spool_set_aside", 0)))
+        yield set_aside
+
+        cache = s.cache()
+        hits = CounterMetricFamily(f"{NS}_cache_hits", "Cache hits by tier", labels=["tier"])
+        misses = CounterMetricFamily(f"{NS}_cache_misses", "Cache misses by tier", labels=["tier"])
+        for tier in ("l1", "l2"):
+            hits.add_metric([tier], float(cache[tier]["hits"]))
+            misses.add_metric([tier], float(cache[tier]["misses"]))
+        yield hits
+        yield misses
+        rate = GaugeMetricFamily(f"{NS}_cache_hit_rate", "Share of lookups served by L1 or L2")
+        rate.add_metric([], float(cache["hit_rate"]))
+        yield rate
 
 
 class Metrics:

@@ -72,6 +72,7 @@ class AdminServer:
         router: OrderRouter,
         portfolio: Portfolio,
         risk: RiskManager,
+        cache_stats: Callable[[], dict[str, Any]],
     ) -> None:
         self.host = host
         self.port = port
@@ -83,6 +84,7 @@ class AdminServer:
         self._router = router
         self._portfolio = portfolio
         self._risk = risk
+        self._cache_stats = cache_stats
         self._runner: web.AppRunner | None = None
         self.bound_port: int | None = None
 
@@ -185,7 +187,7 @@ class AdminServer:
     async def get_orchestrator(self, request: web.Request) -> web.Response:
         endpoint = self._endpoint(request, ("metrics", "market-data"))
         if endpoint == "metrics":
-            return _json(self._orchestrator.metrics())
+            return _json(self._orchestrator.metrics() | {"cache": self._cache_stats()})
         symbols = self._symbols(request.query.get("symbols", ""), known_only=True)
         stale = set(self._orchestrator.metrics().get("stale", []))
         data = {}

@@ -28,7 +28,7 @@ async def open_event_log(cfg: DatabaseConfig) -> tuple[EventLog, Spool, int]:
     local_last = spool.high_water()
     eventlog: EventLog
     if cfg.url:
-        eventlog = PostgresEventLog(cfg.url)
+        eventlog = PostgresEventLog(cfg.url, schema=cfg.schema)
         try:
             await eventlog.open()
             db_last: int | None = await eventlog.last_seq()

@@ -126,6 +126,8 @@ async def test_admin_api_health_metrics_and_bad_requests(tmp_path: Path) -> None
                     assert r.status == 200
                     text = await r.text()
                 assert "quantumtrade_system_health " in text
+                assert 'quantumtrade_cache_hits_total{tier="l1"}' in text
+                assert "quantumtrade_data_orchestrator_processing_time_bucket" in text
                 assert 'quantumtrade_event_bus_events_total{type="BarsUpdated"}' in text
 
                 async with http.get(f"{base}/api/openapi.json") as r:
@@ -182,3 +184,29 @@ def test_events_round_trip_through_json() -> None:
                         price=2.0, volatility=0.1)
     assert decode(encode(s)) == s
     assert msgspec.json.decode(encode(s))["type"] == "SignalGenerated"
+
+
+async def test_paper_session_on_postgres_and_redis(
+    tmp_path: Path, pg_schema: tuple[str, str], redis_prefix: tuple[str, str]
+) -> None:
+    pg_url, schema = pg_schema
+    redis_url, prefix = redis_prefix
+    cfg = session_config(
+        tmp_path,
+        DATABASE_URL=pg_url,
+        QT_DATABASE__SCHEMA=schema,
+        REDIS_URL=redis_url,
+        QT_REDIS__KEY_PREFIX=prefix,
+    )
+    daemon, fills, _ = await run_session(cfg, seconds=60)
+    assert fills
+    from quantumtrade.store.postgres import PostgresEventLog
+
+    log = PostgresEventLog(pg_url, schema=schema)
+    await log.open()
+    seqs = [r.seq async for r in log.read()]
+    await log.close()
+    assert seqs == list(range(1, daemon.bus.last_seq + 1))
+    stats = daemon.book_cache.stats()
+    assert stats["l2"]["enabled"] and stats["l2"]["errors"] == 0
+    assert stats["l2"]["misses"] > 0  # books were looked up in Redis, then written there
