@@ -44,7 +44,33 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("path", metavar="PATH", help="the TOML file to validate")
     migrate = sub.add_parser("migrate", help="apply the event log's schema migrations and exit")
     migrate.add_argument("--config", metavar="PATH", help="TOML config")
+    replay = sub.add_parser(
+        "replay", help="re-derive the logged session's signals and orders and show differences"
+    )
+    replay.add_argument("--config", metavar="PATH", help="TOML config (the session's own)")
+    replay.add_argument("--from", dest="start", type=_position, metavar="SEQ|TIME",
+                        help="compare from this seq or ISO-8601 UTC time")
+    replay.add_argument("--to", dest="end", type=_position, metavar="SEQ|TIME",
+                        help="stop at this seq or ISO-8601 UTC time")
+    replay.add_argument("--limit", type=int, default=20, help="differences to print (default 20)")
     return parser
+
+
+def _position(text: str) -> tuple[str, int]:
+    """``("seq", n)`` for a number, ``("ts", ns)`` for an ISO-8601 time (UTC if no zone)."""
+    if text.isdigit():
+        return "seq", int(text)
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is neither a seq number nor an ISO-8601 time (2025-01-01T12:00:00Z)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return "ts", int(moment.timestamp() * 1e9)
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -168,8 +194,50 @@ def cmd_migrate(config: str | None) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(_config_path(args.config))
+    except ConfigError as exc:
+        return _fail(f"invalid configuration: {exc}")
+    bounds: dict[str, int] = {}
+    for name, pos in (("from", args.start), ("to", args.end)):
+        if pos is not None:
+            kind, value = pos
+            bounds[f"{name}_{'seq' if kind == 'seq' else 'ts_ns'}"] = value
+
+    async def run() -> int:
+        from quantumtrade.replay import replay_log
+        from quantumtrade.store.factory import open_event_log
+
+        eventlog, _, _ = await open_event_log(cfg.database)
+        try:
+            report = await replay_log(eventlog, cfg, **bounds)
+        finally:
+            await eventlog.close()
+        print(
+            f"replayed {report.events_read} events ({report.market_events} market, "
+            f"{report.fed_fills} fills) through {report.scans} scans"
+        )
+        print(f"logged decisions:     {report.logged}")
+        print(f"re-derived decisions: {report.replayed}")
+        if not report.differences:
+            print("no differences")
+            return 0
+        print(f"{len(report.differences)} differences:")
+        for d in report.differences[: args.limit]:
+            print(f"  {d.kind:8} {d.event_type} {d.key}: logged={d.logged} replayed={d.replayed}")
+        return 1
+
+    try:
+        return asyncio.run(run())
+    except StoreUnavailable as exc:
+        return _fail(str(exc), 1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "replay":
+        return cmd_replay(args)
     if args.command == "check-config":
         return cmd_check_config(args.path)
     if args.command == "migrate":

@@ -15,7 +15,6 @@ Run: .venv/bin/python scripts/bench/eventlog.py [--events N] [--rounds R]
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import tempfile

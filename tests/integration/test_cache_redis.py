@@ -6,7 +6,7 @@ import asyncio
 import shutil
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -93,7 +93,7 @@ class OwnRedis:
                 return
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError("redis-server exited at start")
+                    raise RuntimeError("redis-server exited at start") from None
                 subprocess.run(["sleep", "0.02"], check=True)
         raise RuntimeError("redis-server did not start")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from quantumtrade.config import AppConfig, Secrets, describe, load_config
-from quantumtrade.redaction import redact_url
 from quantumtrade.errors import ConfigError
+from quantumtrade.redaction import redact_url
 
 ROOT = Path(__file__).resolve().parents[2]
 

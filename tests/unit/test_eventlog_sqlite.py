@@ -28,7 +28,7 @@ def ticker(i: int) -> TickerUpdated:
 async def test_append_is_idempotent_on_seq(eventlog: SqliteEventLog) -> None:
     rows = [(i, i * 10, "TickerUpdated", "{}") for i in range(1, 6)]
     await eventlog.append(rows)
-    await eventlog.append(rows[2:] + [(6, 60, "TickerUpdated", "{}")])
+    await eventlog.append([*rows[2:], (6, 60, "TickerUpdated", "{}")])
     assert await eventlog.count() == 6
     assert await eventlog.last_seq() == 6
 
