@@ -76,9 +76,7 @@ class Daemon:
             max_buffer=db.max_buffer,
             spool=spool,
         )
-        self.bus = EventBus(
-            clock=clock, config=cfg.bus, recorder=self.writer, first_seq=first_seq
-        )
+        self.bus = EventBus(clock=clock, config=cfg.bus, recorder=self.writer, first_seq=first_seq)
         self.metrics = Metrics()
 
         symbols = cfg.data.symbols
@@ -287,7 +285,7 @@ class Daemon:
         )
 
     def health(self) -> dict[str, Any]:
-        components = {
+        components: dict[str, dict[str, Any]] = {
             "event_bus": {
                 "status": "ok" if not self.bus.closed else "stopped",
                 "events": self.bus.last_seq,
@@ -311,8 +309,12 @@ class Daemon:
             status = "ok"
         else:
             status = "degraded"
-        return {"status": status, "mode": str(self.cfg.system.mode), "ticks": self.ticks,
-                "components": components}
+        return {
+            "status": status,
+            "mode": str(self.cfg.system.mode),
+            "ticks": self.ticks,
+            "components": components,
+        }
 
 
 async def run_daemon(

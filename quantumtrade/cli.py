@@ -48,10 +48,20 @@ def _parser() -> argparse.ArgumentParser:
         "replay", help="re-derive the logged session's signals and orders and show differences"
     )
     replay.add_argument("--config", metavar="PATH", help="TOML config (the session's own)")
-    replay.add_argument("--from", dest="start", type=_position, metavar="SEQ|TIME",
-                        help="compare from this seq or ISO-8601 UTC time")
-    replay.add_argument("--to", dest="end", type=_position, metavar="SEQ|TIME",
-                        help="stop at this seq or ISO-8601 UTC time")
+    replay.add_argument(
+        "--from",
+        dest="start",
+        type=_position,
+        metavar="SEQ|TIME",
+        help="compare from this seq or ISO-8601 UTC time",
+    )
+    replay.add_argument(
+        "--to",
+        dest="end",
+        type=_position,
+        metavar="SEQ|TIME",
+        help="stop at this seq or ISO-8601 UTC time",
+    )
     replay.add_argument("--limit", type=int, default=20, help="differences to print (default 20)")
     return parser
 

@@ -68,14 +68,14 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     pass
 
 
-class SystemConfig(_Section):
+class SystemConfig(_Section, frozen=True, forbid_unknown_fields=True):
     mode: Mode = Mode.PAPER
     log_level: LogLevel = LogLevel.INFO
     log_format: LogFormat = LogFormat.AUTO
     shutdown_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 5.0
 
 
-class DataConfig(_Section):
+class DataConfig(_Section, frozen=True, forbid_unknown_fields=True):
     source: SourceKind = SourceKind.SYNTHETIC
     symbols: Positive | list[str] = 20
     """A count (synthetic market: BTCUSDT, ETHUSDT, … then generated names) or a list."""
@@ -85,13 +85,13 @@ class DataConfig(_Section):
     orchestrator: OrchestratorConfig = OrchestratorConfig()
 
 
-class CacheConfig(_Section):
+class CacheConfig(_Section, frozen=True, forbid_unknown_fields=True):
     ttl_ms: Positive = 1_000
     """How long a cached order book or ticker stays fresh (seed name: CACHE_DURATION)."""
     max_entries: Positive = 100_000
 
 
-class DatabaseConfig(_Section):
+class DatabaseConfig(_Section, frozen=True, forbid_unknown_fields=True):
     url: str = ""
     """PostgreSQL URL (postgresql://…); empty: the embedded SQLite log at ``sqlite_path``."""
     sqlite_path: str = "var/quantumtrade.sqlite"
@@ -106,26 +106,26 @@ class DatabaseConfig(_Section):
     empty: ``eventlog.spool`` beside ``sqlite_path``."""
 
 
-class RedisConfig(_Section):
+class RedisConfig(_Section, frozen=True, forbid_unknown_fields=True):
     url: str = ""
     """Redis URL (redis://…) for the L2 cache; empty: L1 memory only."""
     key_prefix: str = "qt:"
     timeout_ms: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 250
 
 
-class AdminConfig(_Section):
+class AdminConfig(_Section, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65_535)] = 8080
     token: str = ""
     """Bearer token that POST requests need; empty: POSTs are refused."""
 
 
-class ExecutionConfig(_Section):
+class ExecutionConfig(_Section, frozen=True, forbid_unknown_fields=True):
     paper: PaperVenueConfig = PaperVenueConfig()
     router: RouterConfig = RouterConfig()
 
 
-class AppConfig(_Section):
+class AppConfig(_Section, frozen=True, forbid_unknown_fields=True):
     system: SystemConfig = SystemConfig()
     data: DataConfig = DataConfig()
     cache: CacheConfig = CacheConfig()

@@ -66,13 +66,13 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag=True):
 # --- market -------------------------------------------------------------------------------
 
 
-class BarsUpdated(Event):
+class BarsUpdated(Event, frozen=True):
     symbol: str
     source: str
     bars: tuple[Bar, ...]
 
 
-class TickerUpdated(Event):
+class TickerUpdated(Event, frozen=True):
     symbol: str
     source: str
     bid: float
@@ -80,14 +80,14 @@ class TickerUpdated(Event):
     last: float
 
 
-class OrderBookUpdated(Event):
+class OrderBookUpdated(Event, frozen=True):
     symbol: str
     source: str
     bids: tuple[tuple[float, float], ...]
     asks: tuple[tuple[float, float], ...]
 
 
-class DataRejected(Event):
+class DataRejected(Event, frozen=True):
     symbol: str
     source: str
     reason: str
@@ -97,21 +97,21 @@ class DataRejected(Event):
 # --- analysis -----------------------------------------------------------------------------
 
 
-class RegimeChanged(Event):
+class RegimeChanged(Event, frozen=True):
     symbol: str
     regime: Regime
     previous: Regime | None
     confidence: float
 
 
-class ScanCompleted(Event):
+class ScanCompleted(Event, frozen=True):
     symbols_scanned: int
     selected: tuple[str, ...]
     dropped: dict[str, int]
     duration_us: int
 
 
-class SignalGenerated(Event):
+class SignalGenerated(Event, frozen=True):
     signal_id: str
     symbol: str
     side: Side
@@ -126,7 +126,7 @@ class SignalGenerated(Event):
 # --- trading ------------------------------------------------------------------------------
 
 
-class OrderIntent(Event):
+class OrderIntent(Event, frozen=True):
     client_order_id: str
     symbol: str
     side: Side
@@ -137,7 +137,7 @@ class OrderIntent(Event):
     signal_id: str | None = None
 
 
-class OrderRejected(Event):
+class OrderRejected(Event, frozen=True):
     client_order_id: str
     symbol: str
     side: Side
@@ -147,7 +147,7 @@ class OrderRejected(Event):
     venue: str | None = None
 
 
-class OrderSubmitted(Event):
+class OrderSubmitted(Event, frozen=True):
     client_order_id: str
     venue: str
     symbol: str
@@ -157,7 +157,7 @@ class OrderSubmitted(Event):
     venue_order_id: str = ""
 
 
-class OrderFilled(Event):
+class OrderFilled(Event, frozen=True):
     """One fill (possibly partial) of an order."""
 
     client_order_id: str
@@ -171,7 +171,7 @@ class OrderFilled(Event):
     leaves_quantity: float
 
 
-class OrderCancelled(Event):
+class OrderCancelled(Event, frozen=True):
     client_order_id: str
     venue: str
     symbol: str
@@ -179,7 +179,7 @@ class OrderCancelled(Event):
     filled_quantity: float = 0.0
 
 
-class PositionChanged(Event):
+class PositionChanged(Event, frozen=True):
     symbol: str
     quantity: float
     avg_price: float
@@ -187,7 +187,7 @@ class PositionChanged(Event):
     fees: float
 
 
-class RiskStateChanged(Event):
+class RiskStateChanged(Event, frozen=True):
     state: TradingState
     previous: TradingState
     reason: str
@@ -196,20 +196,20 @@ class RiskStateChanged(Event):
 # --- system -------------------------------------------------------------------------------
 
 
-class CircuitBreakerChanged(Event):
+class CircuitBreakerChanged(Event, frozen=True):
     name: str
     state: BreakerState
     previous: BreakerState
     failures: int
 
 
-class SourceFailed(Event):
+class SourceFailed(Event, frozen=True):
     source: str
     symbol: str
     error: str
 
 
-class DeadLettered(Event):
+class DeadLettered(Event, frozen=True):
     event_type: str
     event_seq: int
     handler: str
@@ -217,7 +217,7 @@ class DeadLettered(Event):
     attempts: int
 
 
-class Command(Event):
+class Command(Event, frozen=True):
     name: str
     args: dict[str, Any] = {}
 

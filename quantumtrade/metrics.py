@@ -151,8 +151,7 @@ class Metrics:
         self.processing_time = Histogram(
             f"{NS}_data_orchestrator_processing_time",
             "Seconds to fetch, validate and store one symbol's data",
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-                     2.5),
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=self.registry,
         )
         self.router_latency = Histogram(

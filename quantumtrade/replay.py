@@ -152,12 +152,17 @@ async def replay_log(
                 await scanner.scan()
                 await bus.drain()
             elif isinstance(event, SignalGenerated | OrderIntent):
-                risk_decided.add(_key(event) if isinstance(event, OrderIntent)
-                                 else f"qt-{event.signal_id}")
+                risk_decided.add(
+                    _key(event) if isinstance(event, OrderIntent) else f"qt-{event.signal_id}"
+                )
                 if in_window:
                     logged.append(event)
-            elif isinstance(event, OrderRejected) and event.client_order_id in risk_decided \
-                    and event.venue is None and _is_risk_reason(event.reason):
+            elif (
+                isinstance(event, OrderRejected)
+                and event.client_order_id in risk_decided
+                and event.venue is None
+                and _is_risk_reason(event.reason)
+            ):
                 if in_window:
                     logged.append(event)
             elif isinstance(event, OrderFilled | OrderCancelled | OrderRejected):

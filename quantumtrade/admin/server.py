@@ -266,38 +266,68 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "summary": "Orchestrator metrics or latest market data",
                 "parameters": [
-                    {"name": "endpoint", "in": "query",
-                     "schema": {"type": "string", "enum": ["metrics", "market-data"]}},
-                    {"name": "symbols", "in": "query", "schema": {"type": "string"},
-                     "description": "comma-separated, for endpoint=market-data"},
+                    {
+                        "name": "endpoint",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": ["metrics", "market-data"]},
+                    },
+                    {
+                        "name": "symbols",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": "comma-separated, for endpoint=market-data",
+                    },
                 ],
                 "responses": {"200": {}, "400": {}, "404": {}},
             },
             "post": {
                 "summary": "start-flow / stop-flow for symbols",
                 "security": [{"bearer": []}],
-                "requestBody": {"content": {"application/json": {"schema": {
-                    "type": "object", "required": ["action", "symbols"],
-                    "properties": {
-                        "action": {"type": "string", "enum": ["start-flow", "stop-flow"]},
-                        "symbols": {"type": "array", "items": {"type": "string"}},
-                    }}}}},
+                "requestBody": {
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["action", "symbols"],
+                                "properties": {
+                                    "action": {
+                                        "type": "string",
+                                        "enum": ["start-flow", "stop-flow"],
+                                    },
+                                    "symbols": {"type": "array", "items": {"type": "string"}},
+                                },
+                            }
+                        }
+                    }
+                },
                 "responses": {"200": {}, "400": {}, "401": {}, "403": {}, "404": {}},
             },
         },
         "/api/trading/data-orchestrator/reset-circuit-breaker": {
-            "post": {"summary": "Close every source's circuit breaker",
-                     "security": [{"bearer": []}], "responses": {"200": {}, "401": {}}},
+            "post": {
+                "summary": "Close every source's circuit breaker",
+                "security": [{"bearer": []}],
+                "responses": {"200": {}, "401": {}},
+            },
         },
         "/api/trading/order-router": {
-            "get": {"summary": "Per-venue routing metrics",
-                    "parameters": [{"name": "endpoint", "in": "query",
-                                    "schema": {"type": "string", "enum": ["metrics"]}}],
-                    "responses": {"200": {}, "400": {}}},
+            "get": {
+                "summary": "Per-venue routing metrics",
+                "parameters": [
+                    {
+                        "name": "endpoint",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": ["metrics"]},
+                    }
+                ],
+                "responses": {"200": {}, "400": {}},
+            },
         },
-        "/api/trading/positions": {"get": {"summary": "Positions and PnL",
-                                           "responses": {"200": {}}}},
-        "/api/trading/risk": {"get": {"summary": "Risk state and checks",
-                                      "responses": {"200": {}}}},
+        "/api/trading/positions": {
+            "get": {"summary": "Positions and PnL", "responses": {"200": {}}}
+        },
+        "/api/trading/risk": {
+            "get": {"summary": "Risk state and checks", "responses": {"200": {}}}
+        },
     },
 }

@@ -80,8 +80,10 @@ class TieredCache(Generic[V]):
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(type=value_type)
         self.breaker = CircuitBreaker(
-            "redis", clock=clock, config=breaker_config or BreakerConfig(
-                failure_threshold=3, cooldown_ms=5_000), on_change=on_breaker_change,
+            "redis",
+            clock=clock,
+            config=breaker_config or BreakerConfig(failure_threshold=3, cooldown_ms=5_000),
+            on_change=on_breaker_change,
         )
         self._inflight: dict[str, asyncio.Future[V]] = {}
         self.l2_hits = 0
@@ -148,8 +150,12 @@ class TieredCache(Generic[V]):
     def _l2_failed(self, op: str, exc: Exception) -> None:
         self.l2_errors += 1
         self.breaker.record_failure()
-        log.warning("redis_unavailable", op=op, error=f"{type(exc).__name__}: {exc}",
-                    breaker=self.breaker.state)
+        log.warning(
+            "redis_unavailable",
+            op=op,
+            error=f"{type(exc).__name__}: {exc}",
+            breaker=self.breaker.state,
+        )
 
     def stats(self) -> dict[str, Any]:
         l1 = self.l1.stats()

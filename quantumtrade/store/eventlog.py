@@ -284,8 +284,12 @@ class EventLogWriter:
                     self.failures += 1
                     self._failing = True
                     self.last_error = f"{type(exc).__name__}: {exc}"
-                    log.error("eventlog_write_failed", backend=self.eventlog.name,
-                              pending=len(self._buffer), error=self.last_error)
+                    log.error(
+                        "eventlog_write_failed",
+                        backend=self.eventlog.name,
+                        pending=len(self._buffer),
+                        error=self.last_error,
+                    )
                     await self._spool_buffer()
                     return False
                 self._failing = False
@@ -308,8 +312,12 @@ class EventLogWriter:
         try:
             await asyncio.to_thread(self.spool.append, rows)
         except OSError as exc:
-            log.error("spool_write_failed", path=str(self.spool.path), error=str(exc),
-                      pending=len(self._buffer))
+            log.error(
+                "spool_write_failed",
+                path=str(self.spool.path),
+                error=str(exc),
+                pending=len(self._buffer),
+            )
             return
         del self._buffer[: len(batch)]
         self._last_stored = batch[-1].seq

@@ -38,8 +38,13 @@ async def open_event_log(cfg: DatabaseConfig) -> tuple[EventLog, Spool, int]:
                     f"PostgreSQL at {redact_url(cfg.url)} is unreachable and there is no local "
                     f"record of the event sequence ({spool.mark_path}): {exc}"
                 ) from exc
-            log.error("eventlog_unreachable_at_start", backend="postgres",
-                      url=redact_url(cfg.url), error=str(exc), continue_after=local_last)
+            log.error(
+                "eventlog_unreachable_at_start",
+                backend="postgres",
+                url=redact_url(cfg.url),
+                error=str(exc),
+                continue_after=local_last,
+            )
             db_last = None
     else:
         eventlog = SqliteEventLog(cfg.sqlite_path)

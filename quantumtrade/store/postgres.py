@@ -117,8 +117,13 @@ class PostgresEventLog:
                     await conn.copy_records_to_table("events", records=rows, columns=_COLUMNS)
                 except asyncpg.UniqueViolationError:
                     await self._append_deduplicated(conn, rows)
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                asyncpg.CannotConnectNowError, TimeoutError) as exc:
+        except (
+            OSError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,
+            asyncpg.CannotConnectNowError,
+            TimeoutError,
+        ) as exc:
             # Drop the pool: the next append reconnects from scratch.
             self._pool = None
             pool.terminate()

@@ -80,8 +80,12 @@ class Spool:
                 continue
             try:
                 seq, ts_ns, type_name, payload = json.loads(line)
-                if not (isinstance(seq, int) and isinstance(ts_ns, int)
-                        and isinstance(type_name, str) and isinstance(payload, str)):
+                if not (
+                    isinstance(seq, int)
+                    and isinstance(ts_ns, int)
+                    and isinstance(type_name, str)
+                    and isinstance(payload, str)
+                ):
                     raise ValueError("row has the wrong shape")
             except (ValueError, TypeError, UnicodeDecodeError) as exc:
                 if i == len(lines) - 1:
@@ -116,5 +120,6 @@ class Spool:
         except OSError as exc:
             log.error("spool_set_aside_failed", path=str(self.path), error=str(exc))
         self.set_aside += 1
-        log.error("spool_corrupt_set_aside", path=str(self.path), moved_to=str(target),
-                  reason=reason)
+        log.error(
+            "spool_corrupt_set_aside", path=str(self.path), moved_to=str(target), reason=reason
+        )

@@ -36,7 +36,8 @@ SYMBOLS = [f"SYM{i:05d}USDT" for i in range(5_000)]
 
 def book(symbol: str) -> OrderBook:
     return OrderBook(
-        symbol=symbol, ts_ms=1,
+        symbol=symbol,
+        ts_ms=1,
         bids=tuple((100.0 - i * 0.01, 1.0 + i) for i in range(20)),
         asks=tuple((100.01 + i * 0.01, 1.0 + i) for i in range(20)),
     )
@@ -66,8 +67,12 @@ def l1_vs_dict(rounds: int) -> tuple[float, float]:
 async def l2_vs_raw(prefix: str, rounds: int, n: int) -> tuple[float, float]:
     clock = ManualClock()
     writer = RedisL2.from_url(URL, prefix=prefix)
-    encoded = TieredCache(clock=clock, l1=L1Cache(clock=clock, ttl_ms=60_000, max_entries=1),
-                          l2=writer, value_type=OrderBook)
+    encoded = TieredCache(
+        clock=clock,
+        l1=L1Cache(clock=clock, ttl_ms=60_000, max_entries=1),
+        l2=writer,
+        value_type=OrderBook,
+    )
     keys = SYMBOLS[:n]
     for s in keys:
         await encoded.get_or_load(s, _loader(s))  # fills Redis
@@ -75,8 +80,12 @@ async def l2_vs_raw(prefix: str, rounds: int, n: int) -> tuple[float, float]:
     best_tiered = best_raw = 0.0
     for _ in range(rounds):
         # A fresh L1 holding one entry: every get misses L1 and is served by L2.
-        cache = TieredCache(clock=clock, l1=L1Cache(clock=clock, ttl_ms=60_000, max_entries=1),
-                            l2=RedisL2.from_url(URL, prefix=prefix), value_type=OrderBook)
+        cache = TieredCache(
+            clock=clock,
+            l1=L1Cache(clock=clock, ttl_ms=60_000, max_entries=1),
+            l2=RedisL2.from_url(URL, prefix=prefix),
+            value_type=OrderBook,
+        )
         await cache.get_or_load(keys[0], _loader(keys[0]))  # connect outside the timing
         t0 = time.perf_counter()
         for s in keys:
@@ -104,8 +113,12 @@ def _loader(symbol: str):  # type: ignore[no-untyped-def]
 
 async def steady_replay(prefix: str, passes: int) -> float:
     clock = ManualClock()
-    cache = TieredCache(clock=clock, l1=L1Cache(clock=clock, ttl_ms=3_600_000, max_entries=2_500),
-                        l2=RedisL2.from_url(URL, prefix=prefix + "replay:"), value_type=OrderBook)
+    cache = TieredCache(
+        clock=clock,
+        l1=L1Cache(clock=clock, ttl_ms=3_600_000, max_entries=2_500),
+        l2=RedisL2.from_url(URL, prefix=prefix + "replay:"),
+        value_type=OrderBook,
+    )
     lookups = hits = 0
     for _ in range(passes):
         for s in SYMBOLS:
@@ -149,10 +162,16 @@ if __name__ == "__main__":
     parser.add_argument("--passes", type=int, default=20)
     args = parser.parse_args()
     f = uvloop.run(main(args.rounds, args.l2_gets, args.passes))
-    print(f"L1 get:      {f['l1_gets_per_s']:>12,}/s   dict {f['dict_gets_per_s']:>12,}/s   "
-          f"ratio {f['l1_ratio_vs_dict']:.2f}")
-    print(f"L2 hit get:  {f['l2_gets_per_s']:>12,}/s   raw redis GET {f['raw_get_per_s']:>8,}/s   "
-          f"ratio {f['l2_ratio_vs_raw_get']:.2f}  (goal >= 0.8)")
-    print(f"steady replay of 5,000 symbols x {args.passes} passes: hit rate "
-          f"{f['steady_hit_rate']:.2%}  (goal >= 95%)")
+    print(
+        f"L1 get:      {f['l1_gets_per_s']:>12,}/s   dict {f['dict_gets_per_s']:>12,}/s   "
+        f"ratio {f['l1_ratio_vs_dict']:.2f}"
+    )
+    print(
+        f"L2 hit get:  {f['l2_gets_per_s']:>12,}/s   raw redis GET {f['raw_get_per_s']:>8,}/s   "
+        f"ratio {f['l2_ratio_vs_raw_get']:.2f}  (goal >= 0.8)"
+    )
+    print(
+        f"steady replay of 5,000 symbols x {args.passes} passes: hit rate "
+        f"{f['steady_hit_rate']:.2%}  (goal >= 95%)"
+    )
     print(json.dumps(f))

@@ -37,16 +37,26 @@ def make_events(n: int, first_seq: int = 1) -> list[TickerUpdated]:
 
     events = []
     for i in range(n):
-        e = TickerUpdated(ts_ns=1_700_000_000_000_000_000 + i, symbol="BTCUSDT", source="bench",
-                          bid=42_000.0 + i % 100, ask=42_000.5 + i % 100, last=42_000.25)
+        e = TickerUpdated(
+            ts_ns=1_700_000_000_000_000_000 + i,
+            symbol="BTCUSDT",
+            source="bench",
+            bid=42_000.0 + i % 100,
+            ask=42_000.5 + i % 100,
+            last=42_000.25,
+        )
         force_setattr(e, "seq", first_seq + i)  # as the bus stamps it
         events.append(e)
     return events
 
 
 async def through_writer(log: object, n: int, batch: int) -> float:
-    writer = EventLogWriter(log, batch_size=batch, flush_interval_ms=1_000,  # type: ignore[arg-type]
-                            max_buffer=max(n, batch))
+    writer = EventLogWriter(
+        log,
+        batch_size=batch,
+        flush_interval_ms=1_000,  # type: ignore[arg-type]
+        max_buffer=max(n, batch),
+    )
     events = make_events(n)
     t0 = time.perf_counter()
     for e in events:
@@ -61,8 +71,9 @@ async def raw_copy(conn: asyncpg.Connection, n: int, batch: int) -> float:
     rows = [(e.seq, e.ts_ns, type(e).__name__, encode(e).decode()) for e in make_events(n)]
     t0 = time.perf_counter()
     for i in range(0, n, batch):
-        await conn.copy_records_to_table("events", records=rows[i : i + batch],
-                                         columns=("seq", "ts_ns", "type", "payload"))
+        await conn.copy_records_to_table(
+            "events", records=rows[i : i + batch], columns=("seq", "ts_ns", "type", "payload")
+        )
     return n / (time.perf_counter() - t0)
 
 
@@ -104,8 +115,10 @@ if __name__ == "__main__":
     args = parser.parse_args()
     figures = uvloop.run(main(args.events, args.rounds, args.batch))
     print(f"{args.events:,} events per round, batches of {args.batch:,}, best of {args.rounds}")
-    print(f"PostgreSQL through the event log: {figures['pg_events_per_s']:>10,} events/s  "
-          f"raw COPY {figures['pg_raw_copy_rows_per_s']:>10,} rows/s  "
-          f"ratio {figures['pg_ratio_vs_raw_copy']:.2f}  (goal >= 100,000 and >= 0.8)")
+    print(
+        f"PostgreSQL through the event log: {figures['pg_events_per_s']:>10,} events/s  "
+        f"raw COPY {figures['pg_raw_copy_rows_per_s']:>10,} rows/s  "
+        f"ratio {figures['pg_ratio_vs_raw_copy']:.2f}  (goal >= 100,000 and >= 0.8)"
+    )
     print(f"SQLite through the event log:     {figures['sqlite_events_per_s']:>10,} events/s")
     print(json.dumps(figures))

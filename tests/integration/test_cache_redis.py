@@ -17,13 +17,19 @@ from quantumtrade.clock import ManualClock
 from quantumtrade.data.source import OrderBook
 from quantumtrade.events import BreakerState, CircuitBreakerChanged
 
-BOOK = OrderBook(symbol="BTCUSDT", ts_ms=1, bids=((100.0, 1.0), (99.5, 2.0)),
-                 asks=((100.5, 1.5), (101.0, 3.0)))
+BOOK = OrderBook(
+    symbol="BTCUSDT", ts_ms=1, bids=((100.0, 1.0), (99.5, 2.0)), asks=((100.5, 1.5), (101.0, 3.0))
+)
 
 
 def make_cache(clock: ManualClock, l2: RedisL2 | None, **kw) -> TieredCache[OrderBook]:  # type: ignore[no-untyped-def]
-    return TieredCache(clock=clock, l1=L1Cache(clock=clock, ttl_ms=60_000, max_entries=1_000),
-                       l2=l2, value_type=OrderBook, **kw)
+    return TieredCache(
+        clock=clock,
+        l1=L1Cache(clock=clock, ttl_ms=60_000, max_entries=1_000),
+        l2=l2,
+        value_type=OrderBook,
+        **kw,
+    )
 
 
 async def test_l2_serves_what_another_process_loaded(redis_prefix: tuple[str, str]) -> None:
@@ -83,9 +89,21 @@ class OwnRedis:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         for _ in range(200):
             try:
@@ -150,8 +168,9 @@ async def test_outage_degrades_to_l1_and_recovers_by_itself(own_redis: OwnRedis)
     await cache.get_or_load("after", loader)
     assert cache.breaker.state is BreakerState.CLOSED
     assert [c.state for c in changes][-1] is BreakerState.CLOSED
-    fresh = make_cache(clock, RedisL2.from_url(f"redis://127.0.0.1:{own_redis.port}/0",
-                                               prefix="t:"))
+    fresh = make_cache(
+        clock, RedisL2.from_url(f"redis://127.0.0.1:{own_redis.port}/0", prefix="t:")
+    )
     before = loads
     assert await fresh.get_or_load("after", loader) == BOOK
     assert loads == before  # written to the restarted Redis, read back from it

@@ -33,9 +33,15 @@ def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 async def start(tmp_path: Path, *args: str, **extra: str) -> tuple[asyncio.subprocess.Process, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "quantumtrade", "run", *args,
-        cwd=tmp_path, env=env_for(tmp_path, **extra),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "quantumtrade",
+        "run",
+        *args,
+        cwd=tmp_path,
+        env=env_for(tmp_path, **extra),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stderr is not None
     async with asyncio.timeout(STARTUP_LIMIT_S):
@@ -80,9 +86,13 @@ async def test_sigint_also_stops_cleanly(tmp_path: Path) -> None:
 
 async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "quantumtrade", *args,
+        sys.executable,
+        "-m",
+        "quantumtrade",
+        *args,
         env=env or dict(os.environ),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await proc.communicate()
     return proc.returncode or 0, out.decode(), err.decode()

@@ -23,8 +23,10 @@ async def test_copy_append_read_back_and_idempotent_retry(pg_schema: tuple[str, 
     log = PostgresEventLog(url, schema=schema)
     await log.open()
     try:
-        rows = [(i, i * 10, "Command", f'{{"type":"Command","name":"n{i}","ts_ns":{i * 10}}}')
-                for i in range(1, 2_001)]
+        rows = [
+            (i, i * 10, "Command", f'{{"type":"Command","name":"n{i}","ts_ns":{i * 10}}}')
+            for i in range(1, 2_001)
+        ]
         await log.append(rows[:1_500])
         # A retried batch overlapping what is stored: each event ends up there once.
         await log.append(rows[1_000:])
@@ -51,8 +53,11 @@ async def test_writer_into_postgres_every_event_once(pg_schema: tuple[str, str])
         writer.start(tg)
         bus.start(tg)
         for i in range(5_000):
-            await bus.publish(TickerUpdated(ts_ns=i, symbol="BTCUSDT", source="t", bid=1.0,
-                                            ask=1.1, last=float(i)))
+            await bus.publish(
+                TickerUpdated(
+                    ts_ns=i, symbol="BTCUSDT", source="t", bid=1.0, ask=1.1, last=float(i)
+                )
+            )
         await bus.stop()
         await writer.stop()
     try:
@@ -67,7 +72,9 @@ def _pg_ctl(action: str) -> None:
     version = sorted(os.listdir("/etc/postgresql"))[-1]
     subprocess.run(
         ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
-        check=True, capture_output=True, timeout=60,
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
 
 
@@ -99,8 +106,11 @@ async def test_outage_mid_stream_loses_and_duplicates_nothing(
             writer.start(tg)
             bus.start(tg)
             for i in range(total):
-                await bus.publish(TickerUpdated(ts_ns=i, symbol="BTCUSDT", source="t",
-                                                bid=1.0, ask=1.1, last=float(i)))
+                await bus.publish(
+                    TickerUpdated(
+                        ts_ns=i, symbol="BTCUSDT", source="t", bid=1.0, ask=1.1, last=float(i)
+                    )
+                )
                 if i == 15_000:
                     await asyncio.to_thread(_pg_ctl, "stop")
                 elif i == 35_000:

@@ -119,8 +119,14 @@ async def test_admin_api_health_metrics_and_bad_requests(tmp_path: Path) -> None
                     assert r.status == 200
                     health = await r.json()
                 assert health["status"] in ("ok", "degraded")
-                assert {"event_bus", "event_log", "orchestrator", "scanner", "risk",
-                        "router"} <= set(health["components"])
+                assert {
+                    "event_bus",
+                    "event_log",
+                    "orchestrator",
+                    "scanner",
+                    "risk",
+                    "router",
+                } <= set(health["components"])
 
                 async with http.get(f"{base}/metrics") as r:
                     assert r.status == 200
@@ -134,8 +140,9 @@ async def test_admin_api_health_metrics_and_bad_requests(tmp_path: Path) -> None
                     assert r.status == 200 and "paths" in await r.json()
 
                 url = f"{base}/api/trading/data-orchestrator"
-                async with http.get(url, params={"endpoint": "market-data",
-                                                 "symbols": "BTCUSDT,ETHUSDT"}) as r:
+                async with http.get(
+                    url, params={"endpoint": "market-data", "symbols": "BTCUSDT,ETHUSDT"}
+                ) as r:
                     assert r.status == 200
                     data = await r.json()
                     assert data["symbols"]["BTCUSDT"]["bar"]["close"] > 0
@@ -150,9 +157,13 @@ async def test_admin_api_health_metrics_and_bad_requests(tmp_path: Path) -> None
                     ("DELETE", f"{base}/health", None, {}, 405),
                 ]
                 for method, u, params, headers, status in bad_requests:
-                    async with http.request(method, u, params=params, headers=headers,
-                                            json={"action": "start-flow",
-                                                  "symbols": ["BTCUSDT"]}) as r:
+                    async with http.request(
+                        method,
+                        u,
+                        params=params,
+                        headers=headers,
+                        json={"action": "start-flow", "symbols": ["BTCUSDT"]},
+                    ) as r:
                         assert r.status == status, (method, u, params, await r.text())
                         assert "error" in await r.json()
 
@@ -168,8 +179,9 @@ async def test_admin_api_health_metrics_and_bad_requests(tmp_path: Path) -> None
                         assert r.status == status, (body, await r.text())
                         assert "error" in await r.json()
 
-                async with http.post(url, json={"action": "stop-flow", "symbols": ["ETHUSDT"]},
-                                     headers=auth) as r:
+                async with http.post(
+                    url, json={"action": "stop-flow", "symbols": ["ETHUSDT"]}, headers=auth
+                ) as r:
                     assert r.status == 200, await r.text()
                 async with http.post(f"{url}/reset-circuit-breaker", headers=auth) as r:
                     assert r.status == 200
@@ -180,8 +192,15 @@ async def test_admin_api_health_metrics_and_bad_requests(tmp_path: Path) -> None
 def test_events_round_trip_through_json() -> None:
     from quantumtrade.events import Side, encode
 
-    s = SignalGenerated(ts_ns=1, signal_id="x", symbol="BTCUSDT", side=Side.BUY, score=1.0,
-                        price=2.0, volatility=0.1)
+    s = SignalGenerated(
+        ts_ns=1,
+        signal_id="x",
+        symbol="BTCUSDT",
+        side=Side.BUY,
+        score=1.0,
+        price=2.0,
+        volatility=0.1,
+    )
     assert decode(encode(s)) == s
     assert msgspec.json.decode(encode(s))["type"] == "SignalGenerated"
 

@@ -58,8 +58,15 @@ async def test_writer_records_every_event_once_and_reads_back_in_order(
         for i in range(100):
             await bus.publish(ticker(i))
         await bus.publish(
-            SignalGenerated(ts_ns=5, signal_id="s1", symbol="ETHUSDT", side=Side.SELL,
-                            score=-1.5, price=3000.0, volatility=0.01)
+            SignalGenerated(
+                ts_ns=5,
+                signal_id="s1",
+                symbol="ETHUSDT",
+                side=Side.SELL,
+                score=-1.5,
+                price=3000.0,
+                volatility=0.01,
+            )
         )
         await bus.stop()
         await writer.stop()
@@ -68,8 +75,14 @@ async def test_writer_records_every_event_once_and_reads_back_in_order(
     assert [e.seq for e in stored] == list(range(1, 102))
     decoded = [decode(e.payload) for e in stored]
     assert decoded[-1] == SignalGenerated(
-        ts_ns=5, seq=101, signal_id="s1", symbol="ETHUSDT", side=Side.SELL, score=-1.5,
-        price=3000.0, volatility=0.01,
+        ts_ns=5,
+        seq=101,
+        signal_id="s1",
+        symbol="ETHUSDT",
+        side=Side.SELL,
+        score=-1.5,
+        price=3000.0,
+        volatility=0.01,
     )
     assert [e.type for e in stored[:3]] == ["TickerUpdated"] * 3
     only_signals = [e async for e in eventlog.read(types=["SignalGenerated"])]

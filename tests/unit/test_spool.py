@@ -57,8 +57,12 @@ async def test_spool_left_by_a_crash_is_written_at_next_start(tmp_path: Path) ->
     await log.append([(1, 1, "Command", '{"type":"Command","ts_ns":1,"seq":1,"name":"x"}')])
     spool = Spool(tmp_path / "spool.jsonl")
     # What a killed daemon leaves: rows spooled, one of them already written, a torn last line.
-    spool.append([(i, i, "Command", f'{{"type":"Command","ts_ns":{i},"seq":{i},"name":"x"}}')
-                  for i in range(1, 6)])
+    spool.append(
+        [
+            (i, i, "Command", f'{{"type":"Command","ts_ns":{i},"seq":{i},"name":"x"}}')
+            for i in range(1, 6)
+        ]
+    )
     with open(spool.path, "a") as fh:
         fh.write('[6, 6, "Comm')
     writer = EventLogWriter(log, spool=Spool(spool.path))
