@@ -1,0 +1,146 @@
+"""One full refresh of N symbols x B bars through the orchestrator, beside bare generation.
+
+* generation: a fresh ``SyntheticSource`` produces every symbol's B bars (``fetch_bars``).
+* refresh: a fresh source with the same seed, through the orchestrator's workers, the circuit
+  breaker, validation, ``MarketState`` and the bus (``BarsUpdated`` per symbol), i.e.
+  ``refresh_due()`` + ``join()`` on a manual clock.
+* peak RSS: a separate process holding N symbols x 1,000 bars in MarketState.
+
+Goals (issue 4): refresh under 250 ms and at most 1.5x generation for 5,000 x 500; peak RSS
+under 500 MB for 5,000 x 1,000. Last line: a JSON object with the figures.
+
+Run: .venv/bin/python scripts/bench/orchestrator.py [--symbols N] [--bars B]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import uvloop
+
+from quantumtrade.breaker import BreakerConfig
+from quantumtrade.bus import EventBus
+from quantumtrade.clock import ManualClock
+from quantumtrade.data.market_state import MarketState
+from quantumtrade.data.orchestrator import Orchestrator, OrchestratorConfig
+from quantumtrade.data.synthetic import SyntheticConfig, SyntheticSource
+
+START_NS = 1_735_689_600_000_000_000
+BAR_MS = 60_000
+
+
+def make_source(n: int, bars: int, clock: ManualClock) -> SyntheticSource:
+    return SyntheticSource(
+        SyntheticConfig(seed=11, symbols=n, bar_ms=BAR_MS, history_bars=bars), clock
+    )
+
+
+async def generation(n: int, bars: int) -> float:
+    clock = ManualClock(START_NS)
+    source = make_source(n, bars, clock)
+    until = clock.now_ns() // 1_000_000
+    t0 = time.perf_counter()
+    total = 0
+    for symbol in source.symbols():
+        total += len(await source.fetch_bars(symbol, None, until))
+    elapsed = time.perf_counter() - t0
+    assert total == n * bars, total
+    return elapsed
+
+
+async def refresh(n: int, bars: int, workers: int) -> float:
+    clock = ManualClock(START_NS)
+    source = make_source(n, bars, clock)
+    state = MarketState(source.symbols(), max(bars, 1_000))
+    bus = EventBus(clock=clock)
+    orchestrator = Orchestrator(
+        bus=bus,
+        clock=clock,
+        state=state,
+        sources={source.name: source},
+        config=OrchestratorConfig(max_workers=workers, queue_size=max(n, 1)),
+        breaker_config=BreakerConfig(),
+    )
+    async with asyncio.TaskGroup() as tg:
+        bus.start(tg)
+        orchestrator.start(tg)
+        t0 = time.perf_counter()
+        orchestrator.refresh_due()
+        await orchestrator.join()
+        await bus.drain()
+        elapsed = time.perf_counter() - t0
+        await orchestrator.stop()
+        await bus.stop()
+    stored = orchestrator.metrics()["bars_stored"]
+    assert stored == n * bars, stored
+    return elapsed
+
+
+def hold(n: int, bars: int) -> None:
+    """Child process: fill MarketState with n x bars, print peak RSS in MB."""
+
+    async def fill() -> None:
+        clock = ManualClock(START_NS)
+        source = make_source(n, bars, clock)
+        state = MarketState(source.symbols(), bars)
+        until = clock.now_ns() // 1_000_000
+        for symbol in source.symbols():
+            state.append(symbol, await source.fetch_bars(symbol, None, until))
+
+    uvloop.run(fill())
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--symbols", type=int, default=5_000)
+    parser.add_argument("--bars", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--hold", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.hold:
+        hold(args.symbols, args.bars)
+        return
+    gen, ref = [], []
+    for _ in range(args.rounds):
+        gen.append(uvloop.run(generation(args.symbols, args.bars)))
+        ref.append(uvloop.run(refresh(args.symbols, args.bars, args.workers)))
+    rss = float(
+        subprocess.run(
+            [sys.executable, __file__, "--hold", "--symbols", str(args.symbols), "--bars", "1000"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()[-1]
+    )
+    figures = {
+        "refresh_ms": round(min(ref) * 1000, 1),
+        "generation_ms": round(min(gen) * 1000, 1),
+        "refresh_ratio_vs_generation": round(min(ref) / min(gen), 3),
+        "peak_rss_mb": round(rss, 1),
+    }
+    print(
+        f"{args.symbols:,} symbols x {args.bars} bars, {args.workers} workers, best of "
+        f"{args.rounds}"
+    )
+    print(
+        f"full refresh {figures['refresh_ms']:,} ms   generation alone "
+        f"{figures['generation_ms']:,} ms   ratio {figures['refresh_ratio_vs_generation']:.2f}"
+        f"  (goal < 250 ms and <= 1.5)"
+    )
+    print(
+        f"peak RSS holding {args.symbols:,} x 1,000 bars: {figures['peak_rss_mb']:.0f} MB"
+        f"  (goal < 500 MB)"
+    )
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
