@@ -1,0 +1,309 @@
+"""Live exchange market data through ``ccxt.async_support`` (REST polling).
+
+``CcxtSource`` meets the ``Source`` protocol: our symbol names (``BTCUSDT``) are translated to
+ccxt's unified ones (``BTC/USDT``) through the loaded markets, bars come from ``fetch_ohlcv``
+(paged, closed bars only), books from ``fetch_order_book`` and tickers from ``fetch_tickers``.
+Transient exchange faults (timeouts, connection errors, 5xx, 418/429 rate limiting and bad
+answers: ccxt's ``OperationFailed`` family) are raised as ``SourceUnavailable`` with ccxt's
+message, so the orchestrator's circuit breaker sees one fault type. ccxt's own rate limiter
+stays on unless the config turns it off.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import ccxt.async_support as ccxt_async
+import msgspec
+import structlog
+
+from quantumtrade.clock import Clock, WallClock
+from quantumtrade.data.source import OrderBook
+from quantumtrade.errors import SourceUnavailable
+from quantumtrade.events import Bar, TickerUpdated
+
+if TYPE_CHECKING:  # config.py composes this module's config, so import it for types only
+    from quantumtrade.config import Credentials
+
+log = structlog.get_logger("quantumtrade.ccxt_source")
+
+ExchangeId = Literal["binance", "coinbase", "kraken", "kucoin", "okx"]
+EXCHANGE_IDS: tuple[str, ...] = ("binance", "coinbase", "kraken", "kucoin", "okx")
+# Spot market data only: without these, binance's load_markets also asks the futures, margin
+# and (with keys) the wallet endpoints, on other hosts, 7 requests instead of one.
+EXCHANGE_OPTIONS: dict[str, dict[str, Any]] = {
+    "binance": {
+        "fetchMarkets": {"types": ["spot"]},
+        "fetchCurrencies": False,
+        "fetchMargins": False,
+        "adjustForTimeDifference": False,
+    },
+}
+DEFAULT_PAGE_LIMIT = 500
+"""Candles per request when ccxt does not state the exchange's maximum."""
+
+
+class CcxtSourceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    exchange: ExchangeId = "binance"
+    """ccxt exchange id."""
+    timeframe: str = "1m"
+    """Bar length, in ccxt's notation (must be one the exchange serves)."""
+    history_bars: Annotated[int, msgspec.Meta(ge=1)] = 500
+    """Bars fetched when a symbol has none yet, and the most one fetch returns."""
+    enable_rate_limit: bool = True
+    """ccxt's own throttle to the exchange's published rate; keep it on against real venues."""
+    api_url: str = ""
+    """Replaces the scheme and host of every ccxt API URL, paths kept (a loopback server or a
+    proxy); empty: ccxt's defaults."""
+    timeout_ms: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    """ccxt's per-request timeout."""
+    symbols: list[str] = msgspec.field(default_factory=list)
+    """Symbols to serve (``BTCUSDT``); empty: every active spot market of the exchange."""
+
+    def __post_init__(self) -> None:
+        if self.exchange not in EXCHANGE_IDS:
+            raise ValueError(f"exchange {self.exchange!r}: expected one of {list(EXCHANGE_IDS)}")
+        if self.api_url and urlsplit(self.api_url).scheme not in ("http", "https"):
+            raise ValueError(f"api_url {self.api_url!r}: expected an http(s) URL")
+
+
+class Ticker(msgspec.Struct, frozen=True):
+    """The best bid/ask and last trade of one symbol, as the exchange reported it."""
+
+    symbol: str
+    source: str
+    ts_ms: int
+    bid: float
+    ask: float
+    last: float
+    base_volume: float = math.nan
+    """24 h volume in the base asset (NaN when the exchange does not say)."""
+
+    def to_event(self, ts_ns: int) -> TickerUpdated:
+        return TickerUpdated(
+            ts_ns=ts_ns,
+            symbol=self.symbol,
+            source=self.source,
+            bid=self.bid,
+            ask=self.ask,
+            last=self.last,
+        )
+
+
+def _float(value: Any) -> float:
+    """ccxt leaves missing numbers as None; we carry NaN (validation rejects it)."""
+    return math.nan if value is None else float(value)
+
+
+def _rebase(urls: Any, base: str) -> Any:
+    """Every URL in ccxt's (possibly nested) ``urls['api']`` with its scheme and host replaced."""
+    if isinstance(urls, dict):
+        return {key: _rebase(value, base) for key, value in urls.items()}
+    if isinstance(urls, str):
+        target = urlsplit(base)
+        path = target.path.rstrip("/") + urlsplit(urls).path
+        return urlunsplit((target.scheme, target.netloc, path, "", ""))
+    return urls
+
+
+class CcxtSource:
+    """A ``Source`` over one ccxt exchange; ``start()`` loads its markets, ``close()`` ends it."""
+
+    def __init__(
+        self,
+        config: CcxtSourceConfig,
+        *,
+        credentials: Credentials | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.config = config
+        self.name: str = config.exchange
+        self.clock: Clock = clock or WallClock()
+        params: dict[str, Any] = {
+            "enableRateLimit": config.enable_rate_limit,
+            "timeout": config.timeout_ms,
+            # A deep copy: ccxt keeps (and may update) the dicts it is given.
+            "options": copy.deepcopy(EXCHANGE_OPTIONS.get(config.exchange, {})),
+        }
+        if credentials is not None:
+            params["apiKey"] = credentials.api_key
+            params["secret"] = credentials.secret
+        self._exchange: Any = getattr(ccxt_async, config.exchange)(params)
+        exchange = self._exchange
+        if config.timeframe not in (exchange.timeframes or {}):
+            raise ValueError(
+                f"timeframe {config.timeframe!r} is not served by {config.exchange}; "
+                f"expected one of {sorted(exchange.timeframes or {})}"
+            )
+        if config.api_url:
+            exchange.urls["api"] = _rebase(exchange.urls["api"], config.api_url)
+        self.bar_ms = int(exchange.parse_timeframe(config.timeframe)) * 1000
+        features = (exchange.features or {}).get("spot") or {}
+        ohlcv_features = features.get("fetchOHLCV") or {}
+        self.page_limit = int(ohlcv_features.get("limit") or DEFAULT_PAGE_LIMIT)
+        self._unified: dict[str, str] = {}  # our name, ccxt id or unified symbol → unified
+        self._ours: dict[str, str] = {}  # unified → our name
+        self.requests = 0
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the exchange's markets; raises ValueError naming configured symbols it lacks."""
+        await self._load_markets()
+        unknown = [s for s in self.config.symbols if s not in self._unified]
+        if unknown:
+            raise ValueError(f"{self.name} does not list {unknown}")
+        log.info("ccxt_source_started", exchange=self.name, markets=len(self._ours))
+
+    async def close(self) -> None:
+        """Close ccxt's HTTP session (ccxt warns about an unclosed client)."""
+        await self._exchange.close()
+
+    async def __aenter__(self) -> CcxtSource:
+        try:
+            await self.start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- the Source protocol --------------------------------------------------------------
+
+    def symbols(self) -> list[str]:
+        """The configured symbols, else every loaded spot market (none before ``start``)."""
+        if self.config.symbols:
+            return list(self.config.symbols)
+        return sorted(self._ours.values())
+
+    async def fetch_bars(self, symbol: str, since_ms: int | None, until_ms: int) -> list[Bar]:
+        """Closed bars, oldest first: opened after ``since_ms`` (None: the newest
+        ``history_bars``) and closed by ``until_ms``; at most ``history_bars`` (the newest).
+
+        The exchange's rows are passed on unrepaired (validation judges them), except that ccxt
+        sorts each answer by time and rows outside the asked window are dropped.
+        """
+        unified = await self._unified_symbol(symbol)
+        bar_ms = self.bar_ms
+        last_open = until_ms // bar_ms * bar_ms - bar_ms  # the newest bar closed by until_ms
+        first = last_open - (self.config.history_bars - 1) * bar_ms
+        if since_ms is not None:
+            first = max(first, since_ms + 1)
+        bars: list[Bar] = []
+        cursor = first
+        while cursor <= last_open:
+            wanted = (last_open - cursor) // bar_ms + 1
+            with self._faults_as_unavailable("fetch_ohlcv", symbol):
+                self.requests += 1
+                rows = await self._exchange.fetch_ohlcv(
+                    unified,
+                    self.config.timeframe,
+                    since=cursor,
+                    limit=min(wanted, self.page_limit),
+                    params={"until": last_open},
+                )
+            if not rows:
+                break
+            for row in rows:
+                ts = int(row[0])
+                if cursor <= ts <= last_open:
+                    o, h, lo, c, v = (_float(x) for x in row[1:6])
+                    bars.append(Bar(ts, o, h, lo, c, v))
+            newest = max(int(row[0]) for row in rows)
+            if newest < cursor:  # no progress: the exchange ignores since
+                break
+            cursor = newest + 1
+        return bars
+
+    async def fetch_order_book(self, symbol: str, depth: int = 20) -> OrderBook:
+        """The current book, at most ``depth`` levels a side."""
+        unified = await self._unified_symbol(symbol)
+        with self._faults_as_unavailable("fetch_order_book", symbol):
+            self.requests += 1
+            book = await self._exchange.fetch_order_book(unified, depth)
+        ts = book.get("timestamp")
+        return OrderBook(
+            symbol=symbol,
+            ts_ms=int(ts) if ts is not None else self.clock.now_ns() // 1_000_000,
+            bids=tuple((float(level[0]), float(level[1])) for level in book["bids"][:depth]),
+            asks=tuple((float(level[0]), float(level[1])) for level in book["asks"][:depth]),
+        )
+
+    async def fetch_tickers(self, symbols: list[str] | None = None) -> dict[str, Ticker]:
+        """Tickers by our symbol name: of ``symbols``, or of ``symbols()`` when None."""
+        wanted = list(symbols) if symbols is not None else self.symbols()
+        if not self._ours:
+            await self._load_markets()
+        unified = [self._lookup(s) for s in wanted]
+        with self._faults_as_unavailable("fetch_tickers", None):
+            self.requests += 1
+            answer = await self._exchange.fetch_tickers(unified or None)
+        now_ms = self.clock.now_ns() // 1_000_000
+        tickers: dict[str, Ticker] = {}
+        for unified_symbol, ticker in answer.items():
+            ours = self._ours.get(unified_symbol)
+            if ours is None or (wanted and ours not in wanted):
+                continue
+            ts = ticker.get("timestamp")
+            tickers[ours] = Ticker(
+                symbol=ours,
+                source=self.name,
+                ts_ms=int(ts) if ts is not None else now_ms,
+                bid=_float(ticker.get("bid")),
+                ask=_float(ticker.get("ask")),
+                last=_float(ticker.get("last")),
+                base_volume=_float(ticker.get("baseVolume")),
+            )
+        return tickers
+
+    # --- internals ------------------------------------------------------------------------
+
+    @contextmanager
+    def _faults_as_unavailable(self, call: str, symbol: str | None) -> Iterator[None]:
+        """ccxt's transient faults (network, timeout, 5xx, 418/429, bad answers) become
+        ``SourceUnavailable`` with ccxt's message; other ccxt errors pass unchanged."""
+        try:
+            yield
+        except ccxt_async.OperationFailed as exc:
+            log.debug("ccxt_call_failed", exchange=self.name, call=call, symbol=symbol)
+            raise SourceUnavailable(f"{self.name} {call}: {type(exc).__name__}: {exc}") from exc
+
+    async def _load_markets(self) -> None:
+        with self._faults_as_unavailable("load_markets", None):
+            # ccxt shares one in-flight load between concurrent callers and caches the result.
+            markets: dict[str, Any] = await self._exchange.load_markets()
+        unified: dict[str, str] = {}
+        ours: dict[str, str] = {}
+        for symbol, m in markets.items():
+            if not m.get("spot") or m.get("active") is False:
+                continue
+            name = f"{m['base']}{m['quote']}".upper()
+            ours[symbol] = name
+            unified[symbol] = symbol
+            unified[str(m["id"])] = symbol
+            unified[name] = symbol
+        self._unified, self._ours = unified, ours
+
+    async def _unified_symbol(self, symbol: str) -> str:
+        if not self._ours:  # start() failed or was skipped: load now (the breaker sees faults)
+            await self._load_markets()
+        return self._lookup(symbol)
+
+    def _lookup(self, symbol: str) -> str:
+        try:
+            return self._unified[symbol]
+        except KeyError:
+            raise KeyError(f"unknown symbol {symbol!r} for source {self.name}") from None
