@@ -9,6 +9,7 @@ goes last so ``/health`` reports "stopping" while the rest winds down.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from contextlib import suppress
 from typing import Any
@@ -21,12 +22,14 @@ from quantumtrade.bus import EventBus
 from quantumtrade.cache.l1 import L1Cache
 from quantumtrade.cache.tiered import RedisL2, TieredCache
 from quantumtrade.clock import Clock
-from quantumtrade.config import AppConfig, describe
+from quantumtrade.config import AppConfig, Secrets, SourceKind, describe
+from quantumtrade.data.ccxt_source import CcxtSource
 from quantumtrade.data.market_state import MarketState
 from quantumtrade.data.orchestrator import Orchestrator
-from quantumtrade.data.source import OrderBook
-from quantumtrade.data.synthetic import SyntheticSource
-from quantumtrade.errors import SourceUnavailable
+from quantumtrade.data.replay_source import ReplaySource
+from quantumtrade.data.source import OrderBook, Source
+from quantumtrade.data.synthetic import REAL_SYMBOLS, SyntheticSource
+from quantumtrade.errors import ConfigError, SourceUnavailable
 from quantumtrade.events import (
     Event,
     OrderFilled,
@@ -60,6 +63,7 @@ class Daemon:
         *,
         clock: Clock,
         eventlog: EventLog,
+        source: Source,
         spool: Spool | None = None,
         first_seq: int = 1,
     ) -> None:
@@ -79,11 +83,8 @@ class Daemon:
         self.bus = EventBus(clock=clock, config=cfg.bus, recorder=self.writer, first_seq=first_seq)
         self.metrics = Metrics()
 
-        symbols = cfg.data.symbols
-        count = symbols if isinstance(symbols, int) else len(symbols)
-        synthetic = msgspec.structs.replace(cfg.data.synthetic, symbols=count)
-        self.source = SyntheticSource(synthetic, clock)
-        self.state = MarketState(self.source.symbols(), cfg.data.capacity)
+        self.source = source
+        self.state = MarketState(_active_symbols(cfg, source), cfg.data.capacity)
         self.orchestrator = Orchestrator(
             bus=self.bus,
             clock=clock,
@@ -147,12 +148,22 @@ class Daemon:
     async def create(cls, cfg: AppConfig, *, clock: Clock) -> Daemon:
         """Open the event log first: the bus continues its seq after the last logged event."""
         eventlog, spool, first_seq = await open_event_log(cfg.database)
+        source: Source | None = None
         try:
-            daemon = cls(cfg, clock=clock, eventlog=eventlog, spool=spool, first_seq=first_seq)
+            source = await build_source(cfg, clock)
+            return cls(
+                cfg,
+                clock=clock,
+                eventlog=eventlog,
+                source=source,
+                spool=spool,
+                first_seq=first_seq,
+            )
         except BaseException:
+            if isinstance(source, CcxtSource):
+                await source.close()
             await eventlog.close()
             raise
-        return daemon
 
     async def order_book(self, symbol: str) -> OrderBook | None:
         """The symbol's book through the tiered cache and its source's breaker (None: none)."""
@@ -274,6 +285,8 @@ class Daemon:
         await self.admin.stop()
         if self.book_cache.l2 is not None:
             await self.book_cache.l2.close()
+        if isinstance(self.source, CcxtSource):
+            await self.source.close()
         await self.eventlog.close()
         self.status = "stopped"
         log.info(
@@ -315,6 +328,60 @@ class Daemon:
             "ticks": self.ticks,
             "components": components,
         }
+
+
+async def build_source(cfg: AppConfig, clock: Clock) -> Source:
+    """The configured market-data source, ready to fetch (ccxt markets loaded)."""
+    data = cfg.data
+    listed = data.symbols if isinstance(data.symbols, list) else []
+    if data.source is SourceKind.REPLAY:
+        return ReplaySource(data.replay, clock)
+    if data.source is SourceKind.CCXT:
+        ccxt_cfg = data.ccxt
+        if listed and not ccxt_cfg.symbols:
+            ccxt_cfg = msgspec.structs.replace(ccxt_cfg, symbols=listed)
+        secrets = Secrets.from_env(os.environ)
+        ccxt_source = CcxtSource(ccxt_cfg, credentials=secrets.get(ccxt_cfg.exchange), clock=clock)
+        try:
+            await ccxt_source.start()
+        except BaseException:
+            await ccxt_source.close()
+            raise
+        return ccxt_source
+    count = data.symbols if isinstance(data.symbols, int) else 0
+    if listed:
+        # Enough synthetic symbols to cover every listed name (BTCUSDT, …, SYN0042USDT).
+        count = max(len(listed), *(_synthetic_index(s) + 1 for s in listed))
+    return SyntheticSource(msgspec.structs.replace(data.synthetic, symbols=count), clock)
+
+
+def _synthetic_index(symbol: str) -> int:
+    if symbol in REAL_SYMBOLS:
+        return REAL_SYMBOLS.index(symbol)
+    if symbol.startswith("SYN") and symbol.endswith("USDT") and symbol[3:-4].isdigit():
+        return int(symbol[3:-4]) - 1
+    raise ConfigError(
+        "configuration",
+        "data.symbols",
+        f"{symbol} is not a synthetic symbol (BTCUSDT, SYN0042USDT)",
+    )
+
+
+def _active_symbols(cfg: AppConfig, source: Source) -> list[str]:
+    """The configured list when there is one (each must be served), else all of the source's."""
+    available = source.symbols()
+    if isinstance(cfg.data.symbols, list):
+        missing = [s for s in cfg.data.symbols if s not in set(available)]
+        if missing:
+            raise ConfigError(
+                "configuration",
+                "data.symbols",
+                f"not served by the {source.name} source: {', '.join(missing[:5])}",
+            )
+        return list(cfg.data.symbols)
+    if cfg.data.source is SourceKind.SYNTHETIC:
+        return available
+    return available[: cfg.data.symbols] if cfg.data.symbols < len(available) else available
 
 
 async def run_daemon(

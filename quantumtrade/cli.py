@@ -17,7 +17,7 @@ from pathlib import Path
 import structlog
 
 from quantumtrade.config import AppConfig, load_config
-from quantumtrade.errors import ConfigError, StoreUnavailable
+from quantumtrade.errors import ConfigError, SourceUnavailable, StoreUnavailable
 
 DEFAULT_PATHS = (Path("quantumtrade.toml"), Path("/etc/quantumtrade/quantumtrade.toml"))
 
@@ -115,10 +115,13 @@ def cmd_run(config: str | None) -> int:
 
     try:
         uvloop.run(_serve(cfg))
+    except ConfigError as exc:
+        return _fail(f"invalid configuration: {exc}")
     except (OSError, ExceptionGroup) as exc:
-        store = _find(exc, StoreUnavailable)
-        if store is not None:
-            return _fail(f"cannot start: {store}", 1)
+        for kind in (StoreUnavailable, SourceUnavailable):
+            found = _find(exc, kind)
+            if found is not None:
+                return _fail(f"cannot start: {found}", 1)
         oserror = _find(exc, OSError)
         if oserror is None:
             raise

@@ -26,7 +26,9 @@ import msgspec
 
 from quantumtrade.breaker import BreakerConfig
 from quantumtrade.bus import BusConfig
+from quantumtrade.data.ccxt_source import CcxtSourceConfig
 from quantumtrade.data.orchestrator import OrchestratorConfig
+from quantumtrade.data.replay_source import ReplayConfig, parse_timeframe
 from quantumtrade.data.synthetic import SyntheticConfig
 from quantumtrade.errors import ConfigError
 from quantumtrade.execution.paper import PaperVenueConfig
@@ -82,6 +84,8 @@ class DataConfig(_Section, frozen=True, forbid_unknown_fields=True):
     capacity: Annotated[int, msgspec.Meta(ge=50, le=100_000)] = 1_000
     """Bars kept per symbol in MarketState."""
     synthetic: SyntheticConfig = SyntheticConfig()
+    replay: ReplayConfig = ReplayConfig()
+    ccxt: CcxtSourceConfig = CcxtSourceConfig()
     orchestrator: OrchestratorConfig = OrchestratorConfig()
 
 
@@ -241,8 +245,17 @@ def _check_semantics(cfg: AppConfig) -> list[tuple[str, str]]:
         problems.append(("redis.url", "must be a redis://, rediss:// or unix:// URL"))
     if cfg.system.mode is Mode.LIVE:
         problems.append(("system.mode", "live trading is not available yet; use paper"))
-    if cfg.data.source is not SourceKind.SYNTHETIC:
-        problems.append(("data.source", f"'{cfg.data.source}' is not available yet; use synthetic"))
+    if cfg.data.source is SourceKind.REPLAY and not cfg.data.replay.path:
+        problems.append(("data.replay.path", "required when data.source = 'replay'"))
+    for key, timeframe in (
+        ("data.replay.timeframe", cfg.data.replay.timeframe),
+        ("data.ccxt.timeframe", cfg.data.ccxt.timeframe),
+    ):
+        if timeframe:
+            try:
+                parse_timeframe(timeframe)
+            except ValueError as exc:
+                problems.append((key, str(exc)))
     return problems
 
 
