@@ -3,7 +3,9 @@
 The breaker is a plain state machine driven by the injected clock; it never sleeps. Callers ask
 ``allow()`` before a call and report ``record_success()`` / ``record_failure()`` after it.
 In HALF_OPEN exactly one probe is let through at a time; its success closes the breaker, its
-failure opens it again for another cool-down. Every state change is handed to ``on_change``
+failure opens it again for another cool-down. A probe that reports neither within a cool-down
+(its caller was cancelled) is presumed lost and the next ``allow()`` lets another through, so a
+lost probe cannot wedge the breaker half-open. Every state change is handed to ``on_change``
 (the app publishes it as a ``CircuitBreakerChanged`` event).
 """
 
@@ -46,6 +48,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at_ns = 0
         self._probe_in_flight = False
+        self._probe_started_ns = 0
         self.total_failures = 0
         self.times_opened = 0
 
@@ -68,9 +71,15 @@ class CircuitBreaker:
         state = self.state
         if state is BreakerState.CLOSED:
             return True
-        if state is BreakerState.HALF_OPEN and not self._probe_in_flight:
-            self._probe_in_flight = True
-            return True
+        if state is BreakerState.HALF_OPEN:
+            now = self.clock.now_ns()
+            if (
+                not self._probe_in_flight
+                or now - self._probe_started_ns >= self.config.cooldown_ms * 1_000_000
+            ):
+                self._probe_in_flight = True
+                self._probe_started_ns = now
+                return True
         return False
 
     def record_success(self) -> None:

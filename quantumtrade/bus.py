@@ -165,6 +165,13 @@ class _Mailbox:
                 await task
             except asyncio.CancelledError:
                 pass
+        # Publishers still waiting for room (the drain timed out) would otherwise wait forever.
+        while self._putters:
+            event, fut = self._putters.popleft()
+            if not fut.done():
+                fut.set_exception(
+                    BusClosed(f"bus stopped before {self.name} took {type(event).__name__}")
+                )
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
@@ -221,11 +228,16 @@ class EventBus:
         first_seq: int = 1,
         recorder: Recorder | None = None,
     ) -> None:
+        if first_seq < 1:
+            raise ValueError(f"first_seq must be at least 1 (seq 0 means unpublished): {first_seq}")
         self.clock = clock
         self.config = config or BusConfig()
         self._seq = itertools.count(first_seq)
         self._next_seq = self._seq.__next__
         self._recorder = recorder
+        # Resolved when the last publisher held back by a full recorder goes on to deliver; while
+        # one is held, later events queue behind it so handlers still see them in seq order.
+        self._recorder_line: asyncio.Future[None] | None = None
         self._routes: dict[type[Event], _Route] = {}
         # The dispatch table publish() reads; emptied on stop so a late publish hits the
         # KeyError path, which refuses it (keeps the closed check off the hot path).
@@ -301,10 +313,12 @@ class EventBus:
             raise ValueError(f"{type(event).__name__} seq={event.seq} was already published")
         seq = self._next_seq()
         _force_setattr(event, "seq", seq)
-        recorder = self._recorder
-        if recorder is not None and not recorder.record(event):
-            return self._finish_delivery(event, route, 0, wait_recorder=True)
         count = route.count = route.count + 1
+        recorder = self._recorder
+        if recorder is not None:
+            room = recorder.record(event)
+            if not room or self._recorder_line is not None:
+                return self._finish_delivery(event, route, 0, line=self._join_line(not room))
         inline = route.inline
         if inline:
             if count & _TIMING_MASK:
@@ -335,22 +349,22 @@ class EventBus:
         first_mailbox: _Mailbox | None = None,
         *,
         first_error: Exception | None = None,
-        wait_recorder: bool = False,
+        line: tuple[asyncio.Future[None] | None, asyncio.Future[None], bool] | None = None,
     ) -> None:
-        """The careful tail of ``publish``: wait for the recorder, run the inline handlers from
-        ``first_inline`` on (timed, retried, dead-lettered; ``first_error`` is how the first of
-        them already failed), then offer the event to the mailboxes from ``first_mailbox`` on,
-        waiting for room.
+        """The careful tail of ``publish``: wait in the recorder's ``line``, run the inline
+        handlers from ``first_inline`` on (timed, retried, dead-lettered; ``first_error`` is how
+        the first of them already failed), then offer the event to the mailboxes from
+        ``first_mailbox`` on, waiting for room.
         """
-        if wait_recorder and self._recorder is not None:
-            await self._recorder.wait_room()
+        if line is not None:
+            await self._wait_in_line(*line)
         letters: list[tuple[str, Exception]] = []
         for i in range(first_inline, len(route.inline)):
             handler = route.inline[i]
             try:
                 if first_error is not None:
-                    exc, first_error = first_error, None
-                    raise exc
+                    failed, first_error = first_error, None
+                    raise failed
                 handler(event)
             except Exception as exc:
                 failure = self._retry_inline(handler, route.inline_stats[i], event, exc)
@@ -361,8 +375,46 @@ class EventBus:
         for mailbox in mailboxes[start:]:
             if not mailbox.offer(event):
                 await mailbox.put(event)
-        for name, exc in letters:
-            await self._dead_letter(name, event, exc)
+        for name, error in letters:
+            await self._dead_letter(name, event, error)
+
+    def _join_line(
+        self, wait_room: bool
+    ) -> tuple[asyncio.Future[None] | None, asyncio.Future[None], bool]:
+        """Take a place behind the publishers already held back by the recorder."""
+        ahead = self._recorder_line
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._recorder_line = mine
+        return ahead, mine, wait_room
+
+    async def _wait_in_line(
+        self, ahead: asyncio.Future[None] | None, mine: asyncio.Future[None], wait_room: bool
+    ) -> None:
+        """Wait until those ahead have delivered and, if ours filled it, the recorder has room.
+
+        Our place is released before we deliver, without suspending in between, so the next
+        in line delivers after us; mailboxes keep that order by themselves.
+        """
+        try:
+            if ahead is not None and not ahead.done():
+                await asyncio.shield(ahead)
+            recorder = self._recorder
+            if wait_room and recorder is not None:
+                await recorder.wait_room()
+        except BaseException:
+            # A cancelled publisher leaves the line, but those behind it still wait for those ahead.
+            if ahead is not None and not ahead.done():
+                ahead.add_done_callback(lambda _: self._leave_line(mine))
+            else:
+                self._leave_line(mine)
+            raise
+        self._leave_line(mine)
+
+    def _leave_line(self, mine: asyncio.Future[None]) -> None:
+        if not mine.done():
+            mine.set_result(None)
+        if self._recorder_line is mine:
+            self._recorder_line = None
 
     def _new_route(self, event_type: type[Event]) -> _Route:
         if self._closed:

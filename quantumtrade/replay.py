@@ -144,6 +144,9 @@ async def replay_log(
                 if event.symbol not in state:
                     state.add_symbols([event.symbol])
                 state.append(event.symbol, event.bars)
+                # As live: the risk manager sees every bar (price band, drawdown, VaR).
+                risk.on_bars(event)
+                await risk.publish_trip()
             elif isinstance(event, ScanCompleted):
                 in_window = stored.seq >= from_seq and (
                     from_ts_ns is None or stored.ts_ns >= from_ts_ns

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from quantumtrade.data.market_state import MarketState
 from quantumtrade.data.orchestrator import Orchestrator
+from quantumtrade.events import TradingState
 from quantumtrade.execution.router import OrderRouter
 from quantumtrade.metrics import Metrics
 from quantumtrade.portfolio import Portfolio
@@ -101,6 +102,7 @@ class AdminServer:
         app.router.add_get("/api/trading/order-router", self.get_router)
         app.router.add_get("/api/trading/positions", self.get_positions)
         app.router.add_get("/api/trading/risk", self.get_risk)
+        app.router.add_post("/api/trading/risk/state", self.post_risk_state)
         return app
 
     async def start(self) -> None:
@@ -249,6 +251,23 @@ class AdminServer:
     async def get_risk(self, request: web.Request) -> web.Response:
         return _json(self._risk.metrics())
 
+    async def post_risk_state(self, request: web.Request) -> web.Response:
+        """Set the trading state (re-arms a tripped kill switch): {"state": ..., "reason": ...}."""
+        self._authorize(request)
+        body = await self._body(request)
+        raw = body.get("state")
+        try:
+            state = TradingState(str(raw).upper())
+        except ValueError:
+            raise ApiError(
+                400, f"'state' must be one of {[s.value for s in TradingState]}"
+            ) from None
+        reason = body.get("reason", "admin")
+        if not isinstance(reason, str) or not reason.strip() or len(reason) > 200:
+            raise ApiError(400, "'reason' must be a non-empty string of at most 200 characters")
+        changed = await self._risk.set_state(state, f"admin: {reason.strip()}")
+        return _json({"state": str(self._risk.state), "changed": changed})
+
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
@@ -328,6 +347,30 @@ OPENAPI: dict[str, Any] = {
         },
         "/api/trading/risk": {
             "get": {"summary": "Risk state and checks", "responses": {"200": {}}}
+        },
+        "/api/trading/risk/state": {
+            "post": {
+                "summary": "Set ACTIVE / REDUCING / HALTED (re-arms a tripped kill switch)",
+                "security": [{"bearer": []}],
+                "requestBody": {
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["state"],
+                                "properties": {
+                                    "state": {
+                                        "type": "string",
+                                        "enum": ["ACTIVE", "REDUCING", "HALTED"],
+                                    },
+                                    "reason": {"type": "string"},
+                                },
+                            }
+                        }
+                    }
+                },
+                "responses": {"200": {}, "400": {}, "401": {}, "403": {}},
+            }
         },
     },
 }

@@ -4,6 +4,11 @@ Exposure of a symbol = the portfolio's position + fills already published but no
 by the portfolio (it runs in its own mailbox) + the unfilled quantity of intents in flight. The
 in-flight part is kept per client order id: added on ``OrderIntent``, reduced by each
 ``OrderFilled``, dropped on ``OrderCancelled`` / ``OrderRejected``.
+
+Book-wide limits price every other symbol's exposure at its mark: the last close seen in
+``BarsUpdated``, else the last signal price, else the position's average price. Two kill
+switches (equity drawdown from its peak, share of venue errors among recent order outcomes)
+move the state to HALTED; only an explicit ``set_state`` (an admin action) re-arms them.
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import msgspec
+import numpy as np
 import structlog
 
 from quantumtrade.bus import EventBus
 from quantumtrade.clock import Clock
 from quantumtrade.events import (
+    BarsUpdated,
     Event,
     OrderCancelled,
     OrderFilled,
@@ -30,6 +37,7 @@ from quantumtrade.events import (
     TradingState,
 )
 from quantumtrade.portfolio import Portfolio
+from quantumtrade.risk.var import DEFAULT_CONFIDENCES, VarReport, portfolio_var
 
 log = structlog.get_logger("quantumtrade.risk")
 
@@ -48,6 +56,23 @@ class RiskLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     [0.25, 2] and capped at ``max_order_notional``."""
     target_volatility: Annotated[float, msgspec.Meta(gt=0)] = 0.02
     max_orders_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 120
+    max_gross_exposure: Annotated[float, msgspec.Meta(gt=0)] = 1_000_000.0
+    """Cap on the sum over symbols of |position + unfilled in-flight quantity| * mark."""
+    max_cluster_exposure: Annotated[float, msgspec.Meta(gt=0)] = 250_000.0
+    """Cap on |net signed notional| of one correlation cluster: net, because a long and a short
+    in one cluster hedge each other (the gross cap covers the rest)."""
+    clusters: dict[str, str] = {}
+    """Symbol -> correlation cluster name; a symbol not listed is a cluster of its own."""
+    price_band_bps: Annotated[float, msgspec.Meta(gt=0)] = 1_000.0
+    """Refuse a signal priced further than this from the symbol's last close."""
+    max_drawdown: Annotated[float, msgspec.Meta(gt=0)] = 1_000_000.0
+    """Kill switch: HALTED when net PnL (marked at last closes) falls this far below its peak."""
+    max_error_rate: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5
+    """Kill switch: HALTED when more than this share of the last ``error_window`` order outcomes
+    were venue or router rejections (judged only once the window is full)."""
+    error_window: Annotated[int, msgspec.Meta(ge=1)] = 50
+    var_window: Annotated[int, msgspec.Meta(ge=2)] = 500
+    """Bar-to-bar returns kept per symbol for the VaR in ``metrics()``."""
 
 
 class ProposedOrder(msgspec.Struct, frozen=True, kw_only=True):
@@ -73,6 +98,12 @@ class RiskView(msgspec.Struct, frozen=True, kw_only=True):
     exposure: float
     """Signed position + unapplied fills + unfilled in-flight quantity of the symbol."""
     orders_last_minute: int
+    other_gross_exposure: float = 0.0
+    """Sum of |exposure| * mark over every other symbol."""
+    other_cluster_exposure: float = 0.0
+    """Signed exposure * mark of the other symbols in the order's cluster."""
+    last_price: float | None = None
+    """The symbol's last close seen by the risk manager (None before its first bar)."""
 
 
 Check = Callable[[ProposedOrder, RiskView], str | None]
@@ -105,6 +136,28 @@ def check_position_notional(order: ProposedOrder, view: RiskView) -> str | None:
     return None
 
 
+def check_price_band(order: ProposedOrder, view: RiskView) -> str | None:
+    last = view.last_price
+    if last is not None and abs(order.price - last) > last * view.limits.price_band_bps / 1e4:
+        return "price_band"
+    return None
+
+
+def check_cluster_exposure(order: ProposedOrder, view: RiskView) -> str | None:
+    before = view.other_cluster_exposure + view.exposure * order.price
+    after = before + order.signed_quantity * order.price
+    if abs(after) > view.limits.max_cluster_exposure and abs(after) > abs(before):
+        return "max_cluster_exposure"
+    return None
+
+
+def check_gross_exposure(order: ProposedOrder, view: RiskView) -> str | None:
+    after = view.other_gross_exposure + abs(view.exposure + order.signed_quantity) * order.price
+    if after > view.limits.max_gross_exposure and _increases_exposure(order, view):
+        return "max_gross_exposure"
+    return None
+
+
 def check_order_rate(order: ProposedOrder, view: RiskView) -> str | None:
     if view.orders_last_minute >= view.limits.max_orders_per_minute:
         return "max_orders_per_minute"
@@ -113,8 +166,11 @@ def check_order_rate(order: ProposedOrder, view: RiskView) -> str | None:
 
 DEFAULT_CHECKS: tuple[Check, ...] = (
     check_trading_state,
+    check_price_band,
     check_order_notional,
     check_position_notional,
+    check_cluster_exposure,
+    check_gross_exposure,
     check_order_rate,
 )
 
@@ -159,26 +215,80 @@ class RiskManager:
         self.intents = 0
         self.checks_passed = 0
         self.rejects: dict[str, int] = {}
+        self._last_close: dict[str, float] = {}
+        self._last_bar_ms: dict[str, int] = {}
+        self._signal_price: dict[str, float] = {}
+        # Per symbol: (bar open time in ms, close-to-close return), newest last.
+        self._returns: dict[str, deque[tuple[int, float]]] = {}
+        # Outcomes of our own orders, newest last: True for a venue or router rejection.
+        self._outcomes: deque[bool] = deque(maxlen=self.limits.error_window)
+        self.equity_peak = 0.0
+        # A kill switch that tripped inline, waiting for a coroutine to publish the HALT.
+        self._trip_reason: str | None = None
+        self.kill_switch_trips: dict[str, int] = {}
 
-    def order_handlers(self) -> list[tuple[type[Event], Callable[[Any], None]]]:
-        """The (event type, inline handler) pairs that keep in-flight exposure current."""
+    def order_handlers(self) -> list[tuple[type[Event], Callable[[Any], object]]]:
+        """Every (event type, handler) pair the risk manager needs on the bus.
+
+        The plain ones run inline: they keep in-flight exposure, order outcomes and last closes
+        current and judge the kill switches on every event (so a dip between two awaits is
+        not missed). Publishing the HALT needs a coroutine: ``publish_trip`` runs in its own
+        mailbox after them (and ``on_signal`` runs it first, so no order slips in between).
+        """
         return [
             (OrderFilled, self.on_order_filled),
             (OrderCancelled, self.on_order_cancelled),
             (OrderRejected, self.on_order_rejected),
+            (BarsUpdated, self.on_bars),
+            (BarsUpdated, self.publish_trip),
+            (OrderRejected, self.publish_trip),
+            (OrderFilled, self.publish_trip),
+            (OrderCancelled, self.publish_trip),
         ]
 
     # --- exposure ---------------------------------------------------------------------
 
-    def exposure(self, symbol: str) -> float:
-        """Signed position + fills not yet in the portfolio + unfilled in-flight quantity."""
+    def _drop_applied(self) -> None:
         applied = self.portfolio.last_fill_seq
         while self._unapplied and self._unapplied[0][0] <= applied:
             self._unapplied.popleft()
+
+    def exposure(self, symbol: str) -> float:
+        """Signed position + fills not yet in the portfolio + unfilled in-flight quantity."""
+        self._drop_applied()
         qty = self.portfolio.position(symbol).quantity
         qty += sum(q for _, s, q in self._unapplied if s == symbol)
         qty += sum(f.remaining for f in self._in_flight.values() if f.symbol == symbol)
         return qty
+
+    def exposures(self) -> dict[str, float]:
+        """Signed exposure of every symbol with a position, an unapplied fill or an open order."""
+        self._drop_applied()
+        out = {s: p.quantity for s, p in self.portfolio.positions().items() if p.quantity}
+        for _, symbol, qty in self._unapplied:
+            out[symbol] = out.get(symbol, 0.0) + qty
+        for f in self._in_flight.values():
+            out[f.symbol] = out.get(f.symbol, 0.0) + f.remaining
+        return out
+
+    def mark(self, symbol: str) -> float:
+        """Last close, else last signal price, else the position's average price (0 if none)."""
+        price = self._last_close.get(symbol) or self._signal_price.get(symbol)
+        return price if price is not None else self.portfolio.position(symbol).avg_price
+
+    def _book_exposure(self, symbol: str) -> tuple[float, float]:
+        """(gross notional of every other symbol, net notional of the others in its cluster)."""
+        clusters = self.limits.clusters
+        cluster = clusters.get(symbol, symbol)
+        gross = net = 0.0
+        for other, qty in self.exposures().items():
+            if other == symbol or not qty:
+                continue
+            notional = qty * self.mark(other)
+            gross += abs(notional)
+            if clusters.get(other, other) == cluster:
+                net += notional
+        return gross, net
 
     def in_flight(self) -> dict[str, float]:
         """Unfilled signed quantity of open intents, by symbol."""
@@ -194,17 +304,110 @@ class RiskManager:
             return
         if fill.leaves_quantity <= 0.0:
             del self._in_flight[fill.client_order_id]
+            self._outcomes.append(False)
+            self._judge_kill_switches()
         else:
             pending.remaining = fill.leaves_quantity * fill.side.sign
 
     def on_order_cancelled(self, event: OrderCancelled) -> None:
-        self._in_flight.pop(event.client_order_id, None)
+        # An unfilled remainder cancelled by the venue is an answer, not an error.
+        if self._in_flight.pop(event.client_order_id, None) is not None:
+            self._outcomes.append(False)
+            self._judge_kill_switches()
 
     def on_order_rejected(self, event: OrderRejected) -> None:
         # Our own duplicate refusal names an order that is (maybe) still in flight: keep it.
         if event.reason == DUPLICATE_ORDER and event.venue is None:
             return
-        self._in_flight.pop(event.client_order_id, None)
+        # Only an order we let through can be in flight, so this is the router or a venue.
+        if self._in_flight.pop(event.client_order_id, None) is not None:
+            self._outcomes.append(True)
+            self._judge_kill_switches()
+
+    # --- market -----------------------------------------------------------------------
+
+    def on_bars(self, event: BarsUpdated) -> None:
+        """Remember the symbol's last close and extend its bounded return history."""
+        symbol = event.symbol
+        prev = self._last_close.get(symbol)
+        last_ms = self._last_bar_ms.get(symbol)
+        returns = self._returns.get(symbol)
+        if returns is None:
+            returns = self._returns[symbol] = deque(maxlen=self.limits.var_window)
+        for bar in event.bars:
+            # A bar seen before (a re-fetch) or a bad close would add a false return.
+            if (last_ms is not None and bar.ts_ms <= last_ms) or not (
+                math.isfinite(bar.close) and bar.close > 0
+            ):
+                continue
+            if prev is not None:
+                returns.append((bar.ts_ms, bar.close / prev - 1.0))
+            prev, last_ms = bar.close, bar.ts_ms
+        if prev is not None and last_ms is not None:
+            self._last_close[symbol] = prev
+            self._last_bar_ms[symbol] = last_ms
+        self._judge_kill_switches()
+
+    def last_close(self, symbol: str) -> float | None:
+        return self._last_close.get(symbol)
+
+    def equity(self) -> float:
+        """Net PnL: realised - fees + unrealised at the last closes (no close: no unrealised)."""
+        total = 0.0
+        for symbol, p in self.portfolio.positions().items():
+            total += p.realized_pnl - p.fees
+            if p.quantity:
+                total += p.quantity * (self._last_close.get(symbol, p.avg_price) - p.avg_price)
+        return total
+
+    def drawdown(self) -> float:
+        """How far equity is below its peak (the peak restarts when the switches re-arm)."""
+        equity = self.equity()
+        return max(self.equity_peak, equity) - equity
+
+    def error_rate(self) -> float:
+        """Share of venue or router rejections among the last ``error_window`` outcomes."""
+        return sum(self._outcomes) / len(self._outcomes) if self._outcomes else 0.0
+
+    def value_at_risk(self, confidences: Sequence[float] = DEFAULT_CONFIDENCES) -> VarReport:
+        """One-bar VaR of the held positions at their marks, on bar times every one of them has."""
+        held = {
+            s: p.quantity * self.mark(s)
+            for s, p in self.portfolio.positions().items()
+            if p.quantity
+        }
+        histories = [self._returns.get(s, deque()) for s in held]
+        common = set.intersection(*({ts for ts, _ in h} for h in histories)) if held else set()
+        returns = {
+            s: np.array([r for ts, r in h if ts in common], dtype=np.float64)
+            for s, h in zip(held, histories, strict=True)
+        }
+        return portfolio_var(held, returns, confidences)
+
+    # --- kill switches ----------------------------------------------------------------
+
+    def _tripped(self) -> str | None:
+        equity = self.equity()
+        self.equity_peak = max(self.equity_peak, equity)
+        if self.equity_peak - equity > self.limits.max_drawdown:
+            return "drawdown"
+        outcomes = self._outcomes
+        # Judged on a full window only: one early rejection is not a 100% error rate.
+        if len(outcomes) == outcomes.maxlen and self.error_rate() > self.limits.max_error_rate:
+            return "error_rate"
+        return None
+
+    def _judge_kill_switches(self) -> None:
+        if self.state is not TradingState.HALTED and self._trip_reason is None:
+            self._trip_reason = self._tripped()
+
+    async def publish_trip(self, event: Event | None = None) -> None:
+        """Move to HALTED (and publish it) if a kill switch has tripped since the last call."""
+        reason, self._trip_reason = self._trip_reason, None
+        if reason is None or self.state is TradingState.HALTED:
+            return
+        self.kill_switch_trips[reason] = self.kill_switch_trips.get(reason, 0) + 1
+        await self._change_state(TradingState.HALTED, reason)
 
     # --- signals ----------------------------------------------------------------------
 
@@ -223,6 +426,7 @@ class RiskManager:
 
     async def on_signal(self, signal: SignalGenerated) -> None:
         self.signals += 1
+        await self.publish_trip()
         client_order_id = f"qt-{signal.signal_id}"
         now = self.clock.now_ns()
         if client_order_id in self._recent:
@@ -232,6 +436,7 @@ class RiskManager:
             await self._refuse(signal, client_order_id, 0.0, "invalid_signal")
             return
         exposure = self.exposure(signal.symbol)
+        other_gross, other_cluster = self._book_exposure(signal.symbol)
         order = ProposedOrder(
             symbol=signal.symbol,
             side=signal.side,
@@ -243,6 +448,9 @@ class RiskManager:
             state=self.state,
             exposure=exposure,
             orders_last_minute=self._orders_last_minute(now),
+            other_gross_exposure=other_gross,
+            other_cluster_exposure=other_cluster,
+            last_price=self._last_close.get(signal.symbol),
         )
         for check in self.checks:
             reason = check(order, view)
@@ -253,6 +461,7 @@ class RiskManager:
         self.intents += 1
         self._remember(client_order_id)
         self._order_times.append(now)
+        self._signal_price[signal.symbol] = signal.price
         self._in_flight[client_order_id] = _InFlight(signal.symbol, order.signed_quantity)
         await self.bus.publish(
             OrderIntent(
@@ -296,7 +505,20 @@ class RiskManager:
     # --- state ------------------------------------------------------------------------
 
     async def set_state(self, state: TradingState, reason: str) -> bool:
-        """Move to ``state`` and publish ``RiskStateChanged``; False when already there."""
+        """Move to ``state`` and publish ``RiskStateChanged``; False when already there.
+
+        Leaving HALTED re-arms the kill switches: the drawdown is measured again from the
+        current equity and the error window starts empty (else they would trip at once).
+        """
+        if state is self.state:
+            return False
+        if self.state is TradingState.HALTED:
+            self.equity_peak = self.equity()
+            self._outcomes.clear()
+            self._trip_reason = None
+        return await self._change_state(state, reason)
+
+    async def _change_state(self, state: TradingState, reason: str) -> bool:
         if state is self.state:
             return False
         previous, self.state, self.state_reason = self.state, state, reason
@@ -326,4 +548,26 @@ class RiskManager:
             "in_flight": self.in_flight(),
             "orders_last_minute": self._orders_last_minute(self.clock.now_ns()),
             "limits": msgspec.structs.asdict(self.limits),
+            "equity": self.equity(),
+            "equity_peak": max(self.equity_peak, self.equity()),
+            "drawdown": self.drawdown(),
+            "error_rate": self.error_rate(),
+            "kill_switch_trips": dict(self.kill_switch_trips),
+            "var": _var_metrics(self.value_at_risk()),
         }
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _var_metrics(report: VarReport) -> dict[str, Any]:
+    """The report as JSON-safe values (NaN, i.e. no history yet, becomes None)."""
+    return {
+        "observations": report.observations,
+        "gross_exposure": report.gross_exposure,
+        **{
+            name: {f"{lv.confidence:g}": _finite_or_none(getattr(lv, name)) for lv in report.levels}
+            for name in ("historical", "expected_shortfall", "parametric")
+        },
+    }

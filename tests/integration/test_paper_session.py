@@ -185,6 +185,24 @@ async def test_admin_api_health_metrics_and_bad_requests(tmp_path: Path) -> None
                     assert r.status == 200, await r.text()
                 async with http.post(f"{url}/reset-circuit-breaker", headers=auth) as r:
                     assert r.status == 200
+
+                risk_url = f"{base}/api/trading/risk/state"
+                for body, status in [
+                    ({"state": "PANIC"}, 400),
+                    ({"state": "HALTED", "reason": ""}, 400),
+                    ({"reason": "x"}, 400),
+                ]:
+                    async with http.post(risk_url, json=body, headers=auth) as r:
+                        assert r.status == status, (body, await r.text())
+                async with http.post(risk_url, json={"state": "HALTED"}) as r:
+                    assert r.status == 401
+                async with http.post(
+                    risk_url, json={"state": "halted", "reason": "drill"}, headers=auth
+                ) as r:
+                    assert r.status == 200
+                    assert (await r.json())["state"] == "HALTED"
+                async with http.get(f"{base}/health") as r:
+                    assert (await r.json())["components"]["risk"]["state"] == "HALTED"
         finally:
             await daemon.stop()
 
