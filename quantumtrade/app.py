@@ -29,13 +29,15 @@ from quantumtrade.data.orchestrator import Orchestrator
 from quantumtrade.data.replay_source import ReplaySource
 from quantumtrade.data.source import OrderBook, Source
 from quantumtrade.data.synthetic import REAL_SYMBOLS, SyntheticSource
-from quantumtrade.errors import ConfigError, SourceUnavailable
+from quantumtrade.errors import ConfigError, SourceUnavailable, StoreUnavailable
 from quantumtrade.events import (
     Event,
     OrderFilled,
     OrderIntent,
     RegimeChanged,
     SignalGenerated,
+    TradingState,
+    decode,
 )
 from quantumtrade.execution.paper import PaperVenue
 from quantumtrade.execution.router import OrderRouter
@@ -151,7 +153,7 @@ class Daemon:
         source: Source | None = None
         try:
             source = await build_source(cfg, clock)
-            return cls(
+            daemon = cls(
                 cfg,
                 clock=clock,
                 eventlog=eventlog,
@@ -159,11 +161,45 @@ class Daemon:
                 spool=spool,
                 first_seq=first_seq,
             )
+            await daemon.restore_positions()
+            return daemon
         except BaseException:
             if isinstance(source, CcxtSource):
                 await source.close()
             await eventlog.close()
             raise
+
+    async def restore_positions(self) -> None:
+        """Positions from every fill in the log (and the spool): a restart keeps them.
+
+        If the log cannot be read, the positions are unknown: trading starts HALTED (orders
+        refused, visible in /health) until an operator sets the state back to ACTIVE.
+        """
+        fills: dict[int, OrderFilled] = {}
+        try:
+            async for stored in self.eventlog.read(types=["OrderFilled"]):
+                fill = decode(stored.payload)
+                if isinstance(fill, OrderFilled):
+                    fills[stored.seq] = fill
+        except (StoreUnavailable, OSError) as exc:
+            log.error("positions_unknown_trading_halted", error=str(exc))
+            await self.risk.set_state(
+                TradingState.HALTED, "positions unknown: event log unreadable"
+            )
+            return
+        if self.writer.spool is not None:
+            for seq, _, type_name, payload in self.writer.spool.load():
+                if type_name == "OrderFilled":
+                    fill = decode(payload)
+                    if isinstance(fill, OrderFilled):
+                        fills[seq] = fill
+        restored = self.portfolio.restore(fills.values())
+        if restored:
+            log.info(
+                "positions_restored",
+                fills=restored,
+                open_positions=sum(1 for p in self.portfolio.positions().values() if p.quantity),
+            )
 
     async def order_book(self, symbol: str) -> OrderBook | None:
         """The symbol's book through the tiered cache and its source's breaker (None: none)."""

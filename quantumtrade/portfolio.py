@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import msgspec
 
@@ -86,6 +86,18 @@ class Portfolio:
                 fees=position.fees,
             )
         )
+
+    def restore(self, fills: Iterable[OrderFilled]) -> int:
+        """Rebuild positions from a past session's fills, in seq order, publishing nothing
+        (their ``PositionChanged`` events are already in the log); returns how many."""
+        n = 0
+        for fill in sorted(fills, key=lambda f: f.seq):
+            self._positions[fill.symbol] = apply_fill(
+                self.position(fill.symbol), fill.quantity * fill.side.sign, fill.price, fill.fee
+            )
+            self.last_fill_seq = max(self.last_fill_seq, fill.seq)
+            n += 1
+        return n
 
     def position(self, symbol: str) -> Position:
         return self._positions.get(symbol) or Position(symbol=symbol)

@@ -247,3 +247,43 @@ async def test_paper_session_on_postgres_and_redis(
     stats = daemon.book_cache.stats()
     assert stats["l2"]["enabled"] and stats["l2"]["errors"] == 0
     assert stats["l2"]["misses"] > 0  # books were looked up in Redis, then written there
+
+
+async def test_restart_restores_positions_from_the_log(tmp_path: Path) -> None:
+    cfg = session_config(tmp_path)
+    first, fills, _ = await run_session(cfg, seconds=60)
+    assert fills
+    before = first.portfolio.positions()
+    assert any(p.quantity for p in before.values())
+    second = await Daemon.create(cfg, clock=ManualClock(START_NS + 10**12))
+    try:
+        assert second.portfolio.positions() == before
+        assert second.risk.state == "ACTIVE"
+    finally:
+        await second.eventlog.close()
+
+
+async def test_unreadable_log_at_start_halts_trading(tmp_path: Path) -> None:
+    from quantumtrade.errors import StoreUnavailable
+    from quantumtrade.store.eventlog import SqliteEventLog
+
+    class UnreadableLog(SqliteEventLog):
+        async def read(self, **kwargs):  # type: ignore[no-untyped-def, override]
+            raise StoreUnavailable("database went away")
+            yield  # pragma: no cover
+
+    cfg = session_config(tmp_path)
+    log = UnreadableLog(cfg.database.sqlite_path)
+    await log.open()
+    from quantumtrade.app import build_source
+
+    daemon = Daemon(
+        cfg,
+        clock=ManualClock(START_NS),
+        eventlog=log,
+        source=await build_source(cfg, ManualClock(START_NS)),
+    )
+    await daemon.restore_positions()
+    assert daemon.risk.state == "HALTED"
+    assert daemon.health()["components"]["risk"]["state"] == "HALTED"
+    await log.close()
