@@ -144,6 +144,7 @@ class Daemon:
             portfolio=self.portfolio,
             risk=self.risk,
             cache_stats=self.book_cache.stats,
+            cached_book=lambda symbol: self.book_cache.l1.peek(f"book:{symbol}"),
         )
 
     @classmethod

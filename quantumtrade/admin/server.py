@@ -17,6 +17,7 @@ from aiohttp import web
 
 from quantumtrade.data.market_state import MarketState
 from quantumtrade.data.orchestrator import Orchestrator
+from quantumtrade.data.source import OrderBook
 from quantumtrade.events import TradingState
 from quantumtrade.execution.router import OrderRouter
 from quantumtrade.metrics import Metrics
@@ -74,6 +75,7 @@ class AdminServer:
         portfolio: Portfolio,
         risk: RiskManager,
         cache_stats: Callable[[], dict[str, Any]],
+        cached_book: Callable[[str], OrderBook | None] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -86,6 +88,7 @@ class AdminServer:
         self._portfolio = portfolio
         self._risk = risk
         self._cache_stats = cache_stats
+        self._cached_book = cached_book
         self._runner: web.AppRunner | None = None
         self.bound_port: int | None = None
 
@@ -207,9 +210,17 @@ class AdminServer:
                     "volume": bar.volume,
                 },
                 "bars": self._state.length(symbol),
+                "ticker": self._ticker(symbol),
                 "stale": symbol in stale,
             }
         return _json({"symbols": data})
+
+    def _ticker(self, symbol: str) -> dict[str, float] | None:
+        """Best bid/ask from the cached book, when a fresh one is cached (never fetches)."""
+        book = self._cached_book(symbol) if self._cached_book is not None else None
+        if book is None or not book.bids or not book.asks:
+            return None
+        return {"bid": book.best_bid, "ask": book.best_ask, "mid": book.mid, "ts_ms": book.ts_ms}
 
     async def post_orchestrator(self, request: web.Request) -> web.Response:
         self._authorize(request)

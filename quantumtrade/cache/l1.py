@@ -48,6 +48,13 @@ class L1Cache(Generic[V]):
         self.misses += 1
         return None
 
+    def peek(self, key: Hashable) -> V | None:
+        """The fresh value for ``key`` without counting a hit or miss or touching LRU order."""
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] > self.clock.now_ns():
+            return entry[1]
+        return None
+
     def set(self, key: Hashable, value: V) -> None:
         entries = self._entries
         entries[key] = (self.clock.now_ns() + self.ttl_ns, value)

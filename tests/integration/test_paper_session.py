@@ -146,6 +146,9 @@ async def test_admin_api_health_metrics_and_bad_requests(tmp_path: Path) -> None
                     assert r.status == 200
                     data = await r.json()
                     assert data["symbols"]["BTCUSDT"]["bar"]["close"] > 0
+                    assert data["symbols"]["ETHUSDT"]["stale"] is False
+                    ticker = data["symbols"]["BTCUSDT"]["ticker"]
+                    assert ticker is None or ticker["bid"] < ticker["ask"]
 
                 bad_requests = [
                     ("GET", f"{base}/nope", None, {}, 404),

@@ -75,3 +75,16 @@ async def test_failed_load_is_not_cached_and_reaches_every_waiter() -> None:
 def test_rejects_nonsense_bounds() -> None:
     with pytest.raises(ValueError):
         L1Cache(clock=ManualClock(), ttl_ms=0, max_entries=1)
+
+
+def test_peek_neither_counts_nor_reorders() -> None:
+    clock = ManualClock()
+    cache: L1Cache[int] = L1Cache(clock=clock, ttl_ms=100, max_entries=2)
+    cache.set("a", 1)
+    cache.set("b", 2)
+    assert cache.peek("a") == 1 and cache.peek("zz") is None
+    assert (cache.hits, cache.misses) == (0, 0)
+    cache.set("c", 3)  # "a" was not refreshed by peek, so it is the one evicted
+    assert cache.peek("a") is None and cache.peek("b") == 2
+    clock.advance(0.2)
+    assert cache.peek("b") is None
