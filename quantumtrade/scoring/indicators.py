@@ -439,22 +439,30 @@ def _at_least(minimum: int, **periods: int) -> None:
             raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
+def _series(
+    kernel: Callable[[Array, int, Array], None],
+    name: str,
+    x: Array,
+    *,
+    minimum: int,
+    **period: int,
+) -> Array:
+    """Check one series and its one period, allocate the output, run ``kernel``."""
+    x = _bars(name, x)
+    _at_least(minimum, **period)
+    out = np.empty_like(x)
+    kernel(x, int(next(iter(period.values()))), out)
+    return out
+
+
 def compute_sma(x: Array, *, period: int) -> Array:
     """Simple moving average per row (TA-Lib SMA)."""
-    x = _bars("x", x)
-    _at_least(1, period=period)
-    out = np.empty_like(x)
-    sma(x, int(period), out)
-    return out
+    return _series(sma, "x", x, period=period, minimum=1)
 
 
 def compute_rsi(close: Array, *, period: int) -> Array:
     """Relative strength index per row (TA-Lib RSI, Wilder smoothing)."""
-    close = _bars("close", close)
-    _at_least(1, period=period)
-    out = np.empty_like(close)
-    rsi(close, int(period), out)
-    return out
+    return _series(rsi, "close", close, period=period, minimum=1)
 
 
 def _hlc(high: Array, low: Array, close: Array) -> tuple[Array, Array, Array]:
@@ -505,29 +513,17 @@ def compute_macd(close: Array, *, fast: int, slow: int, signal: int) -> tuple[Ar
 
 def compute_realized_vol(close: Array, *, window: int) -> Array:
     """Rolling sample stdev of log returns per row."""
-    close = _bars("close", close)
-    _at_least(2, window=window)
-    out = np.empty_like(close)
-    realized_vol(close, int(window), out)
-    return out
+    return _series(realized_vol, "close", close, window=window, minimum=2)
 
 
 def compute_volume_zscore(volume: Array, *, window: int) -> Array:
     """Rolling z-score of volume per row (population stdev, current bar in the window)."""
-    volume = _bars("volume", volume)
-    _at_least(1, window=window)
-    out = np.empty_like(volume)
-    volume_zscore(volume, int(window), out)
-    return out
+    return _series(volume_zscore, "volume", volume, window=window, minimum=1)
 
 
 def compute_roc(close: Array, *, period: int) -> Array:
     """Rate of change in percent per row (TA-Lib ROC)."""
-    close = _bars("close", close)
-    _at_least(1, period=period)
-    out = np.empty_like(close)
-    roc(close, int(period), out)
-    return out
+    return _series(roc, "close", close, period=period, minimum=1)
 
 
 def warm_up() -> None:
