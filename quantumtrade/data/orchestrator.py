@@ -79,25 +79,13 @@ class OrchestratorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True
 class _Flow:
     """Scheduling state of one symbol."""
 
-    __slots__ = (
-        "active",
-        "last_fetch_ns",
-        "queued",
-        "regime",
-        "rejected",
-        "source",
-        "symbol",
-    )
+    __slots__ = ("active", "last_fetch_ns", "queued", "regime", "source", "symbol")
 
     def __init__(self, symbol: str, source: str) -> None:
         self.symbol = symbol
         self.source = source
         self.regime: Regime | None = None
         self.last_fetch_ns: int | None = None
-        # (bar time, reason) of bad bars newer than the last stored one: a source that keeps
-        # serving the same bad bar is rejected once, not on every refresh, while a corrected
-        # bar for that time is still accepted.
-        self.rejected: set[tuple[int, str]] = set()
         self.queued = False
         self.active = True
 
@@ -156,7 +144,6 @@ class Orchestrator:
         self.skipped_open = 0
         self.crashes = 0
         self.deferred = 0
-        self.repeated_rejects = 0
         self.rejects: Counter[str] = Counter()
         self._processing_total_s = 0.0
         self._processing_count = 0
@@ -360,19 +347,6 @@ class Orchestrator:
                     bars=tuple(accepted),
                 )
             )
-        last = self.state.last_ts_ms(symbol)
-        if flow.rejected and last is not None:
-            flow.rejected = {key for key in flow.rejected if key[0] > last}
-        fresh = []
-        seen_before = flow.rejected
-        for bar, reason in rejected:
-            key = (bar.ts_ms, reason)
-            if key in seen_before:  # served again since an earlier fetch: counted then
-                self.repeated_rejects += 1
-                continue
-            fresh.append((bar, reason))
-        flow.rejected = seen_before | {(bar.ts_ms, reason) for bar, reason in fresh}
-        rejected = fresh
         for bar, reason in rejected:
             self.rejects[reason] += 1
             await self.bus.publish(
@@ -479,7 +453,6 @@ class Orchestrator:
             "skipped_open": self.skipped_open,
             "crashes": self.crashes,
             "deferred": self.deferred,
-            "repeated_rejects": self.repeated_rejects,
             "rejects": dict(self.rejects),
             "stale": self.stale_symbols,
             "mean_processing_ms": self._processing_total_s / count * 1000.0 if count else 0.0,

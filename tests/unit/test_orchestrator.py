@@ -323,19 +323,3 @@ async def test_order_book_goes_through_the_breaker() -> None:
 def test_config_rejects_unknown_regimes() -> None:
     with pytest.raises(ValueError, match="SIDEWAYS"):
         OrchestratorConfig(cadence_ms={"SIDEWAYS": 1000})
-
-
-async def test_a_bad_bar_served_again_is_rejected_once() -> None:
-    feed = ScriptedSource("feed", ["AUSDT"])
-    async with running({"feed": feed}, ["AUSDT"], workers=1) as rig:
-        await rig.tick()
-        last = rig.state.last_ts_ms("AUSDT")
-        assert last is not None
-        bad = Bar(last + BAR_MS, 100.0, 101.0, 99.0, math.nan, 1.0)
-        rig.events.clear()
-        for _ in range(3):
-            feed.garbage = [bad]
-            await rig.tick(1)
-        assert [e.reason for e in rig.of(DataRejected)] == [NON_FINITE]
-        assert rig.orch.metrics()["rejects"] == {NON_FINITE: 1}
-        assert rig.orch.metrics()["repeated_rejects"] == 2
