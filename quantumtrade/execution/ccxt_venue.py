@@ -1,0 +1,419 @@
+"""A live trading venue through ``ccxt.async_support``: orders, cancels, order state and balances.
+
+Every order carries our ``client_order_id`` to the exchange (Binance: ``newClientOrderId``), and
+that id is how the venue finds the order again. A submit whose outcome is unknown (timeout,
+dropped connection, 5xx, 429, a garbled answer) is never sent again: the venue queries the order
+by its client id, a few times, and answers what the exchange holds. Only an answer that proves
+the exchange did not take the order (an explicit reject, or "order does not exist" to that query)
+comes back REJECTED; when even the queries fail, ``submit`` raises ``VenueError`` and the order
+stays known, so a later submit or ``fetch_order`` with the same id resolves it by querying again.
+A duplicate-id error from the exchange means an earlier submit got through, and is resolved the
+same way.
+
+Fees: a fill's fee is the exchange's commission when it is charged in the quote asset, else
+(and for fills known only from an order query, which carries no trades) the configured taker fee
+on the fill's notional.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import math
+from collections import OrderedDict
+from types import TracebackType
+from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit
+
+import ccxt.async_support as ccxt_async
+import msgspec
+import structlog
+
+from quantumtrade.clock import Clock
+from quantumtrade.data.ccxt_source import EXCHANGE_IDS, EXCHANGE_OPTIONS, ExchangeId, _rebase
+from quantumtrade.data.source import OrderBook
+from quantumtrade.errors import VenueError
+from quantumtrade.events import OrderIntent, OrderType
+from quantumtrade.execution.venue import Execution, Fill, OrderStatus
+
+if TYPE_CHECKING:  # config.py composes configs, so import it for types only
+    from quantumtrade.config import Credentials
+
+log = structlog.get_logger("quantumtrade.ccxt_venue")
+
+# The exchange's own order states (Binance's names; ccxt keeps them in ``info``).
+_VENUE_STATUS: dict[str, OrderStatus] = {
+    "NEW": OrderStatus.NEW,
+    "PARTIALLY_FILLED": OrderStatus.PARTIALLY_FILLED,
+    "FILLED": OrderStatus.FILLED,
+    "CANCELED": OrderStatus.CANCELLED,
+    "PENDING_CANCEL": OrderStatus.CANCELLED,
+    "EXPIRED": OrderStatus.CANCELLED,
+    "EXPIRED_IN_MATCH": OrderStatus.CANCELLED,
+    "REJECTED": OrderStatus.REJECTED,
+}
+# ccxt's unified states, for exchanges whose raw status we do not know.
+_UNIFIED_STATUS: dict[str, OrderStatus] = {
+    "open": OrderStatus.NEW,
+    "closed": OrderStatus.FILLED,
+    "canceled": OrderStatus.CANCELLED,
+    "expired": OrderStatus.CANCELLED,
+    "rejected": OrderStatus.REJECTED,
+}
+DUPLICATE_MARKERS = ("duplicate order",)
+
+
+class CcxtVenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    exchange: ExchangeId = "binance"
+    """ccxt exchange id."""
+    api_url: str = ""
+    """Replaces the scheme and host of every ccxt API URL, paths kept (a loopback server or a
+    proxy); empty: ccxt's defaults."""
+    enable_rate_limit: bool = True
+    """ccxt's own throttle to the exchange's published rate; keep it on against real venues."""
+    timeout_ms: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    """ccxt's per-request timeout."""
+    taker_fee_bps: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    """Expected fee for routing, and the fee charged on fills the exchange did not price."""
+    resolve_attempts: Annotated[int, msgspec.Meta(ge=1)] = 4
+    """Queries of an order whose submit outcome is unknown before giving up (VenueError)."""
+    resolve_backoff_ms: Annotated[int, msgspec.Meta(ge=0)] = 250
+    """Pause between those queries (doubled each time), slept on the injected clock."""
+    order_memory: Annotated[int, msgspec.Meta(ge=1)] = 100_000
+    """Client order ids remembered (with their symbol) for resubmits, cancels and queries."""
+
+    def __post_init__(self) -> None:
+        if self.exchange not in EXCHANGE_IDS:
+            raise ValueError(f"exchange {self.exchange!r}: expected one of {list(EXCHANGE_IDS)}")
+        if self.api_url and urlsplit(self.api_url).scheme not in ("http", "https"):
+            raise ValueError(f"api_url {self.api_url!r}: expected an http(s) URL")
+
+
+def _is_duplicate(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(marker in text for marker in DUPLICATE_MARKERS)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ccxt_async.InsufficientFunds):
+        return "insufficient_balance"
+    if isinstance(exc, ccxt_async.AuthenticationError):
+        return "authentication_failed"
+    if isinstance(exc, ccxt_async.BadSymbol):
+        return "unknown_symbol"
+    return "venue_rejected"
+
+
+class CcxtVenue:
+    """A ``Venue`` over one ccxt exchange with credentials; ``start()`` loads its markets."""
+
+    def __init__(
+        self,
+        config: CcxtVenueConfig,
+        *,
+        credentials: Credentials,
+        clock: Clock,
+    ) -> None:
+        self.config = config
+        self.name: str = config.exchange
+        self.taker_fee_bps = config.taker_fee_bps
+        self.clock = clock
+        self._exchange: Any = getattr(ccxt_async, config.exchange)(
+            {
+                "apiKey": credentials.api_key,
+                "secret": credentials.secret,
+                "enableRateLimit": config.enable_rate_limit,
+                "timeout": config.timeout_ms,
+                # A deep copy: ccxt keeps (and may update) the dicts it is given.
+                "options": copy.deepcopy(EXCHANGE_OPTIONS.get(config.exchange, {})),
+            }
+        )
+        if config.api_url:
+            self._exchange.urls["api"] = _rebase(self._exchange.urls["api"], config.api_url)
+        self._unified: dict[str, str] = {}  # our name (BTCUSDT) → ccxt's (BTC/USDT)
+        # client order id → our symbol: every order this venue sent, for cancels and queries.
+        self._symbols: OrderedDict[str, str] = OrderedDict()
+        # client order id → the first submit's answer, shared by concurrent resubmits.
+        self._answers: dict[str, asyncio.Future[Execution]] = {}
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the exchange's spot markets (raises VenueError when it cannot)."""
+        try:
+            markets: dict[str, Any] = await self._exchange.load_markets()
+        except ccxt_async.BaseError as exc:
+            raise VenueError(f"{self.name} load_markets: {type(exc).__name__}: {exc}") from exc
+        self._unified = {
+            f"{m['base']}{m['quote']}".upper(): symbol
+            for symbol, m in markets.items()
+            if m.get("spot") and m.get("active") is not False
+        }
+        log.info("ccxt_venue_started", exchange=self.name, markets=len(self._unified))
+
+    async def close(self) -> None:
+        """Close ccxt's HTTP session (ccxt warns about an unclosed client)."""
+        await self._exchange.close()
+
+    async def __aenter__(self) -> CcxtVenue:
+        try:
+            await self.start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- the Venue protocol ---------------------------------------------------------------
+
+    def listed(self, symbol: str) -> bool:
+        return symbol in self._unified
+
+    async def order_book(self, symbol: str, depth: int = 20) -> OrderBook | None:
+        if not self.listed(symbol):
+            return None
+        with self._as_venue_error("fetch_order_book", symbol):
+            book = await self._exchange.fetch_order_book(self._unified[symbol], depth)
+        ts = book.get("timestamp")
+        return OrderBook(
+            symbol=symbol,
+            ts_ms=int(ts) if ts is not None else self.clock.now_ns() // 1_000_000,
+            bids=tuple((float(lv[0]), float(lv[1])) for lv in book["bids"][:depth]),
+            asks=tuple((float(lv[0]), float(lv[1])) for lv in book["asks"][:depth]),
+        )
+
+    async def submit(self, intent: OrderIntent) -> Execution:
+        """Send an order once; a resubmitted id is answered from the exchange, never resent.
+
+        LIMIT orders are immediate-or-cancel, as ``PaperVenue``'s are (``submit_limit`` rests).
+        """
+        return await self._submit_once(intent, "IOC")
+
+    async def submit_limit(self, intent: OrderIntent, *, time_in_force: str = "GTC") -> Execution:
+        """A LIMIT order with an explicit time in force (``GTC`` rests until cancelled)."""
+        if intent.order_type is not OrderType.LIMIT:
+            raise ValueError("submit_limit needs a LIMIT intent")
+        return await self._submit_once(intent, time_in_force)
+
+    async def cancel(self, client_order_id: str) -> bool:
+        """Cancel a resting order; False when the exchange has nothing open under that id."""
+        symbol = self._symbols.get(client_order_id)
+        if symbol is None:
+            return False
+        try:
+            with self._as_venue_error("cancel_order", symbol):
+                await self._exchange.cancel_order(
+                    None, self._unified[symbol], {"origClientOrderId": client_order_id}
+                )
+        except VenueError as exc:
+            if isinstance(exc.__cause__, ccxt_async.OrderNotFound):
+                return False
+            raise
+        return True
+
+    async def fetch_order(self, client_order_id: str, symbol: str | None = None) -> Execution:
+        """The exchange's current state of an order; ``symbol`` is needed for ids not sent here.
+
+        Raises KeyError for an id of unknown symbol, VenueError when the exchange cannot answer
+        (``OrderNotFound`` as its cause when the exchange does not know the id).
+        """
+        symbol = symbol or self._symbols.get(client_order_id)
+        if symbol is None:
+            raise KeyError(f"no symbol known for client order id {client_order_id!r}")
+        with self._as_venue_error("fetch_order", symbol):
+            order = await self._exchange.fetch_order(
+                None, self._unified[symbol], {"origClientOrderId": client_order_id}
+            )
+        return self._execution(client_order_id, order)
+
+    async def balance(self) -> dict[str, float]:
+        """Total holdings by asset (free plus locked in open orders), zero balances left out."""
+        with self._as_venue_error("fetch_balance", None):
+            answer = await self._exchange.fetch_balance()
+        totals: dict[str, Any] = answer.get("total") or {}
+        return {asset: float(qty) for asset, qty in totals.items() if qty}
+
+    # --- internals ------------------------------------------------------------------------
+
+    async def _submit_once(self, intent: OrderIntent, time_in_force: str) -> Execution:
+        cid = intent.client_order_id
+        if cid in self._answers or cid in self._symbols:
+            return await self._resubmitted(cid, self._answers.get(cid))
+        refusal = self._invalid(intent)
+        if refusal:  # refused here: nothing was sent, so the id is not taken
+            return self._rejected(cid, refusal)
+        answer: asyncio.Future[Execution] = asyncio.get_running_loop().create_future()
+        self._answers[cid] = answer
+        # Remembered for good, rejected or not: a resubmit asks the exchange, never resends.
+        self._remember(cid, intent.symbol)
+        params: dict[str, Any] = {"newClientOrderId": cid}
+        if intent.order_type is OrderType.LIMIT:
+            params["timeInForce"] = time_in_force
+        try:
+            execution = await self._place(intent, params)
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                answer.set_exception(exc)
+                answer.exception()  # mark retrieved: the raise below reports it
+            else:
+                answer.cancel()
+            raise
+        finally:
+            self._answers.pop(cid, None)
+        answer.set_result(execution)
+        return execution
+
+    def _invalid(self, intent: OrderIntent) -> str:
+        if not self.listed(intent.symbol):
+            return "unknown_symbol"
+        if not (math.isfinite(intent.quantity) and intent.quantity > 0):
+            return "invalid_quantity"
+        price = intent.limit_price
+        if intent.order_type is OrderType.LIMIT and not (
+            price is not None and math.isfinite(price) and price > 0
+        ):
+            return "invalid_limit_price"
+        return ""
+
+    async def _place(self, intent: OrderIntent, params: dict[str, Any]) -> Execution:
+        price = intent.limit_price if intent.order_type is OrderType.LIMIT else None
+        cid = intent.client_order_id
+        bound = log.bind(exchange=self.name, symbol=intent.symbol, client_order_id=cid)
+        try:
+            order = await self._exchange.create_order(
+                self._unified[intent.symbol],
+                intent.order_type.value.lower(),
+                intent.side.value.lower(),
+                intent.quantity,
+                price,
+                params,
+            )
+        except ccxt_async.OperationFailed as exc:
+            # Timeout, disconnect, 5xx, 429, garbled answer: the order may be at the exchange.
+            bound.warning("submit_outcome_unknown", error=f"{type(exc).__name__}: {exc}")
+            return await self._resolve(cid, intent.symbol, absent_reason=type(exc).__name__)
+        except ccxt_async.ExchangeError as exc:
+            if _is_duplicate(exc):
+                bound.warning("submit_duplicate_id")
+                return await self._resolve(cid, intent.symbol, absent_reason="duplicate_id")
+            bound.info("submit_rejected", error=f"{type(exc).__name__}: {exc}")
+            return self._rejected(cid, _reason(exc), detail=str(exc))
+        return self._execution(cid, order)
+
+    async def _resubmitted(self, cid: str, first: asyncio.Future[Execution] | None) -> Execution:
+        if first is not None:
+            try:
+                execution = await asyncio.shield(first)
+            except Exception:  # the first submit's outcome was unknown: ask the exchange
+                execution = None
+            if execution is not None and execution.status is OrderStatus.REJECTED:
+                return execution
+        return await self._resolve(cid, self._symbols[cid], absent_reason="not_found")
+
+    async def _resolve(self, cid: str, symbol: str, *, absent_reason: str) -> Execution:
+        """Query the order until the exchange says what it holds; REJECTED if it holds none."""
+        backoff_s = self.config.resolve_backoff_ms / 1000.0
+        last: Exception | None = None
+        for attempt in range(self.config.resolve_attempts):
+            if attempt:
+                await self.clock.sleep(backoff_s * 2 ** (attempt - 1))
+            try:
+                order = await self._exchange.fetch_order(
+                    None, self._unified[symbol], {"origClientOrderId": cid}
+                )
+            except ccxt_async.OrderNotFound:
+                return self._rejected(cid, absent_reason, detail="order not found at the venue")
+            except ccxt_async.OperationFailed as exc:
+                last = exc
+                log.warning(
+                    "order_query_failed",
+                    exchange=self.name,
+                    client_order_id=cid,
+                    attempt=attempt + 1,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                continue
+            except ccxt_async.ExchangeError as exc:
+                raise VenueError(f"{self.name} fetch_order {cid}: {exc}") from exc
+            return self._execution(cid, order)
+        raise VenueError(
+            f"{self.name}: outcome of order {cid} unknown after "
+            f"{self.config.resolve_attempts} queries: {last}"
+        ) from last
+
+    def _execution(self, cid: str, order: dict[str, Any]) -> Execution:
+        info = order.get("info") or {}
+        raw = str(info.get("status") or "").upper()
+        status = _VENUE_STATUS.get(raw) or _UNIFIED_STATUS.get(str(order.get("status")))
+        if status is None:
+            raise VenueError(f"{self.name}: order {cid} has unknown status {raw or order!r}")
+        fills = self._fills(order)
+        if status is OrderStatus.NEW and fills:
+            status = OrderStatus.PARTIALLY_FILLED
+        return Execution(
+            client_order_id=cid,
+            venue_order_id=str(order.get("id") or ""),
+            status=status,
+            fills=fills,
+        )
+
+    def _fills(self, order: dict[str, Any]) -> tuple[Fill, ...]:
+        fee_rate = self.config.taker_fee_bps / 1e4
+        quote = str(order.get("symbol") or "").partition("/")[2].partition(":")[0]
+        fills: list[Fill] = []
+        for trade in order.get("trades") or ():
+            qty, price = float(trade["amount"]), float(trade["price"])
+            fee = trade.get("fee") or {}
+            if fee.get("cost") is not None and fee.get("currency") == quote:
+                cost = float(fee["cost"])
+            else:
+                cost = qty * price * fee_rate
+            fills.append(Fill(quantity=qty, price=price, fee=cost))
+        filled = float(order.get("filled") or 0.0)
+        if not fills and filled > 0:
+            # An order query carries totals only: one fill at the average price.
+            average = order.get("average")
+            price = float(average) if average else float(order.get("cost") or 0.0) / filled
+            fills.append(Fill(quantity=filled, price=price, fee=filled * price * fee_rate))
+        return tuple(fills)
+
+    def _rejected(self, cid: str, reason: str, *, detail: str = "") -> Execution:
+        if detail:
+            log.debug("order_rejected", exchange=self.name, client_order_id=cid, detail=detail)
+        return Execution(
+            client_order_id=cid, venue_order_id="", status=OrderStatus.REJECTED, reason=reason
+        )
+
+    def _remember(self, cid: str, symbol: str) -> None:
+        self._symbols[cid] = symbol
+        while len(self._symbols) > self.config.order_memory:
+            self._symbols.popitem(last=False)
+
+    def _as_venue_error(self, call: str, symbol: str | None) -> _VenueErrors:
+        return _VenueErrors(f"{self.name} {call}" + (f" {symbol}" if symbol else ""))
+
+
+class _VenueErrors:
+    """ccxt's errors become ``VenueError`` with ccxt's message (the ccxt error as its cause)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, ccxt_async.BaseError):
+            raise VenueError(f"{self.what}: {type(exc).__name__}: {exc}") from exc
