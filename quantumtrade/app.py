@@ -9,12 +9,10 @@ goes last so ``/health`` reports "stopping" while the rest winds down.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from contextlib import suppress
 from typing import Any
 
-import msgspec
 import structlog
 
 from quantumtrade.admin.server import AdminServer
@@ -22,14 +20,13 @@ from quantumtrade.bus import EventBus
 from quantumtrade.cache.l1 import L1Cache
 from quantumtrade.cache.tiered import RedisL2, TieredCache
 from quantumtrade.clock import Clock
-from quantumtrade.config import AppConfig, Secrets, SourceKind, describe
+from quantumtrade.config import AppConfig, describe
 from quantumtrade.data.ccxt_source import CcxtSource
+from quantumtrade.data.factory import active_symbols, build_source
 from quantumtrade.data.market_state import MarketState
 from quantumtrade.data.orchestrator import Orchestrator
-from quantumtrade.data.replay_source import ReplaySource
 from quantumtrade.data.source import OrderBook, Source
-from quantumtrade.data.synthetic import REAL_SYMBOLS, SyntheticSource
-from quantumtrade.errors import ConfigError, SourceUnavailable, StoreUnavailable
+from quantumtrade.errors import SourceUnavailable, StoreUnavailable
 from quantumtrade.events import (
     Event,
     OrderFilled,
@@ -86,7 +83,7 @@ class Daemon:
         self.metrics = Metrics()
 
         self.source = source
-        self.state = MarketState(_active_symbols(cfg, source), cfg.data.capacity)
+        self.state = MarketState(active_symbols(cfg, source), cfg.data.capacity)
         self.orchestrator = Orchestrator(
             bus=self.bus,
             clock=clock,
@@ -365,60 +362,6 @@ class Daemon:
             "ticks": self.ticks,
             "components": components,
         }
-
-
-async def build_source(cfg: AppConfig, clock: Clock) -> Source:
-    """The configured market-data source, ready to fetch (ccxt markets loaded)."""
-    data = cfg.data
-    listed = data.symbols if isinstance(data.symbols, list) else []
-    if data.source is SourceKind.REPLAY:
-        return ReplaySource(data.replay, clock)
-    if data.source is SourceKind.CCXT:
-        ccxt_cfg = data.ccxt
-        if listed and not ccxt_cfg.symbols:
-            ccxt_cfg = msgspec.structs.replace(ccxt_cfg, symbols=listed)
-        secrets = Secrets.from_env(os.environ)
-        ccxt_source = CcxtSource(ccxt_cfg, credentials=secrets.get(ccxt_cfg.exchange), clock=clock)
-        try:
-            await ccxt_source.start()
-        except BaseException:
-            await ccxt_source.close()
-            raise
-        return ccxt_source
-    count = data.symbols if isinstance(data.symbols, int) else 0
-    if listed:
-        # Enough synthetic symbols to cover every listed name (BTCUSDT, …, SYN0042USDT).
-        count = max(len(listed), *(_synthetic_index(s) + 1 for s in listed))
-    return SyntheticSource(msgspec.structs.replace(data.synthetic, symbols=count), clock)
-
-
-def _synthetic_index(symbol: str) -> int:
-    if symbol in REAL_SYMBOLS:
-        return REAL_SYMBOLS.index(symbol)
-    if symbol.startswith("SYN") and symbol.endswith("USDT") and symbol[3:-4].isdigit():
-        return int(symbol[3:-4]) - 1
-    raise ConfigError(
-        "configuration",
-        "data.symbols",
-        f"{symbol} is not a synthetic symbol (BTCUSDT, SYN0042USDT)",
-    )
-
-
-def _active_symbols(cfg: AppConfig, source: Source) -> list[str]:
-    """The configured list when there is one (each must be served), else all of the source's."""
-    available = source.symbols()
-    if isinstance(cfg.data.symbols, list):
-        missing = [s for s in cfg.data.symbols if s not in set(available)]
-        if missing:
-            raise ConfigError(
-                "configuration",
-                "data.symbols",
-                f"not served by the {source.name} source: {', '.join(missing[:5])}",
-            )
-        return list(cfg.data.symbols)
-    if cfg.data.source is SourceKind.SYNTHETIC:
-        return available
-    return available[: cfg.data.symbols] if cfg.data.symbols < len(available) else available
 
 
 async def run_daemon(

@@ -278,7 +278,7 @@ async def test_unreadable_log_at_start_halts_trading(tmp_path: Path) -> None:
     cfg = session_config(tmp_path)
     log = UnreadableLog(cfg.database.sqlite_path)
     await log.open()
-    from quantumtrade.app import build_source
+    from quantumtrade.data.factory import build_source
 
     daemon = Daemon(
         cfg,
