@@ -29,8 +29,10 @@ from quantumtrade.data.source import OrderBook, Source
 from quantumtrade.errors import SourceUnavailable, StoreUnavailable
 from quantumtrade.events import (
     Event,
+    OrderCancelled,
     OrderFilled,
     OrderIntent,
+    OrderRejected,
     RegimeChanged,
     SignalGenerated,
     TradingState,
@@ -38,6 +40,7 @@ from quantumtrade.events import (
 )
 from quantumtrade.execution.paper import PaperVenue
 from quantumtrade.execution.router import OrderRouter
+from quantumtrade.execution.tracker import OrderTracker
 from quantumtrade.metrics import Metrics, Snapshot
 from quantumtrade.portfolio import Portfolio
 from quantumtrade.risk.manager import RiskManager
@@ -127,6 +130,7 @@ class Daemon:
             on_latency=self.metrics.observe_router_latency,
             on_breaker_change=self._post,
         )
+        self.tracker = OrderTracker()
         self._subscribe()
         self.metrics.attach(self._snapshot())
         self.admin = AdminServer(
@@ -142,6 +146,7 @@ class Daemon:
             risk=self.risk,
             cache_stats=self.book_cache.stats,
             cached_book=lambda symbol: self.book_cache.l1.peek(f"book:{symbol}"),
+            tracker=self.tracker,
         )
 
     @classmethod
@@ -236,6 +241,9 @@ class Daemon:
         for event_type, handler in self.risk.order_handlers():
             bus.subscribe(event_type, handler)
         bus.subscribe(RegimeChanged, self.orchestrator.on_regime_changed)
+        bus.subscribe(OrderFilled, self.tracker.on_filled)
+        bus.subscribe(OrderCancelled, self.tracker.on_cancelled)
+        bus.subscribe(OrderRejected, self.tracker.on_rejected)
 
     def _snapshot(self) -> Snapshot:
         def breakers() -> dict[str, str]:

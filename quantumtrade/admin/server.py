@@ -7,19 +7,25 @@ requests get a 4xx with ``{"error": message}``, never a 500. POSTs need
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import math
+import re
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import msgspec
 import structlog
 from aiohttp import web
 
 from quantumtrade.data.market_state import MarketState
 from quantumtrade.data.orchestrator import Orchestrator
 from quantumtrade.data.source import OrderBook
-from quantumtrade.events import TradingState
+from quantumtrade.events import OrderIntent, OrderRejected, OrderType, Side, TradingState
 from quantumtrade.execution.router import OrderRouter
+from quantumtrade.execution.tracker import OrderTracker
 from quantumtrade.metrics import Metrics
 from quantumtrade.portfolio import Portfolio
 from quantumtrade.risk.manager import RiskManager
@@ -28,6 +34,7 @@ log = structlog.get_logger("quantumtrade.admin")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_SYMBOLS_PER_REQUEST = 1_000
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,36}")
 
 
 class ApiError(Exception):
@@ -76,6 +83,8 @@ class AdminServer:
         risk: RiskManager,
         cache_stats: Callable[[], dict[str, Any]],
         cached_book: Callable[[str], OrderBook | None] | None = None,
+        tracker: OrderTracker | None = None,
+        order_timeout_s: float = 10.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -89,6 +98,8 @@ class AdminServer:
         self._risk = risk
         self._cache_stats = cache_stats
         self._cached_book = cached_book
+        self._tracker = tracker or OrderTracker()
+        self._order_timeout_s = order_timeout_s
         self._runner: web.AppRunner | None = None
         self.bound_port: int | None = None
 
@@ -103,6 +114,7 @@ class AdminServer:
             "/api/trading/data-orchestrator/reset-circuit-breaker", self.post_reset_breakers
         )
         app.router.add_get("/api/trading/order-router", self.get_router)
+        app.router.add_post("/api/trading/order-router", self.post_router)
         app.router.add_get("/api/trading/positions", self.get_positions)
         app.router.add_get("/api/trading/risk", self.get_risk)
         app.router.add_post("/api/trading/risk/state", self.post_risk_state)
@@ -246,6 +258,88 @@ class AdminServer:
     async def get_router(self, request: web.Request) -> web.Response:
         self._endpoint(request, ("metrics",))
         return _json(self._router.metrics())
+
+    async def post_router(self, request: web.Request) -> web.Response:
+        """Route an operator's order through the risk manager and the router; answer with the
+        routing decision and the order's outcome."""
+        self._authorize(request)
+        body = await self._body(request)
+        if body.get("action") != "route":
+            raise ApiError(400, "'action' must be 'route'")
+        req = body.get("orderRequest")
+        if not isinstance(req, dict):
+            raise ApiError(400, "'orderRequest' must be an object")
+        symbol = req.get("symbol")
+        if not isinstance(symbol, str) or not symbol.strip():
+            raise ApiError(400, "orderRequest.symbol must be a symbol name")
+        symbol = symbol.strip().upper()
+        if symbol not in self._state.symbols:
+            raise ApiError(404, f"unknown symbol: {symbol}")
+        try:
+            side = Side(str(req.get("side", "")).upper())
+        except ValueError:
+            raise ApiError(400, "orderRequest.side must be 'BUY' or 'SELL'") from None
+        try:
+            order_type = OrderType(str(req.get("orderType", "MARKET")).upper())
+        except ValueError:
+            raise ApiError(400, "orderRequest.orderType must be 'MARKET' or 'LIMIT'") from None
+        quantity = req.get("quantity")
+        if isinstance(quantity, bool) or not isinstance(quantity, int | float):
+            raise ApiError(400, "orderRequest.quantity must be a number")
+        if not math.isfinite(quantity) or quantity <= 0:
+            raise ApiError(400, "orderRequest.quantity must be positive")
+        limit_price = req.get("price")
+        if order_type is OrderType.LIMIT:
+            if isinstance(limit_price, bool) or not isinstance(limit_price, int | float):
+                raise ApiError(400, "orderRequest.price is required for a LIMIT order")
+            if not math.isfinite(limit_price) or limit_price <= 0:
+                raise ApiError(400, "orderRequest.price must be positive")
+        else:
+            limit_price = None
+        client_order_id = req.get("clientOrderId") or f"api-{uuid.uuid4().hex[:20]}"
+        if not isinstance(client_order_id, str) or not _CLIENT_ID.fullmatch(client_order_id):
+            raise ApiError(400, "orderRequest.clientOrderId: 1-36 of A-Z a-z 0-9 . _ -")
+        bar = self._state.latest(symbol)
+        if bar is None:
+            raise ApiError(409, f"no market data for {symbol} yet")
+        probe = OrderIntent(
+            ts_ns=0,
+            client_order_id=client_order_id,
+            symbol=symbol,
+            side=side,
+            quantity=float(quantity),
+            order_type=order_type,
+            limit_price=None if limit_price is None else float(limit_price),
+            reference_price=bar.close,
+        )
+        decision = await self._router.route(probe)
+        done = self._tracker.watch(client_order_id)
+        outcome = await self._risk.submit_order(
+            client_order_id=client_order_id,
+            symbol=symbol,
+            side=side,
+            quantity=float(quantity),
+            price=bar.close,
+            order_type=order_type,
+            limit_price=probe.limit_price,
+        )
+        routing = msgspec.to_builtins(decision)
+        if isinstance(outcome, OrderRejected):
+            self._tracker.forget(client_order_id)
+            order = {
+                "client_order_id": client_order_id,
+                "status": "REJECTED",
+                "reason": outcome.reason,
+            }
+            return _json({"routing": routing, "order": order}, status=422)
+        try:
+            async with asyncio.timeout(self._order_timeout_s):
+                result = await done
+        except TimeoutError:
+            self._tracker.forget(client_order_id)
+            order = {"client_order_id": client_order_id, "status": "IN_FLIGHT"}
+            return _json({"routing": routing, "order": order}, status=202)
+        return _json({"routing": routing, "order": msgspec.to_builtins(result)})
 
     async def get_positions(self, request: web.Request) -> web.Response:
         positions = {

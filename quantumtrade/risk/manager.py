@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
 import msgspec
@@ -31,6 +31,7 @@ from quantumtrade.events import (
     OrderFilled,
     OrderIntent,
     OrderRejected,
+    OrderType,
     RiskStateChanged,
     Side,
     SignalGenerated,
@@ -428,21 +429,90 @@ class RiskManager:
         self.signals += 1
         await self.publish_trip()
         client_order_id = f"qt-{signal.signal_id}"
-        now = self.clock.now_ns()
         if client_order_id in self._recent:
             await self._refuse(signal, client_order_id, 0.0, DUPLICATE_ORDER)
             return
         if not (math.isfinite(signal.price) and signal.price > 0) or math.isnan(signal.volatility):
             await self._refuse(signal, client_order_id, 0.0, "invalid_signal")
             return
-        exposure = self.exposure(signal.symbol)
-        other_gross, other_cluster = self._book_exposure(signal.symbol)
-        order = ProposedOrder(
+        await self._decide(
+            client_order_id=client_order_id,
             symbol=signal.symbol,
             side=signal.side,
-            quantity=self._size(signal, exposure),
+            quantity=self._size(signal, self.exposure(signal.symbol)),
             price=signal.price,
+            signal_id=signal.signal_id,
+            refuse=lambda quantity, reason: self._refuse(signal, client_order_id, quantity, reason),
         )
+
+    async def submit_order(
+        self,
+        *,
+        client_order_id: str,
+        symbol: str,
+        side: Side,
+        quantity: float,
+        price: float,
+        order_type: OrderType = OrderType.MARKET,
+        limit_price: float | None = None,
+    ) -> OrderIntent | OrderRejected:
+        """An operator's order (admin API): the same checks as a signal's, no sizing.
+
+        Publishes and returns the ``OrderIntent``, or the ``OrderRejected`` with its reason.
+        """
+        await self.publish_trip()
+        outcome: list[OrderIntent | OrderRejected] = []
+
+        async def refuse(qty: float, reason: str) -> None:
+            self.rejects[reason] = self.rejects.get(reason, 0) + 1
+            rejected = OrderRejected(
+                ts_ns=self.clock.now_ns(),
+                client_order_id=client_order_id,
+                symbol=symbol,
+                side=side,
+                quantity=qty,
+                reason=reason,
+            )
+            await self.bus.publish(rejected)
+            outcome.append(rejected)
+
+        if client_order_id in self._recent:
+            await refuse(quantity, DUPLICATE_ORDER)
+        elif not (math.isfinite(price) and price > 0 and math.isfinite(quantity) and quantity > 0):
+            await refuse(quantity, "invalid_order")
+        else:
+            intent = await self._decide(
+                client_order_id=client_order_id,
+                symbol=symbol,
+                side=side,
+                quantity=quantity,
+                price=price,
+                order_type=order_type,
+                limit_price=limit_price,
+                refuse=refuse,
+            )
+            if intent is not None:
+                outcome.append(intent)
+        return outcome[0]
+
+    async def _decide(
+        self,
+        *,
+        client_order_id: str,
+        symbol: str,
+        side: Side,
+        quantity: float,
+        price: float,
+        refuse: Callable[[float, str], Awaitable[None]],
+        signal_id: str | None = None,
+        order_type: OrderType = OrderType.MARKET,
+        limit_price: float | None = None,
+    ) -> OrderIntent | None:
+        """Run every check; publish the intent (returned) or refuse through ``refuse``."""
+        now = self.clock.now_ns()
+        exposure = self.exposure(symbol)
+        other_gross, other_cluster = self._book_exposure(symbol)
+        order = ProposedOrder(symbol=symbol, side=side, quantity=quantity, price=price)
         view = RiskView(
             limits=self.limits,
             state=self.state,
@@ -450,30 +520,32 @@ class RiskManager:
             orders_last_minute=self._orders_last_minute(now),
             other_gross_exposure=other_gross,
             other_cluster_exposure=other_cluster,
-            last_price=self._last_close.get(signal.symbol),
+            last_price=self._last_close.get(symbol),
         )
         for check in self.checks:
             reason = check(order, view)
             if reason is not None:
-                await self._refuse(signal, client_order_id, order.quantity, reason)
-                return
+                await refuse(order.quantity, reason)
+                return None
         self.checks_passed += 1
         self.intents += 1
         self._remember(client_order_id)
         self._order_times.append(now)
-        self._signal_price[signal.symbol] = signal.price
-        self._in_flight[client_order_id] = _InFlight(signal.symbol, order.signed_quantity)
-        await self.bus.publish(
-            OrderIntent(
-                ts_ns=now,
-                client_order_id=client_order_id,
-                symbol=signal.symbol,
-                side=signal.side,
-                quantity=order.quantity,
-                reference_price=signal.price,
-                signal_id=signal.signal_id,
-            )
+        self._signal_price[symbol] = price
+        self._in_flight[client_order_id] = _InFlight(symbol, order.signed_quantity)
+        intent = OrderIntent(
+            ts_ns=now,
+            client_order_id=client_order_id,
+            symbol=symbol,
+            side=side,
+            quantity=order.quantity,
+            order_type=order_type,
+            limit_price=limit_price,
+            reference_price=price,
+            signal_id=signal_id,
         )
+        await self.bus.publish(intent)
+        return intent
 
     def _remember(self, client_order_id: str) -> None:
         self._recent[client_order_id] = None

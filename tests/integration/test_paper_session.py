@@ -290,3 +290,70 @@ async def test_unreadable_log_at_start_halts_trading(tmp_path: Path) -> None:
     assert daemon.risk.state == "HALTED"
     assert daemon.health()["components"]["risk"]["state"] == "HALTED"
     await log.close()
+
+
+async def test_admin_route_goes_through_risk_and_router(tmp_path: Path) -> None:
+    cfg = session_config(tmp_path, QT_RISK__MAX_ORDER_NOTIONAL="50000")
+    clock = ManualClock(START_NS)
+    daemon = await Daemon.create(cfg, clock=clock)
+    async with asyncio.TaskGroup() as tg:
+        await daemon.start(tg)
+        try:
+            for _ in range(3):
+                clock.advance(1.0)
+                await daemon.step()
+            await daemon.bus.drain()
+            url = f"{daemon.admin.url}/api/trading/order-router"
+            auth = {"Authorization": "Bearer test-token"}
+            price = daemon.state.latest("ETHUSDT").close  # type: ignore[union-attr]
+            qty = 1_000.0 / price
+            async with aiohttp.ClientSession() as http:
+                order = {
+                    "symbol": "ETHUSDT",
+                    "side": "BUY",
+                    "quantity": qty,
+                    "orderType": "MARKET",
+                    "clientOrderId": "api-test-1",
+                }
+                async with http.post(
+                    url, json={"action": "route", "orderRequest": order}, headers=auth
+                ) as r:
+                    assert r.status == 200, await r.text()
+                    answer = await r.json()
+                assert answer["routing"]["ranking"][0]["venue"] == "paper"
+                assert answer["order"]["status"] in ("FILLED", "CANCELLED")
+                assert answer["order"]["filled_quantity"] > 0
+                assert daemon.portfolio.position("ETHUSDT").quantity > 0
+
+                # The same client order id again: refused, never a second order.
+                async with http.post(
+                    url, json={"action": "route", "orderRequest": order}, headers=auth
+                ) as r:
+                    assert r.status == 422
+                    assert (await r.json())["order"]["reason"] == "duplicate_order"
+
+                big = dict(order, clientOrderId="api-test-2", quantity=qty * 1_000)
+                async with http.post(
+                    url, json={"action": "route", "orderRequest": big}, headers=auth
+                ) as r:
+                    assert r.status == 422
+                    assert (await r.json())["order"]["reason"] == "max_order_notional"
+
+                for request, status in [
+                    ({"action": "route"}, 400),
+                    ({"action": "fly", "orderRequest": order}, 400),
+                    ({"action": "route", "orderRequest": dict(order, symbol="NOPEUSDT")}, 404),
+                    ({"action": "route", "orderRequest": dict(order, side="HOLD")}, 400),
+                    ({"action": "route", "orderRequest": dict(order, quantity=0)}, 400),
+                    ({"action": "route", "orderRequest": dict(order, quantity=-1)}, 400),
+                    ({"action": "route", "orderRequest": dict(order, quantity="1")}, 400),
+                    ({"action": "route", "orderRequest": dict(order, orderType="STOP")}, 400),
+                    ({"action": "route", "orderRequest": dict(order, orderType="LIMIT")}, 400),
+                ]:
+                    async with http.post(url, json=request, headers=auth) as r:
+                        assert r.status == status, (request, await r.text())
+                        assert "error" in await r.json()
+                async with http.post(url, json={"action": "route", "orderRequest": order}) as r:
+                    assert r.status == 401
+        finally:
+            await daemon.stop()
