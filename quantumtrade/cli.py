@@ -63,7 +63,36 @@ def _parser() -> argparse.ArgumentParser:
         help="stop at this seq or ISO-8601 UTC time",
     )
     replay.add_argument("--limit", type=int, default=20, help="differences to print (default 20)")
+    regime = sub.add_parser("regime", help="market regime detection tools")
+    regime_sub = regime.add_subparsers(dest="regime_command", required=True, metavar="COMMAND")
+    ev = regime_sub.add_parser(
+        "evaluate",
+        help="score detection on labelled synthetic markets (accuracy, recall, switches)",
+    )
+    ev.add_argument("--seeds", default="4,5,6", type=_seeds, help="comma-separated (default 4,5,6)")
+    ev.add_argument("--symbols", type=_positive, default=200)
+    ev.add_argument("--bars", type=_positive, default=2000)
+    ev.add_argument("--config", metavar="PATH", help="TOML config ([regime] section)")
+    detect = regime_sub.add_parser(
+        "detect", help="label every bar of a candle CSV: timestamp,regime,confidence"
+    )
+    detect.add_argument("--input", required=True, metavar="FILE", help="CSV or CSV.gz candles")
+    detect.add_argument("--output", required=True, metavar="FILE", help="where to write")
+    detect.add_argument("--config", metavar="PATH", help="TOML config ([regime] section)")
     return parser
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive whole number")
+    return int(text)
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of seeds")
+    return tuple(int(p) for p in parts)
 
 
 def _position(text: str) -> tuple[str, int]:
@@ -247,8 +276,39 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return _fail(str(exc), 1)
 
 
+def cmd_regime(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(_config_path(args.config))
+    except ConfigError as exc:
+        return _fail(f"invalid configuration: {exc}")
+    from quantumtrade.regime.evaluate import detect_csv, evaluate
+
+    if args.regime_command == "detect":
+        try:
+            n = detect_csv(args.input, args.output, cfg.regime)
+        except FileNotFoundError as exc:
+            return _fail(f"cannot read {exc.filename}: no such file", 1)
+        except (ValueError, UnicodeDecodeError, OSError) as exc:
+            return _fail(f"{args.input}: {exc}", 1)
+        print(f"{args.output}: {n} bars labelled")
+        return 0
+    report = evaluate(seeds=args.seeds, symbols=args.symbols, bars=args.bars, config=cfg.regime)
+    print(
+        f"seeds {list(report.seeds)}, {report.symbols} symbols x {report.bars} bars, "
+        f"{report.scored_bars:,} bars scored"
+    )
+    print(f"accuracy          {report.accuracy:.4f}   (goal >= 0.95)")
+    for name, value in report.recall.items():
+        print(f"recall {name:<10} {value:.4f}   (goal >= 0.90)")
+    print(f"switch precision  {report.switch_precision:.4f}   (goal >= 0.90)")
+    print(f"switch recall     {report.switch_recall:.4f}   (goal >= 0.90)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "regime":
+        return cmd_regime(args)
     if args.command == "replay":
         return cmd_replay(args)
     if args.command == "check-config":

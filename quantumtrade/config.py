@@ -34,6 +34,7 @@ from quantumtrade.errors import ConfigError
 from quantumtrade.execution.paper import PaperVenueConfig
 from quantumtrade.execution.router import RouterConfig
 from quantumtrade.redaction import redact, redact_url
+from quantumtrade.regime.engine import RegimeConfig
 from quantumtrade.risk.manager import RiskLimits
 from quantumtrade.scoring.scanner import ScannerConfig
 
@@ -136,6 +137,7 @@ class AppConfig(_Section, frozen=True, forbid_unknown_fields=True):
     breaker: BreakerConfig = BreakerConfig()
     bus: BusConfig = BusConfig()
     scanner: ScannerConfig = ScannerConfig()
+    regime: RegimeConfig = RegimeConfig()
     risk: RiskLimits = RiskLimits()
     execution: ExecutionConfig = ExecutionConfig()
     database: DatabaseConfig = DatabaseConfig()

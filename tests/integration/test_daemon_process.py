@@ -139,3 +139,37 @@ async def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
         blocker.close()
         await blocker.wait_closed()
     assert code == 1 and "cannot start" in err and "Traceback" not in err
+
+
+async def test_regime_detect_and_evaluate_commands(tmp_path: Path) -> None:
+    csv = tmp_path / "candles.csv"
+    rows = ["timestamp,open,high,low,close,volume"]
+    price = 100.0
+    for i in range(400):
+        price *= 1.002 if (i // 100) % 2 == 0 else 0.999
+        rows.append(
+            f"{1_600_000_000_000 + i * 60_000},{price},{price * 1.003},"
+            f"{price * 0.997},{price},{1000 + i % 7}"
+        )
+    csv.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "regimes.csv"
+    code, stdout, err = await run_cli("regime", "detect", "--input", str(csv), "--output", str(out))
+    assert code == 0, err
+    lines = out.read_text().splitlines()
+    assert lines[0] == "timestamp,regime,confidence" and len(lines) == 401
+    labelled = [line.split(",") for line in lines[1:] if line.split(",")[1]]
+    assert labelled and {r[1] for r in labelled} <= {"TRENDING", "RANGING", "VOLATILE", "BREAKOUT"}
+    assert all(0.0 <= float(r[2]) <= 1.0 for r in labelled)
+
+    code, _, err = await run_cli(
+        "regime", "detect", "--input", str(tmp_path / "missing.csv"), "--output", str(out)
+    )
+    assert code == 1 and "Traceback" not in err
+
+    code, stdout, err = await run_cli(
+        "regime", "evaluate", "--seeds", "7", "--symbols", "10", "--bars", "600"
+    )
+    assert code == 0, err
+    assert "accuracy" in stdout and "switch precision" in stdout
+    code, _, err = await run_cli("regime", "evaluate", "--seeds", "x")
+    assert code == 2 and "Traceback" not in err

@@ -1,0 +1,1 @@
+"""Market regime engine: per-symbol and market-wide regime labels with confidence."""

@@ -1,0 +1,313 @@
+"""Scoring the regime engine against the synthetic market's true regimes, and CSV detection.
+
+The classifier sees only bars; the true labels come from ``SyntheticSource.true_regime`` and
+are used only to score (and, in ``fit_model``, to fit the model on training seeds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import gzip
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any, cast
+
+import msgspec
+import numpy as np
+from numpy.typing import NDArray
+
+from quantumtrade.clock import ManualClock
+from quantumtrade.data.synthetic import REGIMES, SyntheticConfig, SyntheticSource
+from quantumtrade.regime.engine import (
+    N_FEATURES,
+    NO_LABEL,
+    REGIME_ORDER,
+    STATE_REGIME,
+    RegimeConfig,
+    classify,
+    compute_features,
+)
+
+# Bars after a true switch that accuracy ignores, and the tolerance of switch matching.
+SWITCH_WINDOW = 10
+_BAR_MS = 60_000
+_CSV_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
+
+assert tuple(REGIMES) == REGIME_ORDER, "engine codes must match the synthetic market's"
+
+Labels = NDArray[np.int8]
+
+
+class EvaluationReport(msgspec.Struct, frozen=True):
+    seeds: tuple[int, ...]
+    symbols: int
+    bars: int
+    accuracy: float
+    """Share of scored bars labelled right (bars within SWITCH_WINDOW after a true switch and
+    bars before warm-up are not scored)."""
+    recall: dict[str, float]
+    """Per true regime: share of its scored bars labelled as it."""
+    switch_precision: float
+    switch_recall: float
+    scored_bars: int
+    true_switches: int
+    detected_switches: int
+    matched_switches: int
+
+
+class MarketSample(msgspec.Struct, frozen=True):
+    """Bars of a labelled synthetic market as (symbols, bars) arrays, and the true codes."""
+
+    close: NDArray[np.float64]
+    high: NDArray[np.float64]
+    low: NDArray[np.float64]
+    volume: NDArray[np.float64]
+    truth: Labels
+
+
+async def _fetch(seed: int, symbols: int, bars: int) -> MarketSample:
+    clock = ManualClock()
+    cfg = SyntheticConfig(seed=seed, symbols=symbols, bar_ms=_BAR_MS, history_bars=bars)
+    source = SyntheticSource(cfg, clock)
+    shape = (symbols, bars)
+    close, high, low, volume = (np.full(shape, np.nan) for _ in range(4))
+    truth = np.full(shape, NO_LABEL, dtype=np.int8)
+    codes = {regime: code for code, regime in enumerate(REGIME_ORDER)}
+    now_ms = clock.now_ns() // 1_000_000
+    for i, symbol in enumerate(source.symbols()):
+        rows = await source.fetch_bars(symbol, None, now_ms)
+        n = len(rows)
+        close[i, :n] = [b.close for b in rows]
+        high[i, :n] = [b.high for b in rows]
+        low[i, :n] = [b.low for b in rows]
+        volume[i, :n] = [b.volume for b in rows]
+        truth[i, :n] = [codes[source.true_regime(symbol, b.ts_ms)] for b in rows]
+    return MarketSample(close=close, high=high, low=low, volume=volume, truth=truth)
+
+
+def synthetic_sample(seed: int, symbols: int, bars: int) -> MarketSample:
+    """Fetch ``bars`` bars of ``symbols`` symbols from a seeded SyntheticSource on a ManualClock."""
+    return asyncio.run(_fetch(seed, symbols, bars))
+
+
+# --- metrics (pure functions over label rows) ---------------------------------------------
+
+
+def switches(row: Labels) -> NDArray[np.int64]:
+    """Bars where a label differs from the previous bar's, both labelled (>= 0)."""
+    r = np.asarray(row)
+    change = (r[1:] != r[:-1]) & (r[1:] >= 0) & (r[:-1] >= 0)
+    return np.flatnonzero(change).astype(np.int64) + 1
+
+
+def scored_mask(truth: Labels, predicted: Labels, window: int = SWITCH_WINDOW) -> NDArray[np.bool_]:
+    """Bars that count for accuracy: labelled, and not within ``window`` bars after a true
+    switch (the switch bar and the ``window - 1`` bars after it)."""
+    truth = np.asarray(truth)
+    mask = (np.asarray(predicted) >= 0) & (truth >= 0)
+    for s in switches(truth).tolist():
+        mask[s : s + window] = False
+    return mask
+
+
+def accuracy(truth: Labels, predicted: Labels, window: int = SWITCH_WINDOW) -> tuple[int, int]:
+    """(right, scored) bars of one row."""
+    mask = scored_mask(truth, predicted, window)
+    right = int(np.count_nonzero(np.asarray(truth)[mask] == np.asarray(predicted)[mask]))
+    return right, int(np.count_nonzero(mask))
+
+
+def recall_counts(
+    truth: Labels, predicted: Labels, window: int = SWITCH_WINDOW
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Per regime code: (scored bars labelled right, scored bars) of one row."""
+    mask = scored_mask(truth, predicted, window)
+    t = np.asarray(truth)[mask].astype(np.int64)
+    p = np.asarray(predicted)[mask].astype(np.int64)
+    n = len(REGIME_ORDER)
+    return np.bincount(t[t == p], minlength=n)[:n], np.bincount(t, minlength=n)[:n]
+
+
+def match_switches(
+    true_at: Sequence[int] | NDArray[np.int64],
+    detected_at: Sequence[int] | NDArray[np.int64],
+    tolerance: int = SWITCH_WINDOW,
+) -> int:
+    """Most one-to-one pairs (true, detected) with |detected - true| <= tolerance.
+
+    Both sorted; the two-pointer sweep that pairs the earliest feasible ones is optimal here.
+    """
+    t = sorted(int(x) for x in true_at)
+    d = sorted(int(x) for x in detected_at)
+    i = k = matched = 0
+    while i < len(t) and k < len(d):
+        if abs(d[k] - t[i]) <= tolerance:
+            matched += 1
+            i += 1
+            k += 1
+        elif d[k] < t[i]:
+            k += 1
+        else:
+            i += 1
+    return matched
+
+
+def switch_counts(
+    truth: Labels, predicted: Labels, tolerance: int = SWITCH_WINDOW
+) -> tuple[int, int, int]:
+    """(true switches, detected switches, matched) of one row, over the labelled bars only."""
+    t_row = np.asarray(truth)
+    p_row = np.asarray(predicted)
+    labelled = np.flatnonzero(p_row >= 0)
+    if labelled.size == 0:
+        return 0, 0, 0
+    first = int(labelled[0])
+    true_at = switches(t_row)
+    true_at = true_at[true_at > first]  # a switch before the first label cannot be detected
+    detected_at = switches(p_row)
+    return int(true_at.size), int(detected_at.size), match_switches(true_at, detected_at, tolerance)
+
+
+def score(truth: Labels, predicted: Labels) -> dict[str, Any]:
+    """All the figures over (symbols, bars) label arrays."""
+    right = scored = true_sw = det_sw = matched = 0
+    hits = np.zeros(len(REGIME_ORDER), dtype=np.int64)
+    totals = np.zeros(len(REGIME_ORDER), dtype=np.int64)
+    for t_row, p_row in zip(np.asarray(truth), np.asarray(predicted), strict=True):
+        r, s = accuracy(t_row, p_row)
+        right, scored = right + r, scored + s
+        h, n = recall_counts(t_row, p_row)
+        hits += h
+        totals += n
+        a, b, c = switch_counts(t_row, p_row)
+        true_sw, det_sw, matched = true_sw + a, det_sw + b, matched + c
+    return {
+        "accuracy": right / scored if scored else 0.0,
+        "recall": {
+            regime.value: (float(hits[k]) / float(totals[k]) if totals[k] else 0.0)
+            for k, regime in enumerate(REGIME_ORDER)
+        },
+        "switch_precision": matched / det_sw if det_sw else 0.0,
+        "switch_recall": matched / true_sw if true_sw else 0.0,
+        "scored_bars": scored,
+        "true_switches": true_sw,
+        "detected_switches": det_sw,
+        "matched_switches": matched,
+    }
+
+
+def evaluate(
+    seeds: Sequence[int] = (1, 2, 3),
+    symbols: int = 200,
+    bars: int = 2000,
+    config: RegimeConfig | None = None,
+) -> EvaluationReport:
+    """Classify the synthetic market of each seed and score against its true regimes."""
+    cfg = config if config is not None else RegimeConfig()
+    truths: list[Labels] = []
+    preds: list[Labels] = []
+    for seed in seeds:
+        sample = synthetic_sample(seed, symbols, bars)
+        result = classify(sample.close, sample.high, sample.low, sample.volume, cfg)
+        truths.append(sample.truth)
+        preds.append(result.labels)
+    figures = score(np.concatenate(truths), np.concatenate(preds))
+    return EvaluationReport(seeds=tuple(seeds), symbols=symbols, bars=bars, **figures)
+
+
+def fit_model(
+    seeds: Sequence[int] = (1, 2, 3),
+    symbols: int = 200,
+    bars: int = 2000,
+    config: RegimeConfig | None = None,
+    skip: int = 4,
+) -> tuple[tuple[tuple[float, ...], ...], tuple[tuple[float, ...], ...]]:
+    """Per-state feature means and stds from labelled training seeds (for RegimeConfig).
+
+    BREAKOUT bars split into their compressed phase (the first max(5, 2n/5) bars of a segment
+    of n, as the generator builds it) and the expansion; the first ``skip`` bars of each
+    segment, where the fast features still lag, and segments cut by the sample's edge are left
+    out.
+    """
+    cfg = config if config is not None else RegimeConfig()
+    n_state = len(STATE_REGIME)
+    collected: list[list[NDArray[np.float64]]] = [[] for _ in range(n_state)]
+    for seed in seeds:
+        sample = synthetic_sample(seed, symbols, bars)
+        feats = compute_features(sample.close, sample.high, sample.low, sample.volume, cfg)
+        for i in range(symbols):
+            row = sample.truth[i]
+            edges = [0, *switches(row).tolist(), row.shape[0]]
+            for a, b in itertools.pairwise(edges[1:-1]):  # whole segments only
+                code = int(row[a])
+                state = np.full(b - a, code)
+                if code == 3:
+                    m = max(5, (2 * (b - a)) // 5)
+                    state[m:] = 4
+                seg = feats[i, a:b]
+                for s in range(n_state):
+                    sel = (state == s) & np.isfinite(seg).all(axis=1)
+                    sel[:skip] = False
+                    if s == 4:
+                        sel[: max(5, (2 * (b - a)) // 5) + skip] = False
+                    collected[s].append(seg[sel])
+    means: list[tuple[float, ...]] = []
+    stds: list[tuple[float, ...]] = []
+    for s in range(n_state):
+        data = np.concatenate(collected[s]) if collected[s] else np.zeros((0, N_FEATURES))
+        means.append(tuple(round(float(x), 4) for x in data.mean(axis=0)))
+        stds.append(tuple(round(max(float(x), 1e-3), 4) for x in data.std(axis=0)))
+    return tuple(means), tuple(stds)
+
+
+# --- CSV detection ----------------------------------------------------------------------------
+
+
+def _open_text(path: Path, mode: str) -> IO[str]:
+    if path.suffix == ".gz":
+        return cast(IO[str], gzip.open(path, mode + "t", encoding="utf-8", newline=""))
+    return open(path, mode, encoding="utf-8", newline="")
+
+
+def detect_csv(
+    input_path: str | Path, output_path: str | Path, config: RegimeConfig | None = None
+) -> int:
+    """Label every bar of a ``timestamp,open,high,low,close,volume`` CSV (plain or .gz).
+
+    Writes ``timestamp,regime,confidence`` with one row per input bar, regime and confidence
+    empty before warm-up; returns the number of bars.
+    """
+    cfg = config if config is not None else RegimeConfig()
+    timestamps: list[str] = []
+    cols: list[list[float]] = [[], [], [], []]
+    with _open_text(Path(input_path), "r") as f:
+        reader = csv.reader(f)
+        header = [h.strip().lower() for h in next(reader, [])]
+        missing = [c for c in _CSV_COLUMNS if c not in header]
+        if missing:
+            raise ValueError(f"{input_path}: missing columns {missing}")
+        idx = [header.index(c) for c in ("close", "high", "low", "volume")]
+        ts_idx = header.index("timestamp")
+        for line in reader:
+            if not line:
+                continue
+            timestamps.append(line[ts_idx].strip())
+            for col, k in zip(cols, idx, strict=True):
+                col.append(float(line[k]))
+    close, high, low, volume = (np.asarray([c], dtype=np.float64) for c in cols)
+    if close.shape[1]:
+        result = classify(close, high, low, volume, cfg)
+        labels, conf = result.labels[0].tolist(), result.confidence[0].tolist()
+    else:
+        labels, conf = [], []
+    with _open_text(Path(output_path), "w") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(("timestamp", "regime", "confidence"))
+        for ts, code, c in zip(timestamps, labels, conf, strict=True):
+            if code < 0:
+                writer.writerow((ts, "", ""))
+            else:
+                writer.writerow((ts, REGIME_ORDER[code].value, f"{c:.4f}"))
+    return len(timestamps)
