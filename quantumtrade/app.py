@@ -43,6 +43,8 @@ from quantumtrade.execution.router import OrderRouter
 from quantumtrade.execution.tracker import OrderTracker
 from quantumtrade.metrics import Metrics, Snapshot
 from quantumtrade.portfolio import Portfolio
+from quantumtrade.regime import engine as regime_engine
+from quantumtrade.regime.detector import RegimeDetector
 from quantumtrade.risk.manager import RiskManager
 from quantumtrade.scoring import kernels
 from quantumtrade.scoring.scanner import Scanner
@@ -96,7 +98,14 @@ class Daemon:
             breaker_config=cfg.breaker,
             on_processing_time=self.metrics.observe_processing_time,
         )
-        self.scanner = Scanner(bus=self.bus, clock=clock, state=self.state, config=cfg.scanner)
+        self.regime = RegimeDetector(bus=self.bus, clock=clock, state=self.state, config=cfg.regime)
+        self.scanner = Scanner(
+            bus=self.bus,
+            clock=clock,
+            state=self.state,
+            config=cfg.scanner,
+            regime_of=self.regime.regime,
+        )
         self.portfolio = Portfolio(bus=self.bus, clock=clock)
         self.risk = RiskManager(
             bus=self.bus, clock=clock, limits=cfg.risk, portfolio=self.portfolio
@@ -144,6 +153,7 @@ class Daemon:
             router=self.router,
             portfolio=self.portfolio,
             risk=self.risk,
+            regime=self.regime,
             cache_stats=self.book_cache.stats,
             cached_book=lambda symbol: self.book_cache.l1.peek(f"book:{symbol}"),
             tracker=self.tracker,
@@ -267,6 +277,7 @@ class Daemon:
             pnl=lambda: self.portfolio.totals(),
             eventlog=self.writer.health,
             cache=self.book_cache.stats,
+            regime=self.regime.current,
         )
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -274,6 +285,7 @@ class Daemon:
     async def start(self, tg: asyncio.TaskGroup) -> None:
         t0 = time.perf_counter()
         await asyncio.to_thread(kernels.warm_up)
+        await asyncio.to_thread(regime_engine.warm_up)
         self.writer.start(tg)
         self.bus.start(tg)
         self._outbox_task = tg.create_task(self._publish_outbox(), name="outbox")
@@ -292,9 +304,10 @@ class Daemon:
         )
 
     async def step(self) -> None:
-        """One heartbeat: refresh the symbols that are due, wait for them, then scan."""
+        """One heartbeat: refresh the symbols that are due, wait for them, classify, scan."""
         self.orchestrator.refresh_due()
         await self.orchestrator.join()
+        await self.regime.update()
         await self.scanner.scan()
         self.ticks += 1
 
@@ -348,6 +361,7 @@ class Daemon:
             },
             "event_log": self.writer.health(),
             "orchestrator": self.orchestrator.health(),
+            "regime": self.regime.health(),
             "scanner": self.scanner.health(),
             "risk": self.risk.health(),
             "router": self.router.health(),

@@ -39,6 +39,7 @@ class Snapshot:
         pnl: Callable[[], Mapping[str, float]],
         eventlog: Callable[[], Mapping[str, Any]],
         cache: Callable[[], Mapping[str, Any]],
+        regime: Callable[[], Mapping[str, Any]],
     ) -> None:
         self.health = health
         self.bus_counts = bus_counts
@@ -51,6 +52,7 @@ class Snapshot:
         self.pnl = pnl
         self.eventlog = eventlog
         self.cache = cache
+        self.regime = regime
 
 
 class _SnapshotCollector(Collector):
@@ -141,6 +143,21 @@ class _SnapshotCollector(Collector):
         rate = GaugeMetricFamily(f"{NS}_cache_hit_rate", "Share of lookups served by L1 or L2")
         rate.add_metric([], float(cache["hit_rate"]))
         yield rate
+
+        regime = s.regime()
+        confidence = GaugeMetricFamily(
+            f"{NS}_market_regime_confidence",
+            "Confidence of the market-wide regime (label in the 'regime' label)",
+            labels=["regime"],
+        )
+        confidence.add_metric([str(regime.get("regime"))], float(regime.get("confidence", 0.0)))
+        yield confidence
+        per_regime = GaugeMetricFamily(
+            f"{NS}_regime_symbols", "Symbols currently in each regime", labels=["regime"]
+        )
+        for name, n in sorted(regime.get("symbols", {}).items()):
+            per_regime.add_metric([name], float(n))
+        yield per_regime
 
 
 class Metrics:

@@ -36,6 +36,7 @@ from quantumtrade.events import (
     decode,
 )
 from quantumtrade.portfolio import Portfolio
+from quantumtrade.regime.detector import RegimeDetector
 from quantumtrade.risk.manager import RiskManager
 from quantumtrade.scoring.scanner import Scanner
 from quantumtrade.store.eventlog import EventLog
@@ -108,7 +109,10 @@ async def replay_log(
     clock = ManualClock(0)
     bus = EventBus(clock=clock)
     state = MarketState([], cfg.data.capacity)
-    scanner = Scanner(bus=bus, clock=clock, state=state, config=cfg.scanner)
+    detector = RegimeDetector(bus=bus, clock=clock, state=state, config=cfg.regime)
+    scanner = Scanner(
+        bus=bus, clock=clock, state=state, config=cfg.scanner, regime_of=detector.regime
+    )
     portfolio = Portfolio(bus=bus, clock=clock)
     risk = RiskManager(bus=bus, clock=clock, limits=cfg.risk, portfolio=portfolio)
 
@@ -152,6 +156,7 @@ async def replay_log(
                     from_ts_ns is None or stored.ts_ns >= from_ts_ns
                 )
                 report.scans += in_window
+                await detector.update()  # as Daemon.step: classify, then scan
                 await scanner.scan()
                 await bus.drain()
             elif isinstance(event, SignalGenerated | OrderIntent):

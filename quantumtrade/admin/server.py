@@ -28,6 +28,7 @@ from quantumtrade.execution.router import OrderRouter
 from quantumtrade.execution.tracker import OrderTracker
 from quantumtrade.metrics import Metrics
 from quantumtrade.portfolio import Portfolio
+from quantumtrade.regime.detector import RegimeDetector
 from quantumtrade.risk.manager import RiskManager
 
 log = structlog.get_logger("quantumtrade.admin")
@@ -83,6 +84,7 @@ class AdminServer:
         risk: RiskManager,
         cache_stats: Callable[[], dict[str, Any]],
         cached_book: Callable[[str], OrderBook | None] | None = None,
+        regime: RegimeDetector | None = None,
         tracker: OrderTracker | None = None,
         order_timeout_s: float = 10.0,
     ) -> None:
@@ -99,6 +101,7 @@ class AdminServer:
         self._cache_stats = cache_stats
         self._cached_book = cached_book
         self._tracker = tracker or OrderTracker()
+        self._regime = regime
         self._order_timeout_s = order_timeout_s
         self._runner: web.AppRunner | None = None
         self.bound_port: int | None = None
@@ -113,6 +116,8 @@ class AdminServer:
         app.router.add_post(
             "/api/trading/data-orchestrator/reset-circuit-breaker", self.post_reset_breakers
         )
+        app.router.add_get("/api/trading/market-regime", self.get_regime)
+        app.router.add_post("/api/trading/market-regime", self.post_regime)
         app.router.add_get("/api/trading/order-router", self.get_router)
         app.router.add_post("/api/trading/order-router", self.post_router)
         app.router.add_get("/api/trading/positions", self.get_positions)
@@ -254,6 +259,32 @@ class AdminServer:
         self._authorize(request)
         self._orchestrator.reset_breakers()
         return _json({"reset": True, "breakers": self._orchestrator.metrics().get("breakers")})
+
+    def _detector(self) -> RegimeDetector:
+        if self._regime is None:
+            raise ApiError(503, "regime detection is not running")
+        return self._regime
+
+    async def get_regime(self, request: web.Request) -> web.Response:
+        endpoint = self._endpoint(request, ("current-regime", "regime-confidence"))
+        detector = self._detector()
+        if endpoint == "current-regime":
+            return _json(detector.current())
+        return _json({"market": detector.current(), "symbols": detector.confidences()})
+
+    async def post_regime(self, request: web.Request) -> web.Response:
+        self._authorize(request)
+        body = await self._body(request)
+        symbols = self._symbols(body.get("symbols"), known_only=True)
+        detector = self._detector()
+        answer = {}
+        for symbol in symbols:
+            regime, confidence = detector.regime(symbol)
+            answer[symbol] = {
+                "regime": regime.value if regime is not None else None,
+                "confidence": confidence,
+            }
+        return _json({"symbols": answer})
 
     async def get_router(self, request: web.Request) -> web.Response:
         self._endpoint(request, ("metrics",))

@@ -8,7 +8,7 @@ one ``SignalGenerated`` per new candidate.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Protocol
 
 import msgspec
@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from quantumtrade.bus import EventBus
 from quantumtrade.clock import Clock
-from quantumtrade.events import ScanCompleted, Side, SignalGenerated
+from quantumtrade.events import Regime, ScanCompleted, Side, SignalGenerated
 from quantumtrade.scoring.kernels import compute_scores
 
 INSUFFICIENT_BARS = "insufficient_bars"
@@ -146,11 +146,14 @@ class Scanner:
         clock: Clock,
         state: ColumnSource,
         config: ScannerConfig | None = None,
+        regime_of: Callable[[str], tuple[Regime | None, float]] | None = None,
     ) -> None:
         self.bus = bus
         self.clock = clock
         self.state = state
         self.config = config or ScannerConfig()
+        # Tags each signal with its symbol's current regime and confidence (the detector).
+        self._regime_of = regime_of
         # (symbol, side) -> ts_ms of the newest bar already signalled; at most 2 per symbol.
         self._signalled: dict[tuple[str, Side], int] = {}
         self.scans = 0
@@ -200,6 +203,9 @@ class Scanner:
                 self.duplicates_suppressed += 1
                 continue
             self._signalled[key] = bar_ts
+            regime, confidence = (
+                self._regime_of(candidate.symbol) if self._regime_of is not None else (None, 0.0)
+            )
             self.signals += 1
             await self.bus.publish(
                 SignalGenerated(
@@ -210,6 +216,8 @@ class Scanner:
                     score=candidate.score,
                     price=candidate.price,
                     volatility=candidate.volatility,
+                    regime=regime,
+                    confidence=confidence,
                     reasons=SIGNAL_REASONS,
                 )
             )

@@ -57,6 +57,8 @@ async def test_paper_session_fills_orders_and_logs_every_event_once(tmp_path: Pa
     daemon, fills, signals = await run_session(cfg, seconds=90)
 
     assert signals, "the scanner produced no signal in 90 simulated seconds"
+    assert all(sig.regime is not None and 0.0 < sig.confidence <= 1.0 for sig in signals)
+    assert daemon.bus.counts().get("RegimeChanged", 0) >= 12  # every symbol got a first label
     assert fills, "no order was filled"
 
     # Positions equal the signed sum of the fills, symbol by symbol.
@@ -188,6 +190,30 @@ async def test_admin_api_health_metrics_and_bad_requests(tmp_path: Path) -> None
                     assert r.status == 200, await r.text()
                 async with http.post(f"{url}/reset-circuit-breaker", headers=auth) as r:
                     assert r.status == 200
+
+                regime_url = f"{base}/api/trading/market-regime"
+                async with http.get(regime_url, params={"endpoint": "current-regime"}) as r:
+                    assert r.status == 200
+                    current = await r.json()
+                assert current["regime"] in ("TRENDING", "RANGING", "VOLATILE", "BREAKOUT")
+                assert 0.0 < current["confidence"] <= 1.0
+                assert sum(current["symbols"].values()) == 12 - current["unlabelled"]
+                async with http.get(regime_url, params={"endpoint": "regime-confidence"}) as r:
+                    assert "BTCUSDT" in (await r.json())["symbols"]
+                async with http.get(regime_url, params={"endpoint": "nope"}) as r:
+                    assert r.status == 400
+                async with http.post(
+                    regime_url, json={"symbols": ["BTCUSDT", "ETHUSDT"]}, headers=auth
+                ) as r:
+                    assert r.status == 200
+                    assert (await r.json())["symbols"]["BTCUSDT"]["regime"] is not None
+                for body, status in [({"symbols": []}, 400), ({"symbols": ["ZZZUSDT"]}, 404)]:
+                    async with http.post(regime_url, json=body, headers=auth) as r:
+                        assert r.status == status
+                async with http.post(regime_url, json={"symbols": ["BTCUSDT"]}) as r:
+                    assert r.status == 401
+                async with http.get(f"{base}/metrics") as r:
+                    assert "quantumtrade_market_regime_confidence{" in await r.text()
 
                 risk_url = f"{base}/api/trading/risk/state"
                 for body, status in [

@@ -1,0 +1,112 @@
+"""The daemon's regime component: classify MarketState each heartbeat, publish changes.
+
+Each ``update()`` classifies every symbol's window (the whole MarketState capacity) with
+``engine.classify`` and publishes ``RegimeChanged`` for each symbol whose label differs from
+the last one published, so the orchestrator re-prioritises it and the scanner tags signals with
+it. The market-wide regime is the confidence-weighted mode of the symbols' labels. The same
+calls in the same order give the same labels in replay.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import structlog
+
+from quantumtrade.bus import EventBus
+from quantumtrade.clock import Clock
+from quantumtrade.data.market_state import MarketState
+from quantumtrade.events import Regime, RegimeChanged
+from quantumtrade.regime.engine import NO_LABEL, REGIME_ORDER, RegimeConfig, classify, market_regime
+
+log = structlog.get_logger("quantumtrade.regime")
+
+
+class RegimeDetector:
+    def __init__(
+        self, *, bus: EventBus, clock: Clock, state: MarketState, config: RegimeConfig
+    ) -> None:
+        self.bus = bus
+        self.clock = clock
+        self.state = state
+        self.config = config
+        self._current: dict[str, tuple[Regime, float, int]] = {}
+        """symbol → (regime, confidence, since ts_ns)."""
+        self.market: tuple[Regime | None, float] = (None, 0.0)
+        self.market_since_ns = 0
+        self.updates = 0
+        self.changes = 0
+        self.last_duration_ms = 0.0
+
+    async def update(self) -> None:
+        """Classify every symbol now; publish ``RegimeChanged`` where the label changed."""
+        t0 = time.perf_counter()
+        symbols = self.state.symbols
+        if not symbols:
+            return
+        cols = self.state.columns()
+        result = classify(cols.close, cols.high, cols.low, cols.volume, self.config)
+        labels = np.ascontiguousarray(result.labels[:, -1])
+        confidence = np.ascontiguousarray(result.confidence[:, -1])
+        now = self.clock.now_ns()
+        for i, symbol in enumerate(symbols):
+            code = int(labels[i])
+            if code == NO_LABEL:
+                continue
+            regime = REGIME_ORDER[code]
+            conf = float(confidence[i])
+            previous = self._current.get(symbol)
+            if previous is not None and previous[0] is regime:
+                self._current[symbol] = (regime, conf, previous[2])
+                continue
+            self._current[symbol] = (regime, conf, now)
+            self.changes += 1
+            await self.bus.publish(
+                RegimeChanged(
+                    ts_ns=now,
+                    symbol=symbol,
+                    regime=regime,
+                    previous=previous[0] if previous is not None else None,
+                    confidence=conf,
+                )
+            )
+        market = market_regime(labels, confidence)
+        if market[0] is not self.market[0]:
+            self.market_since_ns = now
+        self.market = market
+        self.updates += 1
+        self.last_duration_ms = (time.perf_counter() - t0) * 1000
+
+    def regime(self, symbol: str) -> tuple[Regime | None, float]:
+        current = self._current.get(symbol)
+        return (current[0], current[1]) if current is not None else (None, 0.0)
+
+    def current(self) -> dict[str, Any]:
+        """Market-wide regime, confidence, since when, and how many symbols are in each."""
+        counts = {r.value: 0 for r in REGIME_ORDER}
+        for regime, _, _ in self._current.values():
+            counts[regime.value] += 1
+        market, confidence = self.market
+        return {
+            "regime": market.value if market is not None else None,
+            "confidence": confidence,
+            "since_ns": self.market_since_ns or None,
+            "symbols": counts,
+            "unlabelled": len(self.state.symbols) - len(self._current),
+        }
+
+    def confidences(self) -> dict[str, dict[str, Any]]:
+        return {
+            symbol: {"regime": regime.value, "confidence": conf, "since_ns": since}
+            for symbol, (regime, conf, since) in sorted(self._current.items())
+        }
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "updates": self.updates,
+            "changes": self.changes,
+            "last_duration_ms": round(self.last_duration_ms, 3),
+        }
