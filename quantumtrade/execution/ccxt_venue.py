@@ -29,6 +29,7 @@ import ccxt.async_support as ccxt_async
 import msgspec
 import structlog
 
+from quantumtrade.cache.l1 import L1Cache
 from quantumtrade.clock import Clock
 from quantumtrade.data.ccxt_source import EXCHANGE_IDS, EXCHANGE_OPTIONS, ExchangeId, _rebase
 from quantumtrade.data.source import OrderBook
@@ -80,6 +81,9 @@ class CcxtVenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     resolve_backoff_ms: Annotated[int, msgspec.Meta(ge=0)] = 250
     """Pause between those queries (doubled each time), slept on the injected clock."""
     order_memory: Annotated[int, msgspec.Meta(ge=1)] = 100_000
+    book_ttl_ms: Annotated[int, msgspec.Meta(ge=0)] = 250
+    """How long a fetched order book serves routing decisions (0: fetch for every order);
+    concurrent requests for one symbol share one fetch."""
     """Client order ids remembered (with their symbol) for resubmits, cancels and queries."""
 
     def __post_init__(self) -> None:
@@ -130,6 +134,11 @@ class CcxtVenue:
         )
         if config.api_url:
             self._exchange.urls["api"] = _rebase(self._exchange.urls["api"], config.api_url)
+        self._books: L1Cache[OrderBook] | None = (
+            L1Cache(clock=clock, ttl_ms=config.book_ttl_ms, max_entries=10_000)
+            if config.book_ttl_ms
+            else None
+        )
         self._unified: dict[str, str] = {}  # our name (BTCUSDT) → ccxt's (BTC/USDT)
         # client order id → our symbol: every order this venue sent, for cancels and queries.
         self._symbols: OrderedDict[str, str] = OrderedDict()
@@ -179,6 +188,13 @@ class CcxtVenue:
     async def order_book(self, symbol: str, depth: int = 20) -> OrderBook | None:
         if not self.listed(symbol):
             return None
+        if self._books is None:
+            return await self._fetch_book(symbol, depth)
+        return await self._books.get_or_load(
+            (symbol, depth), lambda: self._fetch_book(symbol, depth)
+        )
+
+    async def _fetch_book(self, symbol: str, depth: int) -> OrderBook:
         with self._as_venue_error("fetch_order_book", symbol):
             book = await self._exchange.fetch_order_book(self._unified[symbol], depth)
         ts = book.get("timestamp")
