@@ -363,14 +363,18 @@ def realized_vol(close: Array, window: int, out: Array) -> None:
         start = _first_valid(row)
         first = start + window
         _fill_nan(out[i], first)
+        # Each log return once (the logs were most of the cost), then the same two passes.
+        ret = np.empty(n_bar)
+        for k in range(start + 1, n_bar):
+            ret[k] = math.log(row[k] / row[k - 1])
         for j in range(first, n_bar):
             mean = 0.0
             for k in range(j - window + 1, j + 1):
-                mean += math.log(row[k] / row[k - 1])
+                mean += ret[k]
             mean /= window
             ss = 0.0
             for k in range(j - window + 1, j + 1):
-                d = math.log(row[k] / row[k - 1]) - mean
+                d = ret[k] - mean
                 ss += d * d
             out[i, j] = math.sqrt(ss / (window - 1))
 
