@@ -112,6 +112,32 @@ def _rebase(urls: Any, base: str) -> Any:
     return urls
 
 
+def new_exchange(
+    exchange: str,
+    *,
+    api_url: str = "",
+    enable_rate_limit: bool = True,
+    timeout_ms: int = 10_000,
+    credentials: Credentials | None = None,
+) -> Any:
+    """A ccxt.async_support client set up as QuantumTrade uses it: our options per exchange
+    (spot markets only, no currency/margin lookups), optional keys, and ``api_url`` replacing
+    the host of every API URL (a loopback server or a proxy)."""
+    params: dict[str, Any] = {
+        "enableRateLimit": enable_rate_limit,
+        "timeout": timeout_ms,
+        # A deep copy: ccxt keeps (and may update) the dicts it is given.
+        "options": copy.deepcopy(EXCHANGE_OPTIONS.get(exchange, {})),
+    }
+    if credentials is not None:
+        params["apiKey"] = credentials.api_key
+        params["secret"] = credentials.secret
+    client = getattr(ccxt_async, exchange)(params)
+    if api_url:
+        client.urls["api"] = _rebase(client.urls["api"], api_url)
+    return client
+
+
 class CcxtSource:
     """A ``Source`` over one ccxt exchange; ``start()`` loads its markets, ``close()`` ends it."""
 
@@ -125,24 +151,19 @@ class CcxtSource:
         self.config = config
         self.name: str = config.exchange
         self.clock: Clock = clock or WallClock()
-        params: dict[str, Any] = {
-            "enableRateLimit": config.enable_rate_limit,
-            "timeout": config.timeout_ms,
-            # A deep copy: ccxt keeps (and may update) the dicts it is given.
-            "options": copy.deepcopy(EXCHANGE_OPTIONS.get(config.exchange, {})),
-        }
-        if credentials is not None:
-            params["apiKey"] = credentials.api_key
-            params["secret"] = credentials.secret
-        self._exchange: Any = getattr(ccxt_async, config.exchange)(params)
+        self._exchange: Any = new_exchange(
+            config.exchange,
+            api_url=config.api_url,
+            enable_rate_limit=config.enable_rate_limit,
+            timeout_ms=config.timeout_ms,
+            credentials=credentials,
+        )
         exchange = self._exchange
         if config.timeframe not in (exchange.timeframes or {}):
             raise ValueError(
                 f"timeframe {config.timeframe!r} is not served by {config.exchange}; "
                 f"expected one of {sorted(exchange.timeframes or {})}"
             )
-        if config.api_url:
-            exchange.urls["api"] = _rebase(exchange.urls["api"], config.api_url)
         self.bar_ms = int(exchange.parse_timeframe(config.timeframe)) * 1000
         features = (exchange.features or {}).get("spot") or {}
         ohlcv_features = features.get("fetchOHLCV") or {}

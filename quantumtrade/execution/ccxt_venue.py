@@ -18,7 +18,6 @@ on the fill's notional.
 from __future__ import annotations
 
 import asyncio
-import copy
 import math
 from collections import OrderedDict
 from types import TracebackType
@@ -31,7 +30,7 @@ import structlog
 
 from quantumtrade.cache.l1 import L1Cache
 from quantumtrade.clock import Clock
-from quantumtrade.data.ccxt_source import EXCHANGE_IDS, EXCHANGE_OPTIONS, ExchangeId, _rebase
+from quantumtrade.data.ccxt_source import EXCHANGE_IDS, ExchangeId, new_exchange
 from quantumtrade.data.source import OrderBook
 from quantumtrade.errors import VenueError
 from quantumtrade.events import OrderIntent, OrderType
@@ -122,18 +121,13 @@ class CcxtVenue:
         self.name: str = config.exchange
         self.taker_fee_bps = config.taker_fee_bps
         self.clock = clock
-        self._exchange: Any = getattr(ccxt_async, config.exchange)(
-            {
-                "apiKey": credentials.api_key,
-                "secret": credentials.secret,
-                "enableRateLimit": config.enable_rate_limit,
-                "timeout": config.timeout_ms,
-                # A deep copy: ccxt keeps (and may update) the dicts it is given.
-                "options": copy.deepcopy(EXCHANGE_OPTIONS.get(config.exchange, {})),
-            }
+        self._exchange: Any = new_exchange(
+            config.exchange,
+            api_url=config.api_url,
+            enable_rate_limit=config.enable_rate_limit,
+            timeout_ms=config.timeout_ms,
+            credentials=credentials,
         )
-        if config.api_url:
-            self._exchange.urls["api"] = _rebase(self._exchange.urls["api"], config.api_url)
         self._books: L1Cache[OrderBook] | None = (
             L1Cache(clock=clock, ttl_ms=config.book_ttl_ms, max_entries=10_000)
             if config.book_ttl_ms

@@ -23,7 +23,6 @@ import sys
 import time
 from pathlib import Path
 
-import ccxt.async_support as ccxt_async
 import msgspec
 import uvloop
 
@@ -32,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from quantumtrade.bus import EventBus
 from quantumtrade.clock import ManualClock, WallClock
 from quantumtrade.config import Credentials
-from quantumtrade.data.ccxt_source import EXCHANGE_OPTIONS, _rebase
+from quantumtrade.data.ccxt_source import new_exchange
 from quantumtrade.data.source import OrderBook
 from quantumtrade.events import (
     OrderCancelled,
@@ -169,15 +168,12 @@ async def e2e_latency(orders: int) -> tuple[list[float], list[float]]:
                     assert outcome.status in ("FILLED", "CANCELLED"), outcome
                 await bus.stop()
 
-        exchange = ccxt_async.binance(
-            {
-                "apiKey": KEY,
-                "secret": SECRET,
-                "enableRateLimit": False,
-                "options": dict(EXCHANGE_OPTIONS["binance"]),
-            }
+        exchange = new_exchange(
+            "binance",
+            api_url=server.base_url,
+            enable_rate_limit=False,
+            credentials=Credentials(api_key=KEY, secret=SECRET),
         )
-        exchange.urls["api"] = _rebase(exchange.urls["api"], server.base_url)
         bare: list[float] = []
         try:
             await exchange.load_markets()
