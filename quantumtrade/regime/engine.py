@@ -142,12 +142,29 @@ def _sorted_remove(buf: Array, count: int, value: float) -> None:
 
 
 @_helper
+def _sorted_replace(buf: Array, count: int, old: float, new: float) -> None:
+    """Replace one ``old`` by ``new`` in the sorted ``buf[:count]``, moving only the values
+    ranked between them (a remove then an insert would move about ``count`` values)."""
+    r = np.searchsorted(buf[:count], old)
+    k = np.searchsorted(buf[:count], new)
+    if k > r:  # new ranks above old: shift (old, new) down one, new goes just below k
+        for m in range(r, k - 1):
+            buf[m] = buf[m + 1]
+        buf[k - 1] = new
+    else:  # new ranks at or below old: shift [new, old) up one, new goes at k
+        for m in range(r, k, -1):
+            buf[m] = buf[m - 1]
+        buf[k] = new
+
+
+@_helper
 def _push(buf: Array, ring: Array, count: int, j: int, value: float) -> int:
     """Add bar ``j``'s value to a rolling sorted window; returns the new count."""
     window = ring.shape[0]
     if count == window:
-        _sorted_remove(buf, count, ring[j % window])
-        count -= 1
+        _sorted_replace(buf, count, ring[j % window], value)
+        ring[j % window] = value
+        return count
     _sorted_insert(buf, count, value)
     ring[j % window] = value
     return count + 1
