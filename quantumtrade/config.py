@@ -247,6 +247,14 @@ def _check_semantics(cfg: AppConfig) -> list[tuple[str, str]]:
         problems.append(("redis.url", "must be a redis://, rediss:// or unix:// URL"))
     if cfg.system.mode is Mode.LIVE:
         problems.append(("system.mode", "live trading is not available yet; use paper"))
+    if cfg.system.mode is Mode.REPLAY:
+        problems.append(
+            (
+                "system.mode",
+                "replay is a command, not a mode: run `quantumtrade replay`, or paper-trade "
+                "recorded candles with mode = paper and data.source = replay",
+            )
+        )
     if cfg.data.source is SourceKind.REPLAY and not cfg.data.replay.path:
         problems.append(("data.replay.path", "required when data.source = 'replay'"))
     for key, timeframe in (

@@ -40,6 +40,8 @@ def test_defaults_without_a_file() -> None:
         ("[admin]\nport = 70000\n", "admin.port", "<= 65535"),
         ("[data.orchestrator]\nmax_workers = 0\n", "data.orchestrator.max_workers", ""),
         ('[system]\nmode = "yolo"\n', "system.mode", "Invalid enum value 'yolo'"),
+        ('[system]\nmode = "live"\n', "system.mode", "not available yet"),
+        ('[system]\nmode = "replay"\n', "system.mode", "quantumtrade replay"),
         ("[scanner]\nema_fast = 30\nema_slow = 10\n", "scanner.ema_fast", "shorter"),
         ('[database]\nurl = "mysql://x"\n', "database.url", "postgresql://"),
         ('[redis]\nurl = "http://x"\n', "redis.url", "redis://"),
