@@ -7,6 +7,7 @@ one ``SignalGenerated`` per new candidate.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Protocol
@@ -21,9 +22,22 @@ from quantumtrade.events import Regime, ScanCompleted, Side, SignalGenerated
 from quantumtrade.scoring.kernels import compute_scores
 
 INSUFFICIENT_BARS = "insufficient_bars"
+LIQUIDITY = "liquidity"
+VOLATILITY_BAND = "volatility_band"
+REGIME_FIT = "regime_fit"
 SCORE_BELOW_THRESHOLD = "score_below_threshold"
+CORRELATED = "correlated"
 OUTSIDE_TOP_N = "outside_top_n"
-DROP_REASONS = (INSUFFICIENT_BARS, SCORE_BELOW_THRESHOLD, OUTSIDE_TOP_N)
+# The filter stages, in the order they run; a symbol is counted under the first that drops it.
+DROP_REASONS = (
+    INSUFFICIENT_BARS,
+    LIQUIDITY,
+    VOLATILITY_BAND,
+    REGIME_FIT,
+    SCORE_BELOW_THRESHOLD,
+    CORRELATED,
+    OUTSIDE_TOP_N,
+)
 SIGNAL_REASONS = ("trend_score",)
 
 
@@ -38,6 +52,22 @@ class ScannerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     min_abs_score: Annotated[float, msgspec.Meta(ge=0)] = 0.5
     min_bars: Annotated[int, msgspec.Meta(ge=1)] = 50
     """Bars a symbol needs in the window before it is scored at all."""
+    min_quote_volume: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    """Liquidity stage: mean close x volume over the last ``liquidity_window`` bars (0: off)."""
+    liquidity_window: Annotated[int, msgspec.Meta(ge=1)] = 20
+    min_volatility: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    """Volatility band (per-bar stdev of log returns): symbols outside it are dropped."""
+    max_volatility: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    allowed_regimes: list[Regime] = msgspec.field(
+        default_factory=lambda: [Regime.TRENDING, Regime.VOLATILE, Regime.RANGING, Regime.BREAKOUT]
+    )
+    """Regime fit: symbols whose current regime is not listed are dropped (unlabelled pass)."""
+    min_abs_score_by_regime: dict[Regime, float] = msgspec.field(default_factory=dict)
+    """Score threshold per regime, overriding ``min_abs_score`` (e.g. {RANGING = 1.5})."""
+    max_correlation: Annotated[float, msgspec.Meta(gt=0, le=1)] = 1.0
+    """De-duplication: a candidate whose log returns correlate above this with a better-ranked
+    one already kept is dropped (1.0: off)."""
+    correlation_window: Annotated[int, msgspec.Meta(ge=3)] = 50
 
 
 class Candidate(msgspec.Struct, frozen=True, kw_only=True):
@@ -85,13 +115,51 @@ class ColumnSource(Protocol):
     def columns(self, window: int | None = None) -> Columns: ...
 
 
+def _decorrelate(
+    ranked: list[tuple[float, str, int]],
+    close: NDArray[np.float64],
+    config: ScannerConfig,
+    dropped: dict[str, int],
+    top_n: int,
+) -> list[tuple[float, str, int]]:
+    """Walk the ranking best first; drop a candidate too correlated with one already kept
+    (only until ``top_n`` are kept: the rest are outside the top N anyway)."""
+    w = min(config.correlation_window, close.shape[1] - 1)
+    logc = np.log(close[:, -(w + 1) :])
+    returns = np.diff(logc, axis=1)
+    kept: list[tuple[float, str, int]] = []
+    for entry in ranked:
+        if len(kept) >= top_n:
+            kept.append(entry)
+            continue
+        r = returns[entry[2]]
+        too_close = False
+        for other in kept:
+            q = returns[other[2]]
+            ok = ~(np.isnan(r) | np.isnan(q))
+            if np.count_nonzero(ok) < 3:
+                continue
+            a, b = r[ok] - r[ok].mean(), q[ok] - q[ok].mean()
+            denom = math.sqrt(float(a @ a) * float(b @ b))
+            if denom > 0 and abs(float(a @ b)) / denom > config.max_correlation:
+                too_close = True
+                break
+        if too_close:
+            dropped[CORRELATED] += 1
+        else:
+            kept.append(entry)
+    return kept
+
+
 def select(
     symbols: Sequence[str],
     close: NDArray[np.float64],
     volume: NDArray[np.float64],
     config: ScannerConfig,
+    regimes: Sequence[Regime | None] | None = None,
 ) -> ScanResult:
-    """Score each row, drop those without enough bars or score, rank the rest, keep the top N."""
+    """Score each row, run the filter stages in ``DROP_REASONS`` order (each symbol counted
+    under the first that drops it), rank the survivors by |score| and keep the top N."""
     if close.shape[0] != len(symbols):
         raise ValueError(f"{len(symbols)} symbols but close has {close.shape[0]} rows")
     scores, vols = compute_scores(
@@ -101,23 +169,38 @@ def select(
         slow=config.ema_slow,
         vol_window=config.vol_window,
     )
+    n = close.shape[0]
     bars = np.count_nonzero(~np.isnan(close), axis=1)
     strength = np.abs(scores)
-    insufficient = (bars < config.min_bars) | np.isnan(scores) | np.isnan(vols)
-    weak = ~insufficient & ((strength < config.min_abs_score) | (scores == 0.0))
-    eligible = np.flatnonzero(~insufficient & ~weak)
-    if eligible.size > config.top_n:
-        # Only rows at least as strong as the N-th strongest can make the cut (ties included).
-        nth = np.partition(strength[eligible], eligible.size - config.top_n)[-config.top_n]
-        finalists = eligible[strength[eligible] >= nth]
-    else:
-        finalists = eligible
-    ranked = sorted((-float(strength[i]), symbols[i], int(i)) for i in finalists)
-    dropped = {
-        INSUFFICIENT_BARS: int(np.count_nonzero(insufficient)),
-        SCORE_BELOW_THRESHOLD: int(np.count_nonzero(weak)),
-        OUTSIDE_TOP_N: max(0, int(eligible.size) - config.top_n),
-    }
+    alive = np.ones(n, dtype=bool)
+    dropped = dict.fromkeys(DROP_REASONS, 0)
+
+    def stage(reason: str, drop: NDArray[np.bool_]) -> None:
+        hit = alive & drop
+        dropped[reason] = int(np.count_nonzero(hit))
+        alive[hit] = False
+
+    stage(INSUFFICIENT_BARS, (bars < config.min_bars) | np.isnan(scores) | np.isnan(vols))
+    if config.min_quote_volume > 0:
+        w = min(config.liquidity_window, close.shape[1])
+        with np.errstate(invalid="ignore"):
+            quote = np.nanmean(close[:, -w:] * volume[:, -w:], axis=1) if w else np.zeros(n)
+        stage(LIQUIDITY, ~(quote >= config.min_quote_volume))
+    stage(VOLATILITY_BAND, (vols < config.min_volatility) | (vols > config.max_volatility))
+    labels = list(regimes) if regimes is not None else [None] * n
+    allowed = set(config.allowed_regimes)
+    stage(REGIME_FIT, np.array([r is not None and r not in allowed for r in labels], dtype=bool))
+    threshold = np.array(
+        [config.min_abs_score_by_regime.get(r, config.min_abs_score) if r is not None
+         else config.min_abs_score for r in labels],
+        dtype=np.float64,
+    )  # fmt: skip
+    stage(SCORE_BELOW_THRESHOLD, (strength < threshold) | (scores == 0.0))
+    eligible = np.flatnonzero(alive)
+    ranked = sorted((-float(strength[i]), symbols[i], i) for i in eligible.tolist())
+    if config.max_correlation < 1.0 and len(ranked) > 1:
+        ranked = _decorrelate(ranked, close, config, dropped, config.top_n)
+    dropped[OUTSIDE_TOP_N] = max(0, len(ranked) - config.top_n)
     selected = [
         Candidate(
             symbol=symbol,
@@ -173,7 +256,12 @@ class Scanner:
             symbols = list(self.state.symbols)
             # A window wider than the buffer would be refused; score what the buffer holds.
             cols = self.state.columns(min(self.config.window, self.state.capacity))
-            result = select(symbols, cols.close, cols.volume, self.config)
+            regimes = (
+                [self._regime_of(sym)[0] for sym in symbols]
+                if self._regime_of is not None
+                else None
+            )
+            result = select(symbols, cols.close, cols.volume, self.config, regimes)
         except Exception as exc:
             # The caller's loop owns the crash policy (log, count, go on); we keep health.
             self.errors += 1

@@ -15,9 +15,14 @@ from quantumtrade.data.market_state import MarketState
 from quantumtrade.events import Bar, ScanCompleted, Side, SignalGenerated
 from quantumtrade.scoring.kernels import compute_scores
 from quantumtrade.scoring.scanner import (
+    CORRELATED,
+    DROP_REASONS,
     INSUFFICIENT_BARS,
+    LIQUIDITY,
     OUTSIDE_TOP_N,
+    REGIME_FIT,
     SCORE_BELOW_THRESHOLD,
+    VOLATILITY_BAND,
     Scanner,
     ScannerConfig,
     select,
@@ -81,7 +86,11 @@ def test_select_ranks_by_abs_score_and_records_drops() -> None:
         assert candidate.price == close[i, -1]
         assert candidate.volatility == vols[i]
     assert by_symbol["DOWNUSDT"] < 0 < by_symbol["UPUSDT"]
-    assert result.dropped == {INSUFFICIENT_BARS: 2, SCORE_BELOW_THRESHOLD: 1, OUTSIDE_TOP_N: 1}
+    assert result.dropped == dict.fromkeys(DROP_REASONS, 0) | {
+        INSUFFICIENT_BARS: 2,
+        SCORE_BELOW_THRESHOLD: 1,
+        OUTSIDE_TOP_N: 1,
+    }
     assert not np.isnan(by_symbol["NEWUSDT"])  # dropped by min_bars, not by the kernel
     assert result.symbols == tuple(symbols)
     assert not result.scores.flags.writeable
@@ -130,7 +139,7 @@ def test_select_matches_a_brute_force_ranking() -> None:
     strong = [i for i in ok if abs(scores[i]) >= config.min_abs_score]
     expected = sorted(strong, key=lambda i: (-abs(scores[i]), symbols[i]))[: config.top_n]
     assert [c.symbol for c in result.selected] == [symbols[i] for i in expected]
-    assert result.dropped == {
+    assert result.dropped == dict.fromkeys(DROP_REASONS, 0) | {
         INSUFFICIENT_BARS: len(symbols) - len(ok),
         SCORE_BELOW_THRESHOLD: len(ok) - len(strong),
         OUTSIDE_TOP_N: len(strong) - config.top_n,
@@ -320,3 +329,58 @@ async def test_scan_through_a_real_market_state() -> None:
     state.append("BTCUSDT", as_bars(up[-1:] * 1.01, last_ts + BAR_MS))
     await scanner.scan()
     assert [s.signal_id for s in seen.signals()[2:]] == [f"BTCUSDT-{last_ts + BAR_MS}-BUY"]
+
+
+def test_filter_stages_run_in_order_and_count_each_symbol_once() -> None:
+    from quantumtrade.events import Regime
+
+    up = trend_row(0.004, 1)
+    symbols, close = market(
+        {
+            "UPUSDT": up,
+            "TWINUSDT": up * 1.5,  # the same moves: perfectly correlated with UPUSDT
+            "DOWNUSDT": trend_row(-0.006, 2),
+            "THINUSDT": trend_row(0.005, 4),  # strong, but illiquid
+            "WILDUSDT": trend_row(0.02, 5, noise=0.08),  # outside the volatility band
+            "CALMUSDT": trend_row(0.003, 6),  # in a regime we do not trade
+            "SHORTUSDT": trend_row(0.004, 7, bars=20),  # too few bars
+        }
+    )
+    volume = volume_like(close)
+    volume[symbols.index("THINUSDT")] = 0.001
+    regimes = [
+        Regime.TRENDING, Regime.TRENDING, Regime.TRENDING, Regime.TRENDING,
+        Regime.VOLATILE, Regime.RANGING, None,
+    ]  # fmt: skip
+    config = ScannerConfig(
+        top_n=5,
+        min_abs_score=0.1,
+        min_quote_volume=1_000.0,
+        max_volatility=0.05,
+        allowed_regimes=[Regime.TRENDING, Regime.VOLATILE],
+        max_correlation=0.9,
+    )
+    result = select(symbols, close, volume, config, regimes)
+    assert result.dropped == dict.fromkeys(DROP_REASONS, 0) | {
+        INSUFFICIENT_BARS: 1,
+        LIQUIDITY: 1,
+        VOLATILITY_BAND: 1,
+        REGIME_FIT: 1,
+        CORRELATED: 1,
+    }
+    kept = [c.symbol for c in result.selected]
+    assert sorted(kept) == ["DOWNUSDT", "TWINUSDT"] or sorted(kept) == ["DOWNUSDT", "UPUSDT"]
+    assert sum(result.dropped.values()) + len(kept) == len(symbols)
+
+
+def test_score_threshold_per_regime() -> None:
+    from quantumtrade.events import Regime
+
+    symbols, close = market({"AUSDT": trend_row(0.004, 1), "BUSDT": trend_row(0.004, 1)})
+    base = ScannerConfig(min_abs_score=0.1)
+    strict = ScannerConfig(min_abs_score=0.1, min_abs_score_by_regime={Regime.RANGING: 1e9})
+    regimes = [Regime.TRENDING, Regime.RANGING]
+    assert len(select(symbols, close, volume_like(close), base, regimes).selected) == 2
+    result = select(symbols, close, volume_like(close), strict, regimes)
+    assert [c.symbol for c in result.selected] == ["AUSDT"]
+    assert result.dropped[SCORE_BELOW_THRESHOLD] == 1
