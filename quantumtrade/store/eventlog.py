@@ -214,6 +214,7 @@ class EventLogWriter:
         self.spooled = 0
         self.recovered = 0
         self._last_stored = 0
+        self._marked = 0  # the seq last written to the spool's mark file
         self.batch_size = batch_size
         self.flush_interval = flush_interval_ms / 1000.0
         self.max_buffer = max(max_buffer, batch_size)
@@ -299,8 +300,9 @@ class EventLogWriter:
                 self.batches += 1
                 if len(self._buffer) < self.max_buffer:
                     self._room.set()
-            if self.spool is not None and self._last_stored:
+            if self.spool is not None and self._last_stored != self._marked:
                 await asyncio.to_thread(self.spool.mark, self._last_stored)
+                self._marked = self._last_stored
             return True
 
     async def _spool_buffer(self) -> None:

@@ -79,3 +79,18 @@ def test_corrupt_spool_is_set_aside_not_fatal(tmp_path: Path) -> None:
     assert spool.set_aside == 1
     assert not spool.path.exists()
     assert (tmp_path / "spool.jsonl.corrupt-1").exists()
+
+
+async def test_mark_follows_what_was_stored(tmp_path: Path) -> None:
+    log = SqliteEventLog(tmp_path / "e.sqlite")
+    await log.open()
+    spool = Spool(tmp_path / "spool.jsonl")
+    writer = EventLogWriter(log, batch_size=10, spool=spool)
+    bus = EventBus(clock=ManualClock(), recorder=writer)
+    assert await writer.flush()
+    assert spool.high_water() == 0 and not spool.mark_path.exists()  # nothing stored yet
+    for i in range(7):
+        await bus.publish(Command(ts_ns=i, name="a"))
+    assert await writer.flush()
+    assert spool.high_water() == 7
+    await log.close()
