@@ -216,7 +216,7 @@ def cmd_migrate(config: str | None) -> int:
         from quantumtrade.store.postgres import PostgresEventLog
 
         if cfg.database.url:
-            pg = PostgresEventLog(cfg.database.url)
+            pg = PostgresEventLog(cfg.database.url, schema=cfg.database.schema)
             await pg.open()  # applies what is missing
             try:
                 return f"postgres schema version {await pg.migrate()}, {await pg.count()} events"

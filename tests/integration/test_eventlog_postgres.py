@@ -129,3 +129,34 @@ async def test_outage_mid_stream_loses_and_duplicates_nothing(
         if os.system("pg_isready -q -h 127.0.0.1 -p 5432") != 0:
             await asyncio.to_thread(_pg_ctl, "start")
         await log.close()
+
+
+async def test_migrate_command_uses_the_configured_schema(pg_schema: tuple[str, str]) -> None:
+    import sys
+
+    import asyncpg
+
+    url, schema = pg_schema
+    env = dict(os.environ, DATABASE_URL=url, QT_DATABASE__SCHEMA=schema)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "quantumtrade",
+        "migrate",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert "schema version 1" in out.decode()
+    conn = await asyncpg.connect(url)
+    try:
+        found = await conn.fetchval(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1 "
+            "AND table_name = 'events'",
+            schema,
+        )
+    finally:
+        await conn.close()
+    assert found == 1
