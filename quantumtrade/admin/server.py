@@ -211,7 +211,7 @@ class AdminServer:
         if endpoint == "metrics":
             return _json(self._orchestrator.metrics() | {"cache": self._cache_stats()})
         symbols = self._symbols(request.query.get("symbols", ""), known_only=True)
-        stale = set(self._orchestrator.metrics().get("stale", []))
+        stale = set(self._orchestrator.stale_symbols)
         data = {}
         for symbol in symbols:
             bar = self._state.latest(symbol)
