@@ -34,7 +34,6 @@ from quantumtrade.events import (
     OrderIntent,
     OrderRejected,
     RegimeChanged,
-    SignalGenerated,
     TradingState,
     decode,
 )
@@ -45,7 +44,7 @@ from quantumtrade.metrics import Metrics, Snapshot
 from quantumtrade.portfolio import Portfolio
 from quantumtrade.regime import engine as regime_engine
 from quantumtrade.regime.detector import RegimeDetector
-from quantumtrade.risk.manager import RiskManager
+from quantumtrade.risk.manager import RiskManager, subscribe_decision_path
 from quantumtrade.scoring import kernels
 from quantumtrade.scoring.scanner import Scanner
 from quantumtrade.store.eventlog import EventLog, EventLogWriter
@@ -245,11 +244,8 @@ class Daemon:
 
     def _subscribe(self) -> None:
         bus = self.bus
-        bus.subscribe(SignalGenerated, self.risk.on_signal)
+        subscribe_decision_path(bus, risk=self.risk, portfolio=self.portfolio)
         bus.subscribe(OrderIntent, self.router.on_intent)
-        bus.subscribe(OrderFilled, self.portfolio.on_fill)
-        for event_type, handler in self.risk.order_handlers():
-            bus.subscribe(event_type, handler)
         bus.subscribe(RegimeChanged, self.orchestrator.on_regime_changed)
         bus.subscribe(OrderFilled, self.tracker.on_filled)
         bus.subscribe(OrderCancelled, self.tracker.on_cancelled)

@@ -37,7 +37,7 @@ from quantumtrade.events import (
 )
 from quantumtrade.portfolio import Portfolio
 from quantumtrade.regime.detector import RegimeDetector
-from quantumtrade.risk.manager import RiskManager
+from quantumtrade.risk.manager import RiskManager, subscribe_decision_path
 from quantumtrade.scoring.scanner import Scanner
 from quantumtrade.store.eventlog import EventLog
 
@@ -129,10 +129,7 @@ async def replay_log(
     bus.subscribe(SignalGenerated, collect)
     bus.subscribe(OrderIntent, collect)
     bus.subscribe(OrderRejected, collect)
-    bus.subscribe(SignalGenerated, risk.on_signal)
-    for event_type, handler in risk.order_handlers():
-        bus.subscribe(event_type, handler)
-    bus.subscribe(OrderFilled, portfolio.on_fill)
+    subscribe_decision_path(bus, risk=risk, portfolio=portfolio)
     # Orders the logged session decided: a rejection with one of these ids came from risk.
     risk_decided: set[str] = set()
 

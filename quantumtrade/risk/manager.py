@@ -643,3 +643,12 @@ def _var_metrics(report: VarReport) -> dict[str, Any]:
             for name in ("historical", "expected_shortfall", "parametric")
         },
     }
+
+
+def subscribe_decision_path(bus: EventBus, *, risk: RiskManager, portfolio: Portfolio) -> None:
+    """Signals into the risk manager, fills into the portfolio, order outcomes back into the
+    risk manager: the wiring the daemon and replay must share for replay parity."""
+    bus.subscribe(SignalGenerated, risk.on_signal)
+    bus.subscribe(OrderFilled, portfolio.on_fill)
+    for event_type, handler in risk.order_handlers():
+        bus.subscribe(event_type, handler)

@@ -47,7 +47,7 @@ from quantumtrade.execution.router import OrderRouter
 from quantumtrade.execution.tracker import OrderTracker
 from quantumtrade.execution.venue import walk_book
 from quantumtrade.portfolio import Portfolio
-from quantumtrade.risk.manager import RiskLimits, RiskManager
+from quantumtrade.risk.manager import RiskLimits, RiskManager, subscribe_decision_path
 from tests.support.loopback_binance import LoopbackBinance, market
 from tests.support.loopback_binance_private import add_private_routes
 
@@ -137,11 +137,8 @@ async def e2e_latency(orders: int) -> tuple[list[float], list[float]]:
             risk = RiskManager(bus=bus, clock=clock, limits=limits, portfolio=portfolio)
             router = OrderRouter(bus=bus, clock=clock, venues=[venue])
             tracker = OrderTracker()
-            bus.subscribe(SignalGenerated, risk.on_signal)
+            subscribe_decision_path(bus, risk=risk, portfolio=portfolio)
             bus.subscribe(OrderIntent, router.on_intent)
-            bus.subscribe(OrderFilled, portfolio.on_fill)
-            for event_type, handler in risk.order_handlers():
-                bus.subscribe(event_type, handler)
             bus.subscribe(OrderFilled, tracker.on_filled)
             bus.subscribe(OrderCancelled, tracker.on_cancelled)
             bus.subscribe(OrderRejected, tracker.on_rejected)
