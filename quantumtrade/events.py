@@ -8,10 +8,13 @@ them back into the right class for replay.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from enum import StrEnum
 from typing import Any, Union
 
 import msgspec
+import numpy as np
+from numpy.typing import NDArray
 
 
 class Side(StrEnum):
@@ -66,10 +69,69 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag=True):
 # --- market -------------------------------------------------------------------------------
 
 
+class BarBlock(msgspec.Struct, frozen=True, array_like=True):
+    """One symbol's bars, oldest first, as packed little-endian columns: ``ts_ms`` holds an
+    int64 open time per bar, ``prices`` a (5, n) float64 block of open, high, low, close and
+    volume rows.
+
+    Thousands of bars are two buffers, not thousands of objects, so publishing and logging a
+    full refresh stays cheap: the orchestrator hands out read-only views of the fetched batch
+    (no copy), and ``ts()``/``columns()`` are zero-copy numpy views.
+    """
+
+    ts_ms: memoryview
+    prices: memoryview
+
+    @classmethod
+    def of(cls, ts_ms: NDArray[np.int64], prices: NDArray[np.float64]) -> BarBlock:
+        """Wrap ``ts_ms`` (n,) and ``prices`` (5, n) (copied when not contiguous, then frozen)."""
+        if prices.shape != (5, ts_ms.shape[0]):
+            raise ValueError(f"prices must be (5, {ts_ms.shape[0]}), got {prices.shape}")
+        return cls(_frozen_bytes(ts_ms, "<i8"), _frozen_bytes(prices, "<f8"))
+
+    @classmethod
+    def from_bars(cls, bars: Sequence[Bar]) -> BarBlock:
+        ts = np.array([b.ts_ms for b in bars], dtype=np.int64)
+        prices = np.array(
+            [[b.open, b.high, b.low, b.close, b.volume] for b in bars], dtype=np.float64
+        ).reshape(len(bars), 5)
+        return cls.of(ts, prices.T)
+
+    def __len__(self) -> int:
+        return self.ts_ms.nbytes // 8
+
+    def ts(self) -> NDArray[np.int64]:
+        """Open times (read-only view)."""
+        return np.frombuffer(self.ts_ms, dtype="<i8")
+
+    def columns(self) -> NDArray[np.float64]:
+        """(5, n) open, high, low, close, volume (read-only view)."""
+        return np.frombuffer(self.prices, dtype="<f8").reshape(5, len(self))
+
+    def bars(self) -> list[Bar]:
+        o, h, lo, c, v = self.columns().tolist()
+        return [
+            Bar(ts, *row)
+            for ts, row in zip(self.ts().tolist(), zip(o, h, lo, c, v, strict=True), strict=True)
+        ]
+
+    def __iter__(self) -> Iterator[Bar]:
+        return iter(self.bars())
+
+
+def _frozen_bytes(a: NDArray[Any], dtype: str) -> memoryview:
+    """A read-only byte view of ``a`` as ``dtype`` in C order (copies only when needed)."""
+    out = np.ascontiguousarray(a, dtype=dtype)
+    if out is a or out.base is a:
+        out = out.copy()  # never alias the caller's (writable) array
+    out.flags.writeable = False
+    return memoryview(out).cast("B")
+
+
 class BarsUpdated(Event, frozen=True):
     symbol: str
     source: str
-    bars: tuple[Bar, ...]
+    bars: BarBlock
 
 
 class TickerUpdated(Event, frozen=True):
@@ -145,6 +207,8 @@ class OrderRejected(Event, frozen=True):
     reason: str
     detail: str = ""
     venue: str | None = None
+    parent_id: str = ""
+    """Set on a child of a split order: ``client_order_id`` is the child's, this the parent's."""
 
 
 class OrderSubmitted(Event, frozen=True):
@@ -155,6 +219,7 @@ class OrderSubmitted(Event, frozen=True):
     quantity: float
     order_type: OrderType
     venue_order_id: str = ""
+    parent_id: str = ""
 
 
 class OrderFilled(Event, frozen=True):
@@ -169,6 +234,8 @@ class OrderFilled(Event, frozen=True):
     fee: float
     cumulative_quantity: float
     leaves_quantity: float
+    parent_id: str = ""
+    """Split order child: quantities above are the child's; the parent is this id."""
 
 
 class OrderCancelled(Event, frozen=True):
@@ -177,6 +244,28 @@ class OrderCancelled(Event, frozen=True):
     symbol: str
     reason: str
     filled_quantity: float = 0.0
+    parent_id: str = ""
+
+
+class ExternalOrderFound(Event, frozen=True):
+    """An order open at a venue that the event log does not know (reconciliation)."""
+
+    venue: str
+    symbol: str
+    client_order_id: str
+    venue_order_id: str
+    side: Side
+    quantity: float
+    filled_quantity: float
+    price: float | None
+    status: str
+
+
+class BalancesReconciled(Event, frozen=True):
+    """A venue's holdings by asset (free plus locked), as fetched by reconciliation."""
+
+    venue: str
+    balances: dict[str, float]
 
 
 class PositionChanged(Event, frozen=True):
@@ -235,6 +324,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     OrderSubmitted,
     OrderFilled,
     OrderCancelled,
+    ExternalOrderFound,
+    BalancesReconciled,
     PositionChanged,
     RiskStateChanged,
     CircuitBreakerChanged,

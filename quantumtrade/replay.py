@@ -144,7 +144,7 @@ async def replay_log(
                 report.market_events += 1
                 if event.symbol not in state:
                     state.add_symbols([event.symbol])
-                state.append(event.symbol, event.bars)
+                state.append_block(event.symbol, event.bars)
                 # As live: the risk manager sees every bar (price band, drawdown, VaR).
                 risk.on_bars(event)
                 await risk.publish_trip()

@@ -15,12 +15,60 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from quantumtrade.events import Bar
+from quantumtrade.data.source import BarBatch
+from quantumtrade.data.validation import NO_BAR, OK
+from quantumtrade.events import Bar, BarBlock
 
 _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME = range(5)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _append_batch(
+    prices: NDArray[np.float64],
+    ts: NDArray[np.int64],
+    lengths: NDArray[np.int64],
+    rows: NDArray[np.int64],
+    new_ts: NDArray[np.int64],
+    new_prices: NDArray[np.float64],
+    offsets: NDArray[np.int64],
+    codes: NDArray[np.int8],
+    counts: NDArray[np.int64],
+) -> None:
+    """Append the bars coded OK of batch symbol j to row rows[j] (rows distinct)."""
+    cap = ts.shape[1]
+    for j in numba.prange(rows.shape[0]):
+        row = rows[j]
+        a, b = offsets[j], offsets[j + 1]
+        k = 0
+        for i in range(a, b):
+            if codes[i] == OK:
+                k += 1
+        counts[j] = k
+        if k == 0:
+            continue
+        n = min(k, cap)
+        keep = min(lengths[row], cap - n)
+        # Shift the newest ``keep`` stored bars left by n, then write the newest n accepted.
+        for c in range(cap - n - keep, cap - n):
+            ts[row, c] = ts[row, c + n]
+            for f in range(5):
+                prices[f, row, c] = prices[f, row, c + n]
+        span = b - a
+        c = cap
+        i = b - 1
+        while c > cap - n:
+            if codes[i] == OK:
+                c -= 1
+                ts[row, c] = new_ts[i]
+                p = 4 * a + i  # bar i's open in symbol j's (5, span) block
+                for f in range(5):
+                    prices[f, row, c] = new_prices[p + f * span]
+            i -= 1
+        lengths[row] = keep + n
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,40 +141,69 @@ class MarketState:
 
     def append(self, symbol: str, bars: Sequence[Bar]) -> int:
         """Append validated bars (oldest first, newer than the stored ones); returns how many."""
-        k = len(bars)
-        if k == 0:
+        if not bars:
             return 0
-        row = self._index[symbol]
-        cap = self.capacity
-        length = int(self._lengths[row])
-        if length and bars[0].ts_ms <= self._ts[row, cap - 1]:
+        batch = BarBatch.from_bars((symbol,), (bars,))
+        return int(self.append_batch(batch, np.zeros(batch.total, dtype=np.int8))[0])
+
+    def append_block(self, symbol: str, block: BarBlock) -> int:
+        """Append a validated ``BarBlock`` (as logged in ``BarsUpdated``); returns how many."""
+        n = len(block)
+        if n == 0:
+            return 0
+        batch = BarBatch(
+            (symbol,), block.ts(), block.columns().ravel(), np.array([0, n], dtype=np.int64)
+        )
+        return int(self.append_batch(batch, np.zeros(n, dtype=np.int8))[0])
+
+    def append_batch(self, batch: BarBatch, codes: NDArray[np.int8]) -> NDArray[np.int64]:
+        """Append every bar of ``batch`` whose validation code is ``OK`` to its symbol's row;
+        returns the count appended per symbol. Symbols must be distinct and held; the bars
+        must be validated against ``last_ts_array`` (newer than the stored ones, increasing)."""
+        rows = self.rows(batch.symbols)
+        if len(np.unique(rows)) != len(rows):
+            raise ValueError("append_batch: symbols must be distinct")
+        if codes.shape != batch.ts_ms.shape:
+            raise ValueError(f"need one code per bar ({batch.total}), got {codes.shape}")
+        counts = np.zeros(len(rows), dtype=np.int64)
+        if batch.total == 0:
+            return counts
+        last = self._last_ts(rows)
+        first = batch.offsets[:-1]
+        nonempty = batch.offsets[1:] > first
+        # Cheap guard against appending unvalidated bars: each symbol's first bar kept.
+        heads = np.flatnonzero(nonempty & (codes[np.minimum(first, batch.total - 1)] == OK))
+        stale = heads[batch.ts_ms[first[heads]] <= last[heads]]
+        if stale.size:
+            j = int(stale[0])
             raise ValueError(
-                f"{symbol}: bar at {bars[0].ts_ms} is not newer than the stored "
-                f"{int(self._ts[row, cap - 1])} (validate bars before appending)"
+                f"{batch.symbols[j]}: bar at {int(batch.ts_ms[first[j]])} is not newer than the "
+                f"stored {int(last[j])} (validate bars before appending)"
             )
-        prices = self._prices[:, row]
-        ts = self._ts[row]
-        if k == 1:
-            keep = min(length, cap - 1)
-            if keep:
-                prices[:, cap - 1 - keep : cap - 1] = prices[:, cap - keep :]
-                ts[cap - 1 - keep : cap - 1] = ts[cap - keep :]
-            bar = bars[0]
-            prices[:, cap - 1] = (bar.open, bar.high, bar.low, bar.close, bar.volume)
-            ts[cap - 1] = bar.ts_ms
-            self._lengths[row] = keep + 1
-            return 1
-        take = bars[-cap:] if k > cap else bars
-        n = len(take)
-        keep = min(length, cap - n)
-        if keep:
-            prices[:, cap - n - keep : cap - n] = prices[:, cap - keep :]
-            ts[cap - n - keep : cap - n] = ts[cap - keep :]
-        block = np.array([(b.open, b.high, b.low, b.close, b.volume) for b in take])
-        prices[:, cap - n :] = block.T
-        ts[cap - n :] = [b.ts_ms for b in take]
-        self._lengths[row] = keep + n
-        return k
+        _append_batch(
+            self._prices,
+            self._ts,
+            self._lengths,
+            rows,
+            batch.ts_ms,
+            batch.prices,
+            batch.offsets,
+            codes,
+            counts,
+        )
+        return counts
+
+    def rows(self, symbols: Sequence[str]) -> NDArray[np.int64]:
+        """Rows of ``symbols`` (KeyError when one is unknown)."""
+        index = self._index
+        return np.fromiter((index[s] for s in symbols), dtype=np.int64, count=len(symbols))
+
+    def _last_ts(self, rows: NDArray[np.int64]) -> NDArray[np.int64]:
+        return np.where(self._lengths[rows] > 0, self._ts[rows, self.capacity - 1], NO_BAR)
+
+    def last_ts_array(self, symbols: Sequence[str]) -> NDArray[np.int64]:
+        """Open time of each symbol's newest bar (``NO_BAR`` where none is held)."""
+        return self._last_ts(self.rows(symbols))
 
     def length(self, symbol: str) -> int:
         """Bars held for ``symbol``."""

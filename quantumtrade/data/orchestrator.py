@@ -2,9 +2,13 @@
 
 Each heartbeat the app calls ``refresh_due()`` (enqueue every active symbol whose regime
 cadence has elapsed) and ``await join()``. A worker takes the most urgent symbol (VOLATILE and
-BREAKOUT first, RANGING last), fetches its new bars through the source's circuit breaker under a
-timeout, validates them, appends the good ones to ``MarketState`` and publishes ``BarsUpdated``,
-``DataRejected`` per bad bar, ``SourceFailed`` on a fault and every ``CircuitBreakerChanged``.
+BREAKOUT first, RANGING last) and, when its source can fetch many symbols in one call
+(``BatchSource``), up to ``batch_size`` more from the queue in priority order. It fetches their
+new bars through the source's circuit breaker under a timeout, validates them (one numba pass
+over the columnar batch), appends the good ones to ``MarketState`` and publishes ``BarsUpdated``
+per symbol, ``DataRejected`` per bad bar, ``SourceFailed`` on a fault and every
+``CircuitBreakerChanged``. Bars travel as columns from the source to ``MarketState``; records
+(``Bar``) exist only for sources that return them.
 """
 
 from __future__ import annotations
@@ -13,19 +17,23 @@ import asyncio
 import itertools
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
-from typing import Annotated, Any
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from typing import Annotated, Any, cast
 
 import msgspec
+import numpy as np
 import structlog
+from numpy.typing import NDArray
 
 from quantumtrade.breaker import BreakerConfig, CircuitBreaker
 from quantumtrade.bus import EventBus
 from quantumtrade.clock import Clock
 from quantumtrade.data.market_state import MarketState
-from quantumtrade.data.source import OrderBook, Source
-from quantumtrade.data.validation import validate_bars
+from quantumtrade.data.source import BarBatch, BatchSource, OrderBook, Source
+from quantumtrade.data.validation import NO_BAR, OK, REASONS, validate_batch
 from quantumtrade.events import (
+    Bar,
+    BarBlock,
     BarsUpdated,
     BreakerState,
     CircuitBreakerChanged,
@@ -66,6 +74,8 @@ class OrchestratorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     """Bound of the fetch queue; symbols that do not fit stay due for the next heartbeat."""
     book_depth: Annotated[int, msgspec.Meta(ge=1)] = 20
     """Levels a side for ``Orchestrator.order_book``."""
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 512
+    """Symbols one worker fetches in one call from a source that supports batches."""
 
     def __post_init__(self) -> None:
         names = {r.value for r in Regime}
@@ -110,6 +120,9 @@ class Orchestrator:
         self.state = state
         self.config = config
         self._sources = dict(sources)
+        self._batched = {
+            name: isinstance(source, BatchSource) for name, source in self._sources.items()
+        }
         default = next(iter(self._sources))
         self._route = route or (lambda _symbol: default)
         self._on_processing_time = on_processing_time
@@ -192,7 +205,9 @@ class Orchestrator:
         """Enqueue every active symbol whose cadence has elapsed; returns how many."""
         now = self.clock.now_ns()
         cadence = self._cadence_ns
-        queue = self._queue
+        put = self._queue.put_nowait
+        seq = self._seq
+        room = self.config.queue_size - self._queue.qsize()
         enqueued = 0
         for flow in self._flows.values():
             if not flow.active or flow.queued:
@@ -200,10 +215,10 @@ class Orchestrator:
             last = flow.last_fetch_ns
             if last is not None and now - last < cadence[flow.regime]:
                 continue
-            if queue.full():
+            if enqueued >= room:
                 self.deferred += 1
                 continue
-            queue.put_nowait((PRIORITY[flow.regime], next(self._seq), flow.symbol))
+            put((PRIORITY[flow.regime], next(seq), flow.symbol))
             flow.queued = True
             enqueued += 1
         return enqueued
@@ -278,95 +293,189 @@ class Orchestrator:
 
     async def _work(self) -> None:
         queue = self._queue
+        flows = self._flows
         while True:
             _, _, symbol = await queue.get()
-            flow = self._flows[symbol]
+            taken = [flows[symbol]]
+            if self._batched[taken[0].source]:
+                limit = self.config.batch_size
+                while len(taken) < limit and not queue.empty():
+                    taken.append(flows[queue.get_nowait()[2]])
             try:
-                await self._refresh(flow)
-            except Exception:
-                # One crash policy: log with context, count, feed the breaker, take the next.
-                self.crashes += 1
-                self._stale.add(symbol)
-                self._breakers[flow.source].record_failure()
-                log.bind(symbol=symbol, source=flow.source).exception("refresh_crashed")
+                groups: dict[str, list[_Flow]] = {}
+                for flow in taken:
+                    groups.setdefault(flow.source, []).append(flow)
+                for source_name, group in groups.items():
+                    if self._batched[source_name]:
+                        await self._guarded(
+                            source_name, group, self._refresh_batch(source_name, group)
+                        )
+                    else:
+                        for flow in group:
+                            await self._guarded(source_name, [flow], self._refresh(flow))
             finally:
-                flow.queued = False
-                queue.task_done()
+                for flow in taken:
+                    flow.queued = False
+                    queue.task_done()
+
+    async def _guarded(
+        self, source_name: str, flows: list[_Flow], work: Coroutine[Any, Any, None]
+    ) -> None:
+        """Run one refresh; a crash is logged with context, counted and fed to the breaker, and
+        the worker takes the next symbol (one crash policy)."""
+        try:
+            await work
+        except Exception:
+            self.crashes += 1
+            self._stale.update(f.symbol for f in flows if f.active)
+            self._breakers[source_name].record_failure()
+            log.bind(symbols=[f.symbol for f in flows[:20]], source=source_name).exception(
+                "refresh_crashed"
+            )
+
+    def _begin(self, source_name: str, flows: list[_Flow]) -> list[_Flow] | None:
+        """Stamp the fetch time; the active flows to fetch, or None when the breaker is open."""
+        now_ns = self.clock.now_ns()
+        for flow in flows:
+            flow.last_fetch_ns = now_ns
+        active = [f for f in flows if f.active]
+        if not active:
+            return []
+        if not self._breakers[source_name].allow():
+            self.skipped_open += len(active)
+            self._stale.update(f.symbol for f in active)
+            return None
+        self.fetches += len(active)
+        return active
 
     async def _refresh(self, flow: _Flow) -> None:
-        if not flow.active:
-            return
-        symbol, source_name = flow.symbol, flow.source
-        breaker = self._breakers[source_name]
-        now_ns = self.clock.now_ns()
-        flow.last_fetch_ns = now_ns
-        if not breaker.allow():
-            self.skipped_open += 1
-            self._stale.add(symbol)
+        """One symbol from a source that returns ``Bar`` records."""
+        source_name = flow.source
+        active = self._begin(source_name, [flow])
+        if not active:
             await self._publish_breaker_events()
             return
         t0 = time.perf_counter()
+        symbol = flow.symbol
         since = self.state.last_ts_ms(symbol)
-        self.fetches += 1
+        until = self.clock.now_ns() // 1_000_000
         try:
             async with asyncio.timeout(self._timeout_s):
-                bars = await self._sources[source_name].fetch_bars(
-                    symbol, since, now_ns // 1_000_000
-                )
+                bars = await self._sources[source_name].fetch_bars(symbol, since, until)
         except Exception as exc:
-            if isinstance(exc, TimeoutError):
-                self.timeouts += 1
-                error = f"timeout after {self.config.fetch_timeout_ms} ms"
-            else:
-                error = f"{type(exc).__name__}: {exc}"[:500]
-            self.failures += 1
-            self._stale.add(symbol)
-            breaker.record_failure()
-            log.warning("source_fetch_failed", symbol=symbol, source=source_name, error=error)
-            await self.bus.publish(
-                SourceFailed(
-                    ts_ns=self.clock.now_ns(), source=source_name, symbol=symbol, error=error
-                )
-            )
-            await self._publish_breaker_events()
-            self._observe(time.perf_counter() - t0)
+            await self._failed(source_name, active, exc, t0)
             return
-        breaker.record_success()
-        accepted, rejected = validate_bars(bars, self.state.last_ts_ms(symbol))
-        if accepted:
-            self.state.append(symbol, accepted)
-            self.bars_stored += len(accepted)
-        self._stale.discard(symbol)
-        await self._publish_breaker_events()
-        if accepted:
+        self._breakers[source_name].record_success()
+        batch = BarBatch.from_bars((symbol,), (bars,))
+        await self._store(source_name, batch, self.state.last_ts_array((symbol,)))
+        self._observe(time.perf_counter() - t0)
+
+    async def _refresh_batch(self, source_name: str, flows: list[_Flow]) -> None:
+        """Many symbols from a ``BatchSource`` in one call."""
+        active = self._begin(source_name, flows)
+        if not active:
+            await self._publish_breaker_events()
+            return
+        t0 = time.perf_counter()
+        symbols = [f.symbol for f in active]
+        last = self.state.last_ts_array(symbols)
+        since = [None if ts == NO_BAR else ts for ts in last.tolist()]
+        until = self.clock.now_ns() // 1_000_000
+        source = cast(BatchSource, self._sources[source_name])
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                batch = await source.fetch_bar_batch(symbols, since, until)
+        except Exception as exc:
+            await self._failed(source_name, active, exc, t0)
+            return
+        self._breakers[source_name].record_success()
+        if batch.symbols != tuple(symbols):
+            raise ValueError(f"{source_name} answered a batch for other symbols")
+        await self._store(source_name, batch, last)
+        self._observe(time.perf_counter() - t0)
+
+    async def _failed(
+        self, source_name: str, flows: list[_Flow], exc: Exception, t0: float
+    ) -> None:
+        """A fetch failed (one breaker failure per call): stale symbols, ``SourceFailed`` each."""
+        if isinstance(exc, TimeoutError):
+            self.timeouts += 1
+            error = f"timeout after {self.config.fetch_timeout_ms} ms"
+        else:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+        self.failures += 1
+        self._stale.update(f.symbol for f in flows)
+        self._breakers[source_name].record_failure()
+        log.warning(
+            "source_fetch_failed",
+            symbols=[f.symbol for f in flows[:20]],
+            count=len(flows),
+            source=source_name,
+            error=error,
+        )
+        now = self.clock.now_ns()
+        for flow in flows:
             await self.bus.publish(
-                BarsUpdated(
-                    ts_ns=self.clock.now_ns(),
-                    symbol=symbol,
-                    source=source_name,
-                    bars=tuple(accepted),
-                )
+                SourceFailed(ts_ns=now, source=source_name, symbol=flow.symbol, error=error)
             )
-        for bar, reason in rejected:
+        await self._publish_breaker_events()
+        self._observe(time.perf_counter() - t0)
+
+    async def _store(self, source_name: str, batch: BarBatch, last: NDArray[np.int64]) -> None:
+        """Validate, append the good bars, publish ``BarsUpdated`` and ``DataRejected``."""
+        codes = validate_batch(batch, last)
+        counts = self.state.append_batch(batch, codes)
+        self.bars_stored += int(counts.sum())
+        self._stale.difference_update(batch.symbols)
+        await self._publish_breaker_events()
+        # Events share the batch's memory: freeze it and hand out byte views of each block.
+        ts, prices = batch.ts_ms, batch.prices
+        ts.flags.writeable = False
+        prices.flags.writeable = False
+        ts_bytes = memoryview(ts).cast("B")
+        price_bytes = memoryview(prices).cast("B")
+        offsets = batch.offsets.tolist()
+        now = self.clock.now_ns()
+        publish = self.bus.publish
+        for j, (symbol, k) in enumerate(zip(batch.symbols, counts.tolist(), strict=True)):
+            if not k:
+                continue
+            a, b = offsets[j], offsets[j + 1]
+            if k == b - a:
+                block = BarBlock(ts_bytes[8 * a : 8 * b], price_bytes[40 * a : 40 * b])
+            else:
+                keep = codes[a:b] == OK
+                block = BarBlock.of(ts[a:b][keep], batch.columns(j)[:, keep])
+            await publish(BarsUpdated(ts_ns=now, symbol=symbol, source=source_name, bars=block))
+        bad = np.flatnonzero(codes)
+        if not bad.size:
+            return
+        owners = np.searchsorted(batch.offsets, bad, side="right") - 1
+        by_symbol: dict[str, Counter[str]] = {}
+        for i, j in zip(bad.tolist(), owners.tolist(), strict=True):
+            reason = REASONS[int(codes[i]) - 1]
+            symbol = batch.symbols[j]
             self.rejects[reason] += 1
-            await self.bus.publish(
+            by_symbol.setdefault(symbol, Counter())[reason] += 1
+            a, k = offsets[j], offsets[j + 1] - offsets[j]
+            bar = Bar(int(ts[i]), *prices[4 * a + i : 4 * a + i + 5 * k : k].tolist())
+            await publish(
                 DataRejected(
-                    ts_ns=self.clock.now_ns(),
+                    ts_ns=now,
                     symbol=symbol,
                     source=source_name,
                     reason=reason,
                     detail=repr(bar)[:300],
                 )
             )
-        if rejected:
+        for symbol, reasons in by_symbol.items():
             log.warning(
                 "bars_rejected",
                 symbol=symbol,
                 source=source_name,
-                rejected=len(rejected),
-                reasons=sorted({reason for _, reason in rejected}),
+                rejected=reasons.total(),
+                reasons=sorted(reasons),
             )
-        self._observe(time.perf_counter() - t0)
 
     def _observe(self, seconds: float) -> None:
         self._last_processing_s = seconds

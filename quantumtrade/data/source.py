@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import msgspec
+import numpy as np
+from numpy.typing import NDArray
 
 from quantumtrade.events import Bar
 
@@ -34,6 +38,67 @@ class OrderBook(msgspec.Struct, frozen=True):
         return (self.best_bid + self.best_ask) / 2.0
 
 
+@dataclass(frozen=True, slots=True)
+class BarBatch:
+    """Bars of several symbols, packed: symbol ``j`` owns bars ``offsets[j]:offsets[j + 1]``
+    (a = offsets[j], b = offsets[j + 1], k = b - a) of ``ts_ms`` (open times, oldest first) and
+    the block ``prices[5a:5b]``, which is a (5, k) row-major array of open, high, low, close
+    and volume rows. One contiguous block per symbol lets a batch travel from a source through
+    validation into ``MarketState`` and onto the bus (``BarBlock``) without one Python object
+    per bar and without copying per symbol.
+    """
+
+    symbols: tuple[str, ...]
+    ts_ms: NDArray[np.int64]  # (total,)
+    prices: NDArray[np.float64]  # (5 * total,)
+    offsets: NDArray[np.int64]  # (len(symbols) + 1,)
+
+    def __len__(self) -> int:
+        return len(self.symbols)
+
+    @property
+    def total(self) -> int:
+        """Bars over every symbol."""
+        return int(self.offsets[-1])
+
+    def count(self, j: int) -> int:
+        return int(self.offsets[j + 1] - self.offsets[j])
+
+    def columns(self, j: int) -> NDArray[np.float64]:
+        """Symbol ``j``'s (5, k) open/high/low/close/volume block (a view)."""
+        a, b = int(self.offsets[j]), int(self.offsets[j + 1])
+        return self.prices[5 * a : 5 * b].reshape(5, b - a)
+
+    def bars(self, j: int) -> list[Bar]:
+        """Symbol ``j``'s bars as ``Bar`` objects (for callers that want records)."""
+        a, b = int(self.offsets[j]), int(self.offsets[j + 1])
+        o, h, lo, c, v = self.columns(j).tolist()
+        return [
+            Bar(ts, *row)
+            for ts, row in zip(
+                self.ts_ms[a:b].tolist(), zip(o, h, lo, c, v, strict=True), strict=True
+            )
+        ]
+
+    @classmethod
+    def from_bars(cls, symbols: Sequence[str], bars: Sequence[Sequence[Bar]]) -> BarBatch:
+        """Pack per-symbol bar lists (the adapter for sources that return records)."""
+        counts = [len(b) for b in bars]
+        offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        ts = np.array([bar.ts_ms for rows in bars for bar in rows], dtype=np.int64)
+        blocks = [
+            np.array(
+                [[b.open for b in rows], [b.high for b in rows], [b.low for b in rows],
+                 [b.close for b in rows], [b.volume for b in rows]],
+                dtype=np.float64,
+            ).ravel()
+            for rows in bars
+        ]  # fmt: skip
+        prices = np.concatenate(blocks) if blocks else np.zeros(0)
+        return cls(tuple(symbols), ts.reshape(-1), prices, offsets)
+
+
 class Source(Protocol):
     """A market-data feed (synthetic, replay files, an exchange); one circuit breaker each."""
 
@@ -50,4 +115,15 @@ class Source(Protocol):
 
     def symbols(self) -> list[str]:
         """Every symbol this source can serve."""
+        ...
+
+
+@runtime_checkable
+class BatchSource(Protocol):
+    """A source that can also fetch many symbols' bars in one call (columnar)."""
+
+    async def fetch_bar_batch(
+        self, symbols: Sequence[str], since_ms: Sequence[int | None], until_ms: int
+    ) -> BarBatch:
+        """For each symbol, what ``fetch_bars(symbol, since_ms[j], until_ms)`` would return."""
         ...

@@ -1,16 +1,22 @@
 """A seeded, regime-switching synthetic market that also knows the true regime of every bar.
 
-Each symbol follows a semi-Markov chain over the four regimes (a segment lasts at least
-``MIN_BARS[regime]``, then a transition picks a different regime) and its own numpy Generator
-seeded from (seed, symbol index). Bars are generated one regime segment at a time, lazily, up to
-the requested time, so bar ``k`` of a symbol depends only on (seed, symbol index, k), never on
-how or when it was fetched. Only the newest ``retained_bars`` bars are cached; the generator
-state carries on, so later bars stay identical.
+Each symbol follows a semi-Markov chain over the four regimes: a segment lasts at least
+``MIN_BARS[regime]`` plus a geometric number of extra bars, then a transition picks a different
+regime (``TRANSITIONS``). Within a segment: TRENDING drifts (toward the symbol's base price),
+RANGING mean-reverts around the level it started at with low volatility and volume, VOLATILE
+triples the volatility, and BREAKOUT compresses for its first 40% then jumps out with expanding
+volatility and volume. Every symbol has its own base price, liquidity and volatility.
+
+Generation runs in numba kernels (``synthetic_kernel``) for many symbols at once with
+counter-based randomness, so bar ``k`` of a symbol depends only on (seed, symbol index, k),
+never on how, when or with which other symbols it was fetched. The source keeps one row of state
+per symbol (no bars): fetching forward resumes from it, fetching older bars regenerates them.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Annotated
 
 import msgspec
@@ -18,7 +24,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from quantumtrade.clock import Clock
-from quantumtrade.data.source import OrderBook
+from quantumtrade.data import synthetic_kernel as kernel
+from quantumtrade.data.source import BarBatch, OrderBook
 from quantumtrade.events import Bar, Regime
 
 REAL_SYMBOLS: tuple[str, ...] = (
@@ -26,33 +33,19 @@ REAL_SYMBOLS: tuple[str, ...] = (
     "LINKUSDT", "LTCUSDT", "BNBUSDT", "MATICUSDT", "ATOMUSDT", "UNIUSDT", "TRXUSDT", "ETCUSDT",
     "XLMUSDT", "NEARUSDT", "FILUSDT", "APTUSDT",
 )  # fmt: skip
-_REAL_PRICES: tuple[float, ...] = (
-    60_000.0, 3_000.0, 0.45, 150.0, 0.6, 0.15, 7.0, 35.0, 15.0, 80.0,
-    550.0, 0.7, 9.0, 8.0, 0.12, 25.0, 0.11, 5.0, 5.0, 9.0,
+_REAL_PRICES = np.array(
+    [
+        60_000.0, 3_000.0, 0.45, 150.0, 0.6, 0.15, 7.0, 35.0, 15.0, 80.0,
+        550.0, 0.7, 9.0, 8.0, 0.12, 25.0, 0.11, 5.0, 5.0, 9.0,
+    ]
 )  # fmt: skip
 
-# Regime codes index this tuple (the cache stores codes as int8).
+# Regime codes index this tuple (the generator emits codes as int8).
 REGIMES: tuple[Regime, ...] = (Regime.TRENDING, Regime.RANGING, Regime.VOLATILE, Regime.BREAKOUT)
 MIN_BARS: dict[Regime, int] = {
-    Regime.TRENDING: 30,
-    Regime.RANGING: 30,
-    Regime.VOLATILE: 30,
-    Regime.BREAKOUT: 15,
+    regime: int(n) for regime, n in zip(REGIMES, kernel.MIN_BARS, strict=True)
 }
-# Mean extra bars beyond the minimum (geometric), and a cap that bounds one segment's size.
-_EXTRA_MEAN = (40, 40, 25, 10)
-_EXTRA_CAP = 200
-# Next-regime probabilities (rows: from, columns: to, in REGIMES order); the diagonal is zero
-# because a segment's own length already encodes how long a regime persists.
-_TRANSITIONS = np.array(
-    [
-        [0.00, 0.45, 0.30, 0.25],  # TRENDING → mostly consolidates
-        [0.35, 0.00, 0.25, 0.40],  # RANGING → often breaks out
-        [0.40, 0.50, 0.00, 0.10],  # VOLATILE → calms down
-        [0.60, 0.10, 0.30, 0.00],  # BREAKOUT → usually becomes a trend
-    ]
-)
-# Bars kept per symbol, as a multiple of history_bars (older ones are dropped).
+# A fetch returns at most this multiple of history_bars (an exchange's page limit).
 RETAIN_FACTOR = 2
 _BOOK_SEED_TAG = 0xB00C
 
@@ -77,146 +70,6 @@ def symbol_name(index: int) -> str:
     return f"SYN{index + 1:04d}USDT"
 
 
-def _toward_base(log_price: float, log_base: float, u: float) -> float:
-    """A direction (+1/-1) biased back toward the base price, so prices stay in a sane band."""
-    p_up = 1.0 / (1.0 + math.exp(2.0 * (log_price - log_base)))
-    return 1.0 if u < p_up else -1.0
-
-
-def _mean_revert(
-    level: float, phi: float, scale: float, eps: NDArray[np.float64]
-) -> NDArray[np.float64]:
-    """AR(1) log prices around ``level`` (x_t = phi·x_{t-1} + scale·eps_t, x_{-1} = 0)."""
-    out = np.empty(eps.shape[0])
-    x = 0.0
-    for i, e in enumerate(eps.tolist()):
-        x = phi * x + scale * e
-        out[i] = level + x
-    return out
-
-
-class _Path:
-    """One symbol's generator state and its cache of the newest generated bars."""
-
-    __slots__ = (
-        "base_price",
-        "close",
-        "first_index",
-        "high",
-        "index",
-        "liquidity",
-        "log_base",
-        "log_price",
-        "low",
-        "next_index",
-        "next_regime",
-        "open",
-        "regime",
-        "rng",
-        "sigma",
-        "volume",
-    )
-
-    def __init__(self, seed: int, index: int, bar_ms: int) -> None:
-        self.index = index
-        self.rng = np.random.default_rng([seed, index])
-        rng = self.rng
-        # The symbol's profile comes first from its own stream, so it never depends on bars.
-        if index < len(_REAL_PRICES):
-            self.base_price = _REAL_PRICES[index] * math.exp(0.05 * rng.standard_normal())
-            per_second = 250_000.0 / float(index + 1) ** 1.2
-        else:
-            self.base_price = float(10.0 ** rng.uniform(-1.5, 2.5))
-            per_second = float(10.0 ** rng.uniform(2.5, 4.0))
-        self.liquidity: float = per_second * math.exp(0.2 * rng.standard_normal()) * bar_ms / 1000.0
-        # Per-bar volatility of log price in a calm trend; smaller pairs move more.
-        self.sigma: float = (
-            0.0012 * math.exp(0.25 * rng.standard_normal()) * (1.0 + 0.02 * min(index, 40))
-        )
-        self.log_base = math.log(self.base_price)
-        self.log_price = self.log_base
-        self.next_regime = int(rng.integers(len(REGIMES)))
-        self.next_index = 0
-        self.first_index = 0
-        empty = np.empty(0)
-        self.open = self.high = self.low = self.close = self.volume = empty
-        self.regime = np.empty(0, dtype=np.int8)
-
-    def ensure(self, upto: int, keep: int) -> None:
-        """Generate until bars [0, upto) exist, keeping at most the ``keep`` newest before upto."""
-        while self.next_index < upto:
-            self._segment()
-            self.trim(upto - keep)
-
-    def trim(self, oldest: int) -> None:
-        drop = oldest - self.first_index
-        if drop <= 0:
-            return
-        self.open, self.high, self.low = self.open[drop:], self.high[drop:], self.low[drop:]
-        self.close, self.volume = self.close[drop:], self.volume[drop:]
-        self.regime = self.regime[drop:]
-        self.first_index = oldest
-
-    def _segment(self) -> None:
-        """Generate one regime segment (vectorised) and append it to the cache."""
-        rng = self.rng
-        code = self.next_regime
-        regime = REGIMES[code]
-        n = MIN_BARS[regime] + min(
-            int(rng.geometric(1.0 / (_EXTRA_MEAN[code] + 1))) - 1, _EXTRA_CAP
-        )
-        eps = rng.standard_normal(n)
-        wicks = np.abs(rng.standard_normal((2, n)))
-        noise = rng.standard_normal(n)
-        u = float(rng.random())
-        strength = float(rng.uniform(0.15, 0.35))
-        jump = float(rng.uniform(6.0, 10.0))
-        sigma, lp = self.sigma, self.log_price
-        vol = np.full(n, sigma)
-        mult = np.ones(n)
-        if regime is Regime.TRENDING:
-            drift = _toward_base(lp, self.log_base, u) * strength * sigma
-            log_close = lp + np.cumsum(drift + sigma * eps)
-            mult *= 1.1
-        elif regime is Regime.RANGING:
-            log_close = _mean_revert(lp, 0.85, 0.45 * sigma, eps)
-            vol *= 0.45
-            mult *= 0.6
-        elif regime is Regime.VOLATILE:
-            log_close = lp + np.cumsum(3.0 * sigma * eps)
-            vol *= 3.0
-            mult *= 1.8
-        else:  # BREAKOUT: a compressed range, then a jump out of it with expanding vol/volume
-            m = max(5, (2 * n) // 5)
-            side = _toward_base(lp, self.log_base, u)
-            log_close = np.empty(n)
-            log_close[:m] = _mean_revert(lp, 0.7, 0.3 * sigma, eps[:m])
-            moves = side * 0.5 * sigma + 2.0 * sigma * eps[m:]
-            moves[0] = side * jump * sigma
-            log_close[m:] = log_close[m - 1] + np.cumsum(moves)
-            vol[:m] *= 0.3
-            vol[m:] *= np.linspace(2.0, 3.0, n - m)
-            mult[:m] = 0.5
-            mult[m:] = np.linspace(2.5, 3.5, n - m)
-        log_open = np.empty(n)
-        log_open[0] = lp
-        log_open[1:] = log_close[:-1]
-        close = np.exp(log_close)
-        open_ = np.exp(log_open)
-        high = np.maximum(open_, close) * np.exp(0.5 * vol * wicks[0])
-        low = np.minimum(open_, close) * np.exp(-0.5 * vol * wicks[1])
-        volume = self.liquidity / close * mult * np.exp(0.35 * noise - 0.06)
-        self.open = np.concatenate((self.open, open_))
-        self.high = np.concatenate((self.high, high))
-        self.low = np.concatenate((self.low, low))
-        self.close = np.concatenate((self.close, close))
-        self.volume = np.concatenate((self.volume, volume))
-        self.regime = np.concatenate((self.regime, np.full(n, code, dtype=np.int8)))
-        self.log_price = float(log_close[-1])
-        self.next_index += n
-        self.next_regime = int(rng.choice(len(REGIMES), p=_TRANSITIONS[code]))
-
-
 class SyntheticSource:
     """A ``Source`` over the synthetic market; the clock decides which bars have closed."""
 
@@ -236,20 +89,25 @@ class SyntheticSource:
         self.retained_bars = RETAIN_FACTOR * config.history_bars
         self._names = [symbol_name(i) for i in range(config.symbols)]
         self._index = {name: i for i, name in enumerate(self._names)}
-        self._paths: dict[int, _Path] = {}
+        # One row of generator state per symbol (row == symbol index); profiles drawn up front.
+        self._fs, self._ints = kernel.new_state(config.symbols)
+        kernel.init_rows(
+            config.seed,
+            np.arange(config.symbols, dtype=np.int64),
+            bar_ms,
+            _REAL_PRICES,
+            self._fs,
+            self._ints,
+        )
 
     def symbols(self) -> list[str]:
         return list(self._names)
 
-    def _path(self, symbol: str) -> _Path:
+    def _row(self, symbol: str) -> int:
         try:
-            index = self._index[symbol]
+            return self._index[symbol]
         except KeyError:
             raise KeyError(f"unknown symbol {symbol!r} for source {self.name}") from None
-        path = self._paths.get(index)
-        if path is None:
-            path = self._paths[index] = _Path(self.config.seed, index, self.config.bar_ms)
-        return path
 
     def _closed_bars(self, until_ms: int) -> int:
         """How many bars (indices 0..n-1) had closed by ``until_ms``."""
@@ -258,78 +116,109 @@ class SyntheticSource:
     def _now_ms(self) -> int:
         return self.clock.now_ns() // 1_000_000
 
+    def _window(self, since_ms: int | None, end: int) -> int:
+        """Index of the first bar a fetch returns (bars opened after ``since_ms``)."""
+        if since_ms is None:
+            first = end - self.config.history_bars
+        elif since_ms < self.start_ms:
+            first = 0
+        else:
+            first = (since_ms - self.start_ms) // self.config.bar_ms + 1
+        return max(first, 0, end - self.retained_bars)
+
+    def _generate(
+        self, rows: Sequence[int], first: Sequence[int], counts: Sequence[int]
+    ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int64], NDArray[np.int8]]:
+        """Bars [first[j], first[j] + counts[j]) of each row: (ts, prices, offsets, regimes)."""
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        total = int(offsets[-1])
+        ts = np.empty(total, dtype=np.int64)
+        prices = np.empty(5 * total)
+        regimes = np.empty(total, dtype=np.int8)
+        kernel.generate(
+            self.config.seed,
+            self.config.bar_ms,
+            self.start_ms,
+            _REAL_PRICES,
+            self._fs,
+            self._ints,
+            np.asarray(rows, dtype=np.int64),
+            np.asarray(first, dtype=np.int64),
+            offsets,
+            ts,
+            prices,
+            regimes,
+        )
+        return ts, prices, offsets, regimes
+
+    async def fetch_bar_batch(
+        self, symbols: Sequence[str], since_ms: Sequence[int | None], until_ms: int
+    ) -> BarBatch:
+        """Every symbol's closed bars opened after its ``since_ms`` (None: the newest
+        history_bars), oldest first, at most ``retained_bars`` each; symbols must be distinct."""
+        if len(symbols) != len(since_ms):
+            raise ValueError(f"{len(symbols)} symbols but {len(since_ms)} since_ms values")
+        rows = [self._row(symbol) for symbol in symbols]
+        if len(set(rows)) != len(rows):
+            raise ValueError("fetch_bar_batch: symbols must be distinct")
+        end = self._closed_bars(until_ms)
+        first = [min(self._window(since, end), end) for since in since_ms]
+        ts, prices, offsets, _ = self._generate(rows, first, [end - f for f in first])
+        return BarBatch(tuple(symbols), ts, prices, offsets)
+
     async def fetch_bars(self, symbol: str, since_ms: int | None, until_ms: int) -> list[Bar]:
         """Closed bars opened after ``since_ms`` (None: the newest history_bars), oldest first.
 
-        At most ``retained_bars`` are returned: older ones are no longer kept.
+        At most ``retained_bars`` are returned (like an exchange's page limit).
         """
-        path = self._path(symbol)
-        bar_ms, start_ms = self.config.bar_ms, self.start_ms
-        end = self._closed_bars(until_ms)
-        if since_ms is None:
-            first = end - self.config.history_bars
-        elif since_ms < start_ms:
-            first = 0
-        else:
-            first = (since_ms - start_ms) // bar_ms + 1
-        first = max(first, 0, end - self.retained_bars)
-        if first >= end:
-            return []
-        path.ensure(end, self.retained_bars)
-        path.trim(end - self.retained_bars)
-        a, b = first - path.first_index, end - path.first_index
-        return [
-            Bar(start_ms + k * bar_ms, o, h, lo, c, v)
-            for k, o, h, lo, c, v in zip(
-                range(first, end),
-                path.open[a:b].tolist(),
-                path.high[a:b].tolist(),
-                path.low[a:b].tolist(),
-                path.close[a:b].tolist(),
-                path.volume[a:b].tolist(),
-                strict=True,
-            )
-        ]
+        return (await self.fetch_bar_batch([symbol], [since_ms], until_ms)).bars(0)
+
+    def true_regimes(self, symbol: str, first_ts_ms: int, count: int) -> list[Regime]:
+        """The regimes that generated ``count`` bars from the one open at ``first_ts_ms``."""
+        row = self._row(symbol)
+        if first_ts_ms < self.start_ms:
+            raise ValueError(f"{first_ts_ms} is before the market's first bar at {self.start_ms}")
+        k = (first_ts_ms - self.start_ms) // self.config.bar_ms
+        _, _, _, codes = self._generate([row], [k], [count])
+        return [REGIMES[c] for c in codes.tolist()]
 
     def true_regime(self, symbol: str, ts_ms: int) -> Regime:
-        """The regime that generated the bar open at ``ts_ms`` (within the retained history)."""
-        path = self._path(symbol)
-        if ts_ms < self.start_ms:
-            raise ValueError(f"{ts_ms} is before the market's first bar at {self.start_ms}")
-        k = (ts_ms - self.start_ms) // self.config.bar_ms
-        if k < path.first_index:
-            raise ValueError(f"bar {k} of {symbol} is older than the retained history")
-        path.ensure(k + 1, self.retained_bars)
-        return REGIMES[int(path.regime[k - path.first_index])]
+        """The regime that generated the bar open at ``ts_ms``."""
+        return self.true_regimes(symbol, ts_ms, 1)[0]
 
     def liquidity(self, symbol: str) -> float:
         """Typical quote volume per bar (USDT)."""
-        return self._path(symbol).liquidity
+        return float(self._fs[self._row(symbol), kernel.S_LIQ])
 
     def base_price(self, symbol: str) -> float:
-        return self._path(symbol).base_price
+        return float(self._fs[self._row(symbol), kernel.S_BASE])
+
+    def _last_close(self, row: int, end: int) -> float:
+        """Close of bar ``end - 1`` (the base price before the first bar)."""
+        if end <= 0:
+            return float(self._fs[row, kernel.S_BASE])
+        if self._ints[row, kernel.I_NEXT] != end:
+            self._generate([row], [end - 1], [1])
+        return math.exp(float(self._fs[row, kernel.S_LOG_PRICE]))
 
     async def fetch_order_book(self, symbol: str, depth: int = 20) -> OrderBook:
         """A book around the latest close; spread and depth follow the symbol's liquidity."""
-        path = self._path(symbol)
+        row = self._row(symbol)
         now_ms = self._now_ms()
         end = self._closed_bars(now_ms)
-        if end > 0:
-            path.ensure(end, self.retained_bars)
-            path.trim(end - self.retained_bars)
-            mid = float(path.close[end - 1 - path.first_index])
-        else:
-            mid = path.base_price
+        mid = self._last_close(row, end)
         if depth <= 0:
             return OrderBook(symbol=symbol, ts_ms=now_ms, bids=(), asks=())
         # Deeper markets quote tighter: ~2 bps for BTC, tens of bps for thin pairs.
-        liquidity = path.liquidity * 1000.0 / self.config.bar_ms
+        per_bar = float(self._fs[row, kernel.S_LIQ])
+        liquidity = per_bar * 1000.0 / self.config.bar_ms
         spread_bps = min(50.0, max(0.5, 10.0 / math.sqrt(liquidity / 1e5)))
         half = spread_bps / 2e4
         step = max(half, 0.5e-4)
-        rng = np.random.default_rng([self.config.seed, path.index, end, _BOOK_SEED_TAG])
+        rng = np.random.default_rng([self.config.seed, row, end, _BOOK_SEED_TAG])
         offsets = half + step * np.arange(depth)
-        quote = path.liquidity * 0.02 * (1.0 + 0.25 * np.arange(depth))
+        quote = per_bar * 0.02 * (1.0 + 0.25 * np.arange(depth))
         bid_px = mid * np.exp(-offsets)  # stays positive however deep the book
         ask_px = 2.0 * mid - bid_px  # symmetric, so the book's mid is the last close
         bid_qty = quote * np.exp(0.3 * rng.standard_normal(depth)) / bid_px

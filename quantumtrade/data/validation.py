@@ -5,6 +5,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numba
+import numpy as np
+from numpy.typing import NDArray
+
+from quantumtrade.data.source import BarBatch
 from quantumtrade.events import Bar
 
 NON_FINITE = "non_finite"
@@ -23,9 +28,27 @@ REASONS: tuple[str, ...] = (
 )
 
 
-def bar_fault(bar: Bar) -> str | None:
-    """Why a bar's values are unusable on their own (None: they are fine); timestamps aside."""
-    o, h, lo, c, v = bar.open, bar.high, bar.low, bar.close, bar.volume
+# Codes of the validation kernel: 0 accepted, else 1 + the index of the reason in REASONS.
+OK = 0
+NO_BAR = np.iinfo(np.int64).min
+"""``last_ts_ms`` of a symbol that holds no bar yet."""
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _value_fault(o: float, h: float, lo: float, c: float, v: float) -> int:
+    # One test for the common case: every price finite and positive, OHLC consistent (which
+    # implies lo ≤ h), volume ≥ 0; NaN fails every comparison, so it falls through.
+    if (
+        lo > 0.0
+        and h >= o
+        and h >= c
+        and lo <= o
+        and lo <= c
+        and v >= 0.0
+        and h < math.inf
+        and v < math.inf
+    ):
+        return OK
     if not (
         math.isfinite(o)
         and math.isfinite(h)
@@ -33,50 +56,74 @@ def bar_fault(bar: Bar) -> str | None:
         and math.isfinite(c)
         and math.isfinite(v)
     ):
-        return NON_FINITE
+        return 1  # NON_FINITE
     if o <= 0.0 or h <= 0.0 or lo <= 0.0 or c <= 0.0:
-        return NON_POSITIVE_PRICE
+        return 2  # NON_POSITIVE_PRICE
     if h < lo or h < o or h < c or lo > o or lo > c:
-        return HIGH_LOW_INCONSISTENT
+        return 3  # HIGH_LOW_INCONSISTENT
     if v < 0.0:
-        return NEGATIVE_VOLUME
-    return None
+        return 4  # NEGATIVE_VOLUME
+    return OK
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _validate(
+    ts: NDArray[np.int64],
+    prices: NDArray[np.float64],
+    offsets: NDArray[np.int64],
+    last_ts: NDArray[np.int64],
+    codes: NDArray[np.int8],
+) -> None:
+    for j in numba.prange(offsets.shape[0] - 1):
+        prev = last_ts[j]
+        a, b = offsets[j], offsets[j + 1]
+        k = b - a
+        for i in range(a, b):
+            p = 4 * a + i  # the open of bar i in symbol j's (5, k) block
+            code = _value_fault(
+                prices[p], prices[p + k], prices[p + 2 * k], prices[p + 3 * k], prices[p + 4 * k]
+            )
+            if code == OK and ts[i] <= prev:
+                code = 5 if ts[i] == prev else 6  # DUPLICATE_TIMESTAMP / OUT_OF_ORDER
+            if code == OK:
+                prev = ts[i]
+            codes[i] = code
+
+
+def validate_batch(batch: BarBatch, last_ts_ms: NDArray[np.int64]) -> NDArray[np.int8]:
+    """A code per bar of ``batch``: ``OK`` or 1 + the index of its reason in ``REASONS``.
+
+    Per symbol ``j``, timestamps must strictly increase after ``last_ts_ms[j]`` (the newest
+    stored bar; ``NO_BAR`` when there is none) and after every bar accepted earlier in the
+    batch; a rejected bar does not move that mark.
+    """
+    if last_ts_ms.shape != (len(batch),):
+        raise ValueError(f"need one last_ts_ms per symbol ({len(batch)}), got {last_ts_ms.shape}")
+    codes = np.empty(batch.total, dtype=np.int8)
+    _validate(batch.ts_ms, batch.prices, batch.offsets, last_ts_ms.astype(np.int64), codes)
+    return codes
+
+
+def bar_fault(bar: Bar) -> str | None:
+    """Why a bar's values are unusable on their own (None: they are fine); timestamps aside."""
+    code = _value_fault(bar.open, bar.high, bar.low, bar.close, bar.volume)
+    return None if code == OK else REASONS[code - 1]
 
 
 def validate_bars(
     bars: Sequence[Bar], last_ts_ms: int | None
 ) -> tuple[list[Bar], list[tuple[Bar, str]]]:
-    """Split ``bars`` into accepted bars and (bar, reason) rejects, keeping the input order.
-
-    Timestamps must strictly increase after ``last_ts_ms`` (the newest stored bar) and after
-    every bar accepted earlier in the batch; a rejected bar does not move that mark.
-    """
+    """Split ``bars`` into accepted bars and (bar, reason) rejects, keeping the input order
+    (the rules of ``validate_batch``, for one symbol's records)."""
+    if not bars:
+        return [], []
+    batch = BarBatch.from_bars(("",), (bars,))
+    last = np.array([NO_BAR if last_ts_ms is None else last_ts_ms], dtype=np.int64)
     accepted: list[Bar] = []
     rejected: list[tuple[Bar, str]] = []
-    prev = last_ts_ms
-    isfinite = math.isfinite
-    for bar in bars:
-        o, h, lo, c, v = bar.open, bar.high, bar.low, bar.close, bar.volume
-        # One test for the common case: every price finite and positive, OHLC consistent
-        # (which implies lo ≤ h), volume ≥ 0; NaN fails every comparison, so it falls through.
-        if not (
-            lo > 0.0
-            and h >= o
-            and h >= c
-            and lo <= o
-            and lo <= c
-            and v >= 0.0
-            and isfinite(h)
-            and isfinite(v)
-        ):
-            fault = bar_fault(bar)
-            if fault is not None:
-                rejected.append((bar, fault))
-                continue
-        ts = bar.ts_ms
-        if prev is not None and ts <= prev:
-            rejected.append((bar, DUPLICATE_TIMESTAMP if ts == prev else OUT_OF_ORDER))
-            continue
-        accepted.append(bar)
-        prev = ts
+    for bar, code in zip(bars, validate_batch(batch, last).tolist(), strict=True):
+        if code == OK:
+            accepted.append(bar)
+        else:
+            rejected.append((bar, REASONS[code - 1]))
     return accepted, rejected

@@ -113,14 +113,29 @@ async def test_every_regime_occurs_with_its_minimum_duration_and_character() -> 
     assert vol[Regime.VOLATILE] > vol[Regime.TRENDING] > vol[Regime.RANGING]
 
 
-async def test_true_regime_outside_history_is_refused() -> None:
+async def test_true_regime_before_the_first_bar_is_refused_and_old_bars_regenerate() -> None:
     src = source(history_bars=10)
     with pytest.raises(ValueError, match="before"):
         src.true_regime("BTCUSDT", START_MS - 1)
+    labels = src.true_regimes("BTCUSDT", START_MS, 500)
     await src.fetch_bars("BTCUSDT", None, until(500))
-    with pytest.raises(ValueError, match="older"):
-        src.true_regime("BTCUSDT", START_MS)
-    assert src.true_regime("BTCUSDT", START_MS + 499 * BAR_MS) in Regime
+    # Going back after the generator moved on regenerates the same bars and labels.
+    assert src.true_regime("BTCUSDT", START_MS) is labels[0]
+    assert src.true_regimes("BTCUSDT", START_MS + 250 * BAR_MS, 250) == labels[250:]
+    old = await src.fetch_bars("BTCUSDT", START_MS + 479 * BAR_MS, until(490))
+    assert old == (await source(history_bars=10).fetch_bars("BTCUSDT", None, until(490)))[-10:]
+
+
+async def test_batch_fetch_equals_single_fetches() -> None:
+    single, batched = source(history_bars=50), source(history_bars=50)
+    symbols = ["SYN0023USDT", "BTCUSDT", "ETHUSDT"]
+    since = [None, START_MS + 30 * BAR_MS, START_MS + 79 * BAR_MS]
+    batch = await batched.fetch_bar_batch(symbols, since, until(80))
+    assert [batch.count(j) for j in range(3)] == [50, 49, 0]
+    for j, (symbol, s) in enumerate(zip(symbols, since, strict=True)):
+        assert batch.bars(j) == await single.fetch_bars(symbol, s, until(80))
+    with pytest.raises(ValueError, match="distinct"):
+        await batched.fetch_bar_batch(["BTCUSDT", "BTCUSDT"], [None, None], until(80))
 
 
 async def test_order_book_follows_the_last_close_and_liquidity() -> None:
