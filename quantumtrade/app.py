@@ -9,7 +9,9 @@ goes last so ``/health`` reports "stopping" while the rest winds down.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -20,7 +22,7 @@ from quantumtrade.bus import EventBus
 from quantumtrade.cache.l1 import L1Cache
 from quantumtrade.cache.tiered import RedisL2, TieredCache
 from quantumtrade.clock import Clock
-from quantumtrade.config import AppConfig, describe
+from quantumtrade.config import AppConfig, Mode, Secrets, describe
 from quantumtrade.data.ccxt_source import CcxtSource
 from quantumtrade.data.factory import active_symbols, build_source
 from quantumtrade.data.market_state import MarketState
@@ -37,9 +39,12 @@ from quantumtrade.events import (
     TradingState,
     decode,
 )
+from quantumtrade.execution.ccxt_venue import CcxtVenue
 from quantumtrade.execution.paper import PaperVenue
+from quantumtrade.execution.reconcile import LEDGER_EVENT_TYPES, OrderLedger, Reconciler
 from quantumtrade.execution.router import OrderRouter
 from quantumtrade.execution.tracker import OrderTracker
+from quantumtrade.execution.venue import Venue
 from quantumtrade.metrics import Metrics, Snapshot
 from quantumtrade.portfolio import Portfolio
 from quantumtrade.regime import engine as regime_engine
@@ -69,6 +74,7 @@ class Daemon:
         source: Source,
         spool: Spool | None = None,
         first_seq: int = 1,
+        venues: Sequence[CcxtVenue] = (),
     ) -> None:
         self.cfg = cfg
         self.clock = clock
@@ -129,16 +135,29 @@ class Daemon:
         self.paper = PaperVenue(
             "paper", clock=clock, books=self.order_book, config=cfg.execution.paper
         )
+        # Live mode trades on the configured exchanges only; paper mode on the simulator.
+        self.ccxt_venues = list(venues)
+        trading: list[Venue] = list(self.ccxt_venues) if self.ccxt_venues else [self.paper]
         self.router = OrderRouter(
             bus=self.bus,
             clock=clock,
-            venues=[self.paper],
+            venues=trading,
             config=cfg.execution.router,
             breaker_config=cfg.breaker,
             on_latency=self.metrics.observe_router_latency,
             on_breaker_change=self._post,
         )
         self.tracker = OrderTracker()
+        self.ledger = OrderLedger()
+        self.reconciler = Reconciler(
+            bus=self.bus,
+            clock=clock,
+            ledger=self.ledger,
+            venues={v.name: v for v in self.ccxt_venues},
+            busy=self.router.in_progress.__contains__,
+            config=cfg.execution.reconcile,
+        )
+        self._reconcile_task: asyncio.Task[None] | None = None
         self._subscribe()
         self.metrics.attach(self._snapshot())
         self.admin = AdminServer(
@@ -156,15 +175,25 @@ class Daemon:
             cache_stats=self.book_cache.stats,
             cached_book=lambda symbol: self.book_cache.l1.peek(f"book:{symbol}"),
             tracker=self.tracker,
+            reconciler=self.reconciler,
         )
 
     @classmethod
-    async def create(cls, cfg: AppConfig, *, clock: Clock) -> Daemon:
-        """Open the event log first: the bus continues its seq after the last logged event."""
+    async def create(
+        cls, cfg: AppConfig, *, clock: Clock, environ: Mapping[str, str] | None = None
+    ) -> Daemon:
+        """Open the event log first: the bus continues its seq after the last logged event.
+
+        Live mode connects to every configured exchange (markets loaded) before anything
+        else starts; keys come from ``environ`` (default: the process environment).
+        """
         eventlog, spool, first_seq = await open_event_log(cfg.database)
         source: Source | None = None
+        venues: list[CcxtVenue] = []
         try:
             source = await build_source(cfg, clock)
+            if cfg.system.mode is Mode.LIVE:
+                venues = await open_venues(cfg, clock, os.environ if environ is None else environ)
             daemon = cls(
                 cfg,
                 clock=clock,
@@ -172,27 +201,28 @@ class Daemon:
                 source=source,
                 spool=spool,
                 first_seq=first_seq,
+                venues=venues,
             )
             await daemon.restore_positions()
             return daemon
         except BaseException:
+            for venue in venues:
+                await venue.close()
             if isinstance(source, CcxtSource):
                 await source.close()
             await eventlog.close()
             raise
 
     async def restore_positions(self) -> None:
-        """Positions from every fill in the log (and the spool): a restart keeps them.
+        """Positions and the order ledger from the log (and the spool): a restart keeps them.
 
         If the log cannot be read, the positions are unknown: trading starts HALTED (orders
         refused, visible in /health) until an operator sets the state back to ACTIVE.
         """
-        fills: dict[int, OrderFilled] = {}
+        events: dict[int, Event] = {}
         try:
-            async for stored in self.eventlog.read(types=["OrderFilled"]):
-                fill = decode(stored.payload)
-                if isinstance(fill, OrderFilled):
-                    fills[stored.seq] = fill
+            async for stored in self.eventlog.read(types=list(LEDGER_EVENT_TYPES)):
+                events[stored.seq] = decode(stored.payload)
         except (StoreUnavailable, OSError) as exc:
             log.error("positions_unknown_trading_halted", error=str(exc))
             await self.risk.set_state(
@@ -201,11 +231,12 @@ class Daemon:
             return
         if self.writer.spool is not None:
             for seq, _, type_name, payload in self.writer.spool.load():
-                if type_name == "OrderFilled":
-                    fill = decode(payload)
-                    if isinstance(fill, OrderFilled):
-                        fills[seq] = fill
-        restored = self.portfolio.restore(fills.values())
+                if type_name in LEDGER_EVENT_TYPES:
+                    events[seq] = decode(payload)
+        ordered = [events[seq] for seq in sorted(events)]
+        self.ledger.restore(ordered)
+        fills = [e for e in ordered if isinstance(e, OrderFilled)]
+        restored = self.portfolio.restore(fills)
         if restored:
             log.info(
                 "positions_restored",
@@ -245,6 +276,9 @@ class Daemon:
     def _subscribe(self) -> None:
         bus = self.bus
         subscribe_decision_path(bus, risk=self.risk, portfolio=self.portfolio)
+        for event_type, handler in self.ledger.handlers():
+            bus.subscribe(event_type, handler)
+        bus.subscribe(OrderIntent, self.tracker.on_intent)
         bus.subscribe(OrderIntent, self.router.on_intent)
         bus.subscribe(RegimeChanged, self.orchestrator.on_regime_changed)
         bus.subscribe(OrderFilled, self.tracker.on_filled)
@@ -285,6 +319,19 @@ class Daemon:
         self.writer.start(tg)
         self.bus.start(tg)
         self._outbox_task = tg.create_task(self._publish_outbox(), name="outbox")
+        if self.reconciler.venues:
+            # Before any new order: the log learns what the venues did while we were away.
+            status = await self.reconciler.run_once()
+            log.info(
+                "reconciled_at_start",
+                resolved=status["resolved"],
+                open=len(status["open_orders"]),
+                external=len(status["external_orders"]),
+                errors=status["errors"],
+            )
+            self._reconcile_task = tg.create_task(
+                self.reconciler.run_periodically(), name="reconcile"
+            )
         self.orchestrator.start(tg)
         await self.admin.start()
         self.status = "running"
@@ -324,6 +371,10 @@ class Daemon:
         self.status = "stopping"
         budget = self.cfg.system.shutdown_timeout_s
         t0 = time.perf_counter()
+        if self._reconcile_task is not None:
+            self._reconcile_task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._reconcile_task
         await self.orchestrator.stop()
         with suppress(TimeoutError):
             async with asyncio.timeout(budget * 0.1):
@@ -338,6 +389,8 @@ class Daemon:
             await self.book_cache.l2.close()
         if isinstance(self.source, CcxtSource):
             await self.source.close()
+        for venue in self.ccxt_venues:
+            await venue.close()
         await self.eventlog.close()
         self.status = "stopped"
         log.info(
@@ -380,6 +433,25 @@ class Daemon:
             "ticks": self.ticks,
             "components": components,
         }
+
+
+async def open_venues(cfg: AppConfig, clock: Clock, environ: Mapping[str, str]) -> list[CcxtVenue]:
+    """Connect to every configured exchange (keys from ``environ``; the config checked them)."""
+    secrets = Secrets.from_env(environ)
+    venues: list[CcxtVenue] = []
+    try:
+        for venue_cfg in cfg.execution.venues:
+            credentials = secrets.get(venue_cfg.exchange)
+            if credentials is None:
+                raise ValueError(f"no credentials for {venue_cfg.exchange} in the environment")
+            venue = CcxtVenue(venue_cfg, credentials=credentials, clock=clock)
+            venues.append(venue)
+            await venue.start()
+    except BaseException:
+        for venue in venues:
+            await venue.close()
+        raise
+    return venues
 
 
 async def run_daemon(

@@ -31,7 +31,9 @@ from quantumtrade.data.orchestrator import OrchestratorConfig
 from quantumtrade.data.replay_source import ReplayConfig, parse_timeframe
 from quantumtrade.data.synthetic import SyntheticConfig
 from quantumtrade.errors import ConfigError
+from quantumtrade.execution.ccxt_venue import CcxtVenueConfig
 from quantumtrade.execution.paper import PaperVenueConfig
+from quantumtrade.execution.reconcile import ReconcileConfig
 from quantumtrade.execution.router import RouterConfig
 from quantumtrade.redaction import redact, redact_url
 from quantumtrade.regime.engine import RegimeConfig
@@ -127,7 +129,12 @@ class AdminConfig(_Section, frozen=True, forbid_unknown_fields=True):
 
 class ExecutionConfig(_Section, frozen=True, forbid_unknown_fields=True):
     paper: PaperVenueConfig = PaperVenueConfig()
+    """The simulated venue paper mode trades on."""
     router: RouterConfig = RouterConfig()
+    venues: list[CcxtVenueConfig] = []
+    """Exchanges live mode trades on (``[[execution.venues]]``), keys from the environment;
+    ignored in paper mode."""
+    reconcile: ReconcileConfig = ReconcileConfig()
 
 
 class AppConfig(_Section, frozen=True, forbid_unknown_fields=True):
@@ -161,6 +168,8 @@ ENV_PREFIX = "QT_"
 class Credentials(msgspec.Struct, frozen=True):
     api_key: str
     secret: str
+    password: str = ""
+    """The API passphrase some exchanges need (KuCoin, OKX): ``<EXCHANGE>_PASSPHRASE``."""
 
     def __repr__(self) -> str:
         return f"Credentials(api_key='{redact(self.api_key)}', secret='***')"
@@ -180,8 +189,9 @@ class Secrets:
         for exchange in EXCHANGES:
             key = environ.get(f"{exchange.upper()}_API_KEY", "")
             secret = environ.get(f"{exchange.upper()}_SECRET_KEY", "")
+            password = environ.get(f"{exchange.upper()}_PASSPHRASE", "")
             if key or secret:
-                found[exchange] = Credentials(api_key=key, secret=secret)
+                found[exchange] = Credentials(api_key=key, secret=secret, password=password)
         return cls(found)
 
     def get(self, exchange: str) -> Credentials | None:
@@ -245,8 +255,6 @@ def _check_semantics(cfg: AppConfig) -> list[tuple[str, str]]:
         problems.append(("database.url", "must be a postgresql:// URL (or empty for SQLite)"))
     if cfg.redis.url and not re.match(r"^(rediss?|unix)://", cfg.redis.url):
         problems.append(("redis.url", "must be a redis://, rediss:// or unix:// URL"))
-    if cfg.system.mode is Mode.LIVE:
-        problems.append(("system.mode", "live trading is not available yet; use paper"))
     if cfg.system.mode is Mode.REPLAY:
         problems.append(
             (
@@ -266,6 +274,42 @@ def _check_semantics(cfg: AppConfig) -> list[tuple[str, str]]:
                 parse_timeframe(timeframe)
             except ValueError as exc:
                 problems.append((key, str(exc)))
+    return problems
+
+
+def _check_live(cfg: AppConfig, environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Live mode needs at least one exchange venue, one per exchange, each with its keys."""
+    problems: list[tuple[str, str]] = []
+    venues = cfg.execution.venues
+    names = [v.exchange for v in venues]
+    if len(set(names)) != len(names):
+        problems.append(("execution.venues", f"one venue per exchange, got {names}"))
+    if cfg.system.mode is not Mode.LIVE:
+        return problems
+    if not venues:
+        problems.append(
+            (
+                "execution.venues",
+                "live mode needs at least one exchange: add [[execution.venues]] with "
+                'exchange = "binance" (or coinbase, kraken, kucoin, okx), keys in the environment',
+            )
+        )
+    secrets = Secrets.from_env(environ)
+    for i, venue in enumerate(venues):
+        creds = secrets.get(venue.exchange)
+        prefix = venue.exchange.upper()
+        for name, value in (
+            (f"{prefix}_API_KEY", creds.api_key if creds else ""),
+            (f"{prefix}_SECRET_KEY", creds.secret if creds else ""),
+        ):
+            if not value:
+                problems.append(
+                    (
+                        f"execution.venues[{i}]",
+                        f"{name} is not set in the environment (live trading on "
+                        f"{venue.exchange} needs it)",
+                    )
+                )
     return problems
 
 
@@ -344,7 +388,7 @@ def load_config(path: str | Path | None, environ: Mapping[str, str] | None = Non
             key, reason = _explain(error)
             raise ConfigError(f"environment variable {name}", key, reason) from None
 
-    problems = _check_semantics(cfg)
+    problems = _check_semantics(cfg) + _check_live(cfg, environ)
     if problems:
         key, reason = problems[0]
         raise ConfigError(where, key, reason)

@@ -24,6 +24,7 @@ from quantumtrade.data.market_state import MarketState
 from quantumtrade.data.orchestrator import Orchestrator
 from quantumtrade.data.source import OrderBook
 from quantumtrade.events import OrderIntent, OrderRejected, OrderType, Side, TradingState
+from quantumtrade.execution.reconcile import Reconciler
 from quantumtrade.execution.router import OrderRouter
 from quantumtrade.execution.tracker import OrderTracker
 from quantumtrade.metrics import Metrics
@@ -87,6 +88,7 @@ class AdminServer:
         regime: RegimeDetector | None = None,
         tracker: OrderTracker | None = None,
         order_timeout_s: float = 10.0,
+        reconciler: Reconciler | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -101,6 +103,7 @@ class AdminServer:
         self._cache_stats = cache_stats
         self._cached_book = cached_book
         self._tracker = tracker or OrderTracker()
+        self._reconciler = reconciler
         self._regime = regime
         self._order_timeout_s = order_timeout_s
         self._runner: web.AppRunner | None = None
@@ -287,7 +290,12 @@ class AdminServer:
         return _json({"symbols": answer})
 
     async def get_router(self, request: web.Request) -> web.Response:
-        self._endpoint(request, ("metrics",))
+        """``metrics`` (per venue) or ``reconciliation`` (open and external orders, balances)."""
+        endpoint = self._endpoint(request, ("metrics", "reconciliation"))
+        if endpoint == "reconciliation":
+            if self._reconciler is None:
+                raise ApiError(404, "reconciliation is not configured")
+            return _json(self._reconciler.status())
         return _json(self._router.metrics())
 
     async def post_router(self, request: web.Request) -> web.Response:
@@ -472,7 +480,7 @@ OPENAPI: dict[str, Any] = {
                     {
                         "name": "endpoint",
                         "in": "query",
-                        "schema": {"type": "string", "enum": ["metrics"]},
+                        "schema": {"type": "string", "enum": ["metrics", "reconciliation"]},
                     }
                 ],
                 "responses": {"200": {}, "400": {}},

@@ -33,8 +33,14 @@ from quantumtrade.clock import Clock
 from quantumtrade.data.ccxt_source import EXCHANGE_IDS, ExchangeId, new_exchange
 from quantumtrade.data.source import OrderBook
 from quantumtrade.errors import VenueError
-from quantumtrade.events import OrderIntent, OrderType
-from quantumtrade.execution.venue import Execution, Fill, OrderStatus
+from quantumtrade.events import OrderIntent, OrderType, Side
+from quantumtrade.execution.venue import (
+    Execution,
+    Fill,
+    OrderStatus,
+    OutcomeUnknown,
+    VenueOrder,
+)
 
 if TYPE_CHECKING:  # config.py composes configs, so import it for types only
     from quantumtrade.config import Credentials
@@ -80,16 +86,21 @@ class CcxtVenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     resolve_backoff_ms: Annotated[int, msgspec.Meta(ge=0)] = 250
     """Pause between those queries (doubled each time), slept on the injected clock."""
     order_memory: Annotated[int, msgspec.Meta(ge=1)] = 100_000
+    """Client order ids remembered (with their symbol) for resubmits, cancels and queries."""
     book_ttl_ms: Annotated[int, msgspec.Meta(ge=0)] = 250
     """How long a fetched order book serves routing decisions (0: fetch for every order);
     concurrent requests for one symbol share one fetch."""
-    """Client order ids remembered (with their symbol) for resubmits, cancels and queries."""
+    sandbox: bool = False
+    """Trade on the exchange's testnet / sandbox (ccxt's ``set_sandbox_mode``); not together
+    with ``api_url``."""
 
     def __post_init__(self) -> None:
         if self.exchange not in EXCHANGE_IDS:
             raise ValueError(f"exchange {self.exchange!r}: expected one of {list(EXCHANGE_IDS)}")
         if self.api_url and urlsplit(self.api_url).scheme not in ("http", "https"):
             raise ValueError(f"api_url {self.api_url!r}: expected an http(s) URL")
+        if self.sandbox and self.api_url:
+            raise ValueError("sandbox and api_url exclude each other: api_url names the host")
 
 
 def _is_duplicate(exc: BaseException) -> bool:
@@ -133,6 +144,13 @@ class CcxtVenue:
             if config.book_ttl_ms
             else None
         )
+        # Reconciliation lists open orders across symbols; Binance's client refuses that
+        # unless told the (heavier) request is meant.
+        self._exchange.options["warnOnFetchOpenOrdersWithoutSymbol"] = False
+        if config.sandbox:
+            self._exchange.set_sandbox_mode(True)
+        if credentials.password:
+            self._exchange.password = credentials.password
         self._unified: dict[str, str] = {}  # our name (BTCUSDT) → ccxt's (BTC/USDT)
         # client order id → our symbol: every order this venue sent, for cancels and queries.
         self._symbols: OrderedDict[str, str] = OrderedDict()
@@ -242,6 +260,47 @@ class CcxtVenue:
                 None, self._unified[symbol], {"origClientOrderId": client_order_id}
             )
         return self._execution(client_order_id, order)
+
+    async def lookup(self, client_order_id: str, symbol: str) -> Execution | None:
+        """The exchange's state of an order; None when the exchange does not know the id.
+
+        The id is remembered with its symbol (an order sent before a restart can then be
+        cancelled, and a resubmit of it is answered by a query).
+        """
+        if client_order_id not in self._symbols:
+            self._remember(client_order_id, symbol)
+        try:
+            return await self.fetch_order(client_order_id, symbol)
+        except VenueError as exc:
+            if isinstance(exc.__cause__, ccxt_async.OrderNotFound):
+                return None
+            raise
+
+    async def open_orders(self) -> list[VenueOrder]:
+        """Every order open at the exchange on this account, in any listed symbol."""
+        with self._as_venue_error("fetch_open_orders", None):
+            orders: list[dict[str, Any]] = await self._exchange.fetch_open_orders()
+        ours = {unified: symbol for symbol, unified in self._unified.items()}
+        found: list[VenueOrder] = []
+        for order in orders:
+            symbol = ours.get(str(order.get("symbol")))
+            cid = order.get("clientOrderId")
+            if symbol is None or not cid:
+                continue  # a market we do not trade, or an order without our kind of id
+            price = order.get("price")
+            found.append(
+                VenueOrder(
+                    client_order_id=str(cid),
+                    venue_order_id=str(order.get("id") or ""),
+                    symbol=symbol,
+                    side=Side(str(order.get("side")).upper()),
+                    quantity=float(order.get("amount") or 0.0),
+                    filled_quantity=float(order.get("filled") or 0.0),
+                    price=float(price) if price else None,
+                    status=self._execution(str(cid), order).status,
+                )
+            )
+        return found
 
     async def balance(self) -> dict[str, float]:
         """Total holdings by asset (free plus locked in open orders), zero balances left out."""
@@ -353,7 +412,7 @@ class CcxtVenue:
             except ccxt_async.ExchangeError as exc:
                 raise VenueError(f"{self.name} fetch_order {cid}: {exc}") from exc
             return self._execution(cid, order)
-        raise VenueError(
+        raise OutcomeUnknown(
             f"{self.name}: outcome of order {cid} unknown after "
             f"{self.config.resolve_attempts} queries: {last}"
         ) from last

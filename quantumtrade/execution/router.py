@@ -1,17 +1,34 @@
-"""Smart order routing: rank venues by expected all-in cost, submit, publish the outcome.
+"""Smart order routing: rank venues by expected all-in cost, split, submit, publish outcomes.
 
 Cost of a venue, in bps of its mid: taker fee + slippage of walking its book for the whole
 quantity + a latency penalty (EWMA of measured submit latency * ``latency_penalty_bps_per_ms``)
-+ its record of realised minus expected slippage (EWMA). Venues that can fill the whole
-quantity rank before those that cannot. Each order goes to one venue: splitting an order across
-venues is not implemented yet, and neither is managing resting orders: an order a venue leaves
-open (NEW / PARTIALLY_FILLED) is cancelled at once and its remainder reported cancelled.
++ its record of realised minus expected slippage (EWMA) + a reliability penalty
+(``reliability_penalty_bps`` * (reject/error rate EWMA + fill shortfall EWMA)). Venues that can
+fill the whole quantity rank before those that cannot.
+
+Splitting: every level of every eligible venue's book (the best ``max_children`` venues) is
+priced per unit with that venue's per-unit costs (fee, latency penalty, record corrections)
+and levels are taken cheapest first until the quantity is done: greedy marginal-cost
+allocation, which is optimal because all these costs grow with quantity. The split is used when
+it saves at least ``min_split_saving_bps`` against the best single venue, or when it fills more
+than any one venue can. Each child is an order of its own with a deterministic client order id
+(``<parent>-<n>``, so a redelivered intent maps to the same ids) and events that carry
+``parent_id``; the parent's state is derived from them: filled when the children's fills add up
+to its quantity, else cancelled (or rejected) once every child has ended. An order that goes to
+one venue is its own only child (no ``parent_id``).
+
+A submit whose outcome the venue cannot tell (``OutcomeUnknown``) leaves its order in flight:
+``OrderSubmitted`` without fills; reconciliation resolves it by querying the venue. Resting
+orders are not managed: an order a venue leaves open (NEW / PARTIALLY_FILLED) is cancelled at
+once and its remainder reported cancelled.
 
 Latency is measured on the injected clock, so a replay makes the same routing decisions.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import math
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
@@ -34,7 +51,16 @@ from quantumtrade.events import (
     OrderType,
     Side,
 )
-from quantumtrade.execution.venue import Execution, OrderStatus, Venue, is_complete, walk_book
+from quantumtrade.execution.venue import (
+    FILL_TOLERANCE,
+    Execution,
+    OrderStatus,
+    OutcomeUnknown,
+    Venue,
+    is_complete,
+    take_levels,
+    walk_book,
+)
 
 log = structlog.get_logger("quantumtrade.router")
 
@@ -42,20 +68,31 @@ log = structlog.get_logger("quantumtrade.router")
 _RECENT_INTENTS = 10_000
 # Consecutive venue errors after which the router reports itself degraded.
 _DEGRADED_AFTER_ERRORS = 3
+# Longest client order id every supported exchange accepts (Binance: 36).
+MAX_CLIENT_ID = 36
+
+Levels = Sequence[tuple[float, float]]
 
 
 class RouterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     latency_penalty_bps_per_ms: Annotated[float, msgspec.Meta(ge=0)] = 0.01
     book_depth: Annotated[int, msgspec.Meta(ge=1)] = 20
-    """Book levels a side fetched to estimate slippage."""
+    """Book levels a side fetched to estimate slippage and to split orders."""
     ewma_alpha: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.2
-    """Weight of the newest sample in the latency and slippage-error averages."""
+    """Weight of the newest sample in the latency, slippage, reject and fill averages."""
     latency_samples: Annotated[int, msgspec.Meta(ge=1)] = 1_000
     """Newest submit latencies kept per venue for p50 / p99."""
+    reliability_penalty_bps: Annotated[float, msgspec.Meta(ge=0)] = 20.0
+    """Cost added per unit of (reject-or-error rate EWMA + fill shortfall EWMA) of a venue."""
+    max_children: Annotated[int, msgspec.Meta(ge=1, le=5)] = 3
+    """Most venues one order is split across (1: never split)."""
+    min_split_saving_bps: Annotated[float, msgspec.Meta(ge=0)] = 0.5
+    """A split must save at least this much against the best single venue (each child is one
+    more request and one more partial outcome to handle)."""
 
 
 class VenueQuote(msgspec.Struct, frozen=True, kw_only=True):
-    """One venue's expected cost for an order, in bps of its mid."""
+    """One venue's expected cost for the whole order, in bps of its mid."""
 
     venue: str
     mid: float
@@ -65,9 +102,24 @@ class VenueQuote(msgspec.Struct, frozen=True, kw_only=True):
     slippage_bps: float
     latency_penalty_bps: float
     slippage_correction_bps: float
+    reliability_penalty_bps: float = 0.0
     total_bps: float
     complete: bool
     """True when the book holds the whole quantity."""
+
+    @property
+    def unit_cost_bps(self) -> float:
+        """The costs that scale with quantity but not with book depth (all but slippage)."""
+        return self.total_bps - self.slippage_bps
+
+
+class ChildOrder(msgspec.Struct, frozen=True, kw_only=True):
+    """One venue's share of an order."""
+
+    venue: str
+    client_order_id: str
+    quantity: float
+    expected_price: float
 
 
 class RoutingDecision(msgspec.Struct, frozen=True, kw_only=True):
@@ -79,6 +131,10 @@ class RoutingDecision(msgspec.Struct, frozen=True, kw_only=True):
     """Eligible venues, cheapest first."""
     excluded: dict[str, str]
     """Ineligible venue → why (not_listed, breaker_open, no_book, book_error)."""
+    children: tuple[ChildOrder, ...] = ()
+    """What will be sent where: one child (the order itself) or a split."""
+    split_saving_bps: float = 0.0
+    """Expected saving of the split against the best single venue (0 when not split)."""
 
     @property
     def best(self) -> VenueQuote | None:
@@ -92,6 +148,15 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[rank]
 
 
+def child_order_id(parent: str, n: int) -> str:
+    """The n-th child's client order id: ``parent-n``, or a digest of the parent if too long."""
+    suffix = f"-{n}"
+    if len(parent) + len(suffix) <= MAX_CLIENT_ID:
+        return parent + suffix
+    digest = hashlib.blake2b(parent.encode(), digest_size=12).hexdigest()
+    return f"c{digest}{suffix}"
+
+
 class _VenueRecord:
     """What the router has measured about one venue."""
 
@@ -100,6 +165,7 @@ class _VenueRecord:
         self.fills = 0
         self.rejects = 0
         self.errors = 0
+        self.unknown = 0
         self.consecutive_errors = 0
         self.requested_quantity = 0.0
         self.filled_quantity = 0.0
@@ -109,6 +175,8 @@ class _VenueRecord:
         self.expected_slippage_bps_sum = 0.0
         self.realized_slippage_bps_sum = 0.0
         self.slippage_error_ewma_bps = 0.0
+        self.failure_ewma = 0.0
+        self.shortfall_ewma = 0.0
 
     def metrics(self) -> dict[str, Any]:
         lat = sorted(self.latencies_ms)
@@ -118,6 +186,7 @@ class _VenueRecord:
             "fills": self.fills,
             "rejects": self.rejects,
             "errors": self.errors,
+            "outcome_unknown": self.unknown,
             "fill_ratio": self.filled_quantity / self.requested_quantity
             if self.requested_quantity
             else 0.0,
@@ -126,12 +195,24 @@ class _VenueRecord:
             "latency_p99_ms": _percentile(lat, 0.99),
             "expected_slippage_bps": self.expected_slippage_bps_sum / n if n else 0.0,
             "realized_slippage_bps": self.realized_slippage_bps_sum / n if n else 0.0,
+            "reject_rate_ewma": self.failure_ewma,
+            "fill_shortfall_ewma": self.shortfall_ewma,
         }
 
 
 def _slippage_bps(side: Side, price: float, mid: float) -> float:
     """Cost of paying ``price`` against ``mid``, in bps (positive is worse)."""
     return (price - mid) / mid * 1e4 * side.sign
+
+
+def _marketable(intent: OrderIntent, levels: Levels) -> Levels:
+    """The levels a LIMIT order may take (all of them for a MARKET order)."""
+    limit = intent.limit_price
+    if intent.order_type is not OrderType.LIMIT or limit is None:
+        return levels
+    if intent.side is Side.BUY:
+        return tuple(lv for lv in levels if lv[0] <= limit)
+    return tuple(lv for lv in levels if lv[0] >= limit)
 
 
 class OrderRouter:
@@ -162,56 +243,75 @@ class OrderRouter:
         self._records = {v.name: _VenueRecord(self.config.latency_samples) for v in venues}
         self._on_latency = on_latency
         self._recent: OrderedDict[str, None] = OrderedDict()
+        self.in_progress: set[str] = set()
+        """Client order ids being submitted or published now (reconciliation leaves them)."""
         self.routed = 0
+        self.split = 0
         self.unroutable = 0
         self.duplicates = 0
 
     # --- ranking ----------------------------------------------------------------------
 
     async def route(self, intent: OrderIntent) -> RoutingDecision:
-        """Rank the eligible venues for ``intent`` by expected all-in cost (no side effects)."""
+        """Rank the eligible venues for ``intent`` and plan its children (nothing is sent).
+
+        A book that cannot be fetched counts as a failure of the venue (its breaker opens
+        after repeated ones, so a dead venue stops costing a timeout per decision).
+        """
+        decision, _ = await self._rank(intent)
+        return decision
+
+    async def _rank(self, intent: OrderIntent) -> tuple[RoutingDecision, dict[str, Levels]]:
         quotes: list[VenueQuote] = []
         excluded: dict[str, str] = {}
+        books: dict[str, Levels] = {}
         for name, venue in self.venues.items():
             if not venue.listed(intent.symbol):
                 excluded[name] = "not_listed"
                 continue
-            if self.breakers[name].state is BreakerState.OPEN:
+            breaker = self.breakers[name]
+            if breaker.state is BreakerState.OPEN:
                 excluded[name] = "breaker_open"
                 continue
             try:
                 book = await venue.order_book(intent.symbol, self.config.book_depth)
             except Exception:
                 log.warning("order_book_failed", venue=name, symbol=intent.symbol, exc_info=True)
+                breaker.record_failure()
                 excluded[name] = "book_error"
                 continue
+            if breaker.state is BreakerState.CLOSED:
+                breaker.record_success()  # resets the consecutive count; a probe is an order
             levels = () if book is None else (book.asks if intent.side is Side.BUY else book.bids)
             if book is None or not levels or not (math.isfinite(book.mid) and book.mid > 0):
                 excluded[name] = "no_book"
                 continue
+            books[name] = levels
             quotes.append(self._quote(venue, intent, book.mid, levels))
         quotes.sort(key=lambda q: (not q.complete, q.total_bps))
-        return RoutingDecision(
+        ranking = tuple(quotes)
+        children, saving = self._allocate(intent, ranking, books)
+        decision = RoutingDecision(
             client_order_id=intent.client_order_id,
             symbol=intent.symbol,
             side=intent.side,
             quantity=intent.quantity,
-            ranking=tuple(quotes),
+            ranking=ranking,
             excluded=excluded,
+            children=children,
+            split_saving_bps=saving,
         )
+        return decision, books
 
-    def _quote(
-        self,
-        venue: Venue,
-        intent: OrderIntent,
-        mid: float,
-        levels: Sequence[tuple[float, float]],
-    ) -> VenueQuote:
+    def _quote(self, venue: Venue, intent: OrderIntent, mid: float, levels: Levels) -> VenueQuote:
         filled, avg = walk_book(levels, intent.quantity)
         slippage = _slippage_bps(intent.side, avg, mid)
         record = self._records[venue.name]
         latency_penalty = (record.latency_ewma_ms or 0.0) * self.config.latency_penalty_bps_per_ms
         correction = record.slippage_error_ewma_bps
+        reliability = self.config.reliability_penalty_bps * (
+            record.failure_ewma + record.shortfall_ewma
+        )
         return VenueQuote(
             venue=venue.name,
             mid=mid,
@@ -221,14 +321,86 @@ class OrderRouter:
             slippage_bps=slippage,
             latency_penalty_bps=latency_penalty,
             slippage_correction_bps=correction,
-            total_bps=venue.taker_fee_bps + slippage + latency_penalty + correction,
+            reliability_penalty_bps=reliability,
+            total_bps=venue.taker_fee_bps + slippage + latency_penalty + correction + reliability,
             complete=is_complete(filled, intent.quantity),
         )
+
+    def _allocate(
+        self, intent: OrderIntent, ranking: Sequence[VenueQuote], books: dict[str, Levels]
+    ) -> tuple[tuple[ChildOrder, ...], float]:
+        """The children to send (greedy marginal cost over book levels) and the split's saving.
+
+        Each level's cost per unit is its price moved by the venue's per-unit costs; the
+        cheapest units are taken first. Compared with the best single venue on the same
+        per-unit costs; one child (the order itself) unless the split pays.
+        """
+        if not ranking:
+            return (), 0.0
+        best = ranking[0]
+        single = (
+            ChildOrder(
+                venue=best.venue,
+                client_order_id=intent.client_order_id,
+                quantity=intent.quantity,
+                expected_price=best.expected_price,
+            ),
+        )
+        if self.config.max_children < 2 or len(ranking) < 2:
+            return single, 0.0
+        sign = intent.side.sign
+        units: list[tuple[float, float, float, str]] = []  # (signed unit cost, price, size, venue)
+        for quote in ranking[: self.config.max_children]:
+            extra = quote.unit_cost_bps / 1e4
+            for price, size in _marketable(intent, books[quote.venue]):
+                if size > 0:
+                    units.append((sign * price * (1.0 + sign * extra), price, size, quote.venue))
+        units.sort(key=lambda u: u[0])
+        quantity = intent.quantity
+        remaining = quantity
+        taken: dict[str, list[float]] = {}  # venue → [quantity, notional, signed cost]
+        for cost, price, size, venue in units:
+            if remaining <= quantity * FILL_TOLERANCE:
+                break
+            take = min(size, remaining)
+            share = taken.setdefault(venue, [0.0, 0.0, 0.0])
+            share[0] += take
+            share[1] += take * price
+            share[2] += take * cost
+            remaining -= take
+        if len(taken) < 2:
+            return single, 0.0
+        split_filled = quantity - remaining
+        split_cost = sum(share[2] for share in taken.values())
+        best_cost = sum(
+            sign * p * (1.0 + sign * best.unit_cost_bps / 1e4) * q
+            for q, p in take_levels(_marketable(intent, books[best.venue]), quantity)
+        )
+        saving = 0.0
+        if best.complete and is_complete(split_filled, quantity):
+            saving = (best_cost - split_cost) / (quantity * best.mid) * 1e4
+            if saving < self.config.min_split_saving_bps:
+                return single, 0.0
+        elif not split_filled > best.fillable_quantity * (1.0 + FILL_TOLERANCE):
+            return single, 0.0
+        order = {q.venue: i for i, q in enumerate(ranking)}
+        children = tuple(
+            ChildOrder(
+                venue=venue,
+                client_order_id=child_order_id(intent.client_order_id, n),
+                quantity=share[0],
+                expected_price=share[1] / share[0],
+            )
+            for n, (venue, share) in enumerate(
+                sorted(taken.items(), key=lambda kv: order[kv[0]]), start=1
+            )
+        )
+        return children, saving
 
     # --- execution --------------------------------------------------------------------
 
     async def on_intent(self, intent: OrderIntent) -> None:
-        """Route, submit, and publish Submitted → Filled… → Cancelled, or Rejected."""
+        """Route, submit every child, publish Submitted → Filled… → Cancelled, or Rejected."""
         if intent.client_order_id in self._recent:
             self.duplicates += 1
             log.warning("duplicate_intent_ignored", client_order_id=intent.client_order_id)
@@ -237,36 +409,130 @@ class OrderRouter:
         while len(self._recent) > _RECENT_INTENTS:
             self._recent.popitem(last=False)
 
-        decision = await self.route(intent)
-        quote = next((q for q in decision.ranking if self.breakers[q.venue].allow()), None)
-        if quote is None:
+        decision, books = await self._rank(intent)
+        children = self._admitted(intent, decision, books)
+        if not children:
             self.unroutable += 1
             detail = ", ".join(f"{v}: {why}" for v, why in decision.excluded.items())
             await self._reject(intent, "no_eligible_venue", detail or "no venues", None)
             return
         self.routed += 1
-        venue = self.venues[quote.venue]
+        quotes = {q.venue: q for q in decision.ranking}
+        if len(children) == 1:
+            child = children[0]
+            self.in_progress.add(intent.client_order_id)
+            try:
+                execution = await self._send(intent, self.venues[child.venue])
+                await self._publish(intent, quotes[child.venue], child, execution, "")
+            finally:
+                self.in_progress.discard(intent.client_order_id)
+            return
+        await self._split(intent, children, quotes)
+
+    def _admitted(
+        self, intent: OrderIntent, decision: RoutingDecision, books: dict[str, Levels]
+    ) -> tuple[ChildOrder, ...]:
+        """The planned children whose breakers let an order through (re-planned without the
+        venues that refuse: a half-open breaker lets one probe at a time)."""
+        children = decision.children
+        granted: set[str] = set()
+        denied: set[str] = set()
+        while children:
+            for child in children:
+                if child.venue in granted or child.venue in denied:
+                    continue
+                (granted if self.breakers[child.venue].allow() else denied).add(child.venue)
+            if not any(c.venue in denied for c in children):
+                return children
+            ranking = tuple(q for q in decision.ranking if q.venue not in denied)
+            children, _ = self._allocate(intent, ranking, books)
+        return ()
+
+    async def _split(
+        self, intent: OrderIntent, children: Sequence[ChildOrder], quotes: dict[str, VenueQuote]
+    ) -> None:
+        """Send the children at once, publish each child's outcome, then the parent's end."""
+        self.split += 1
+        parent = intent.client_order_id
+        child_intents = [
+            msgspec.structs.replace(
+                intent, client_order_id=c.client_order_id, quantity=c.quantity, seq=0
+            )
+            for c in children
+        ]
+        self.in_progress.update(c.client_order_id for c in children)
+        try:
+            executions = await asyncio.gather(
+                *(
+                    self._send(ci, self.venues[c.venue])
+                    for ci, c in zip(child_intents, children, strict=True)
+                )
+            )
+            filled = 0.0
+            unknown = False
+            reasons: list[str] = []
+            for ci, child, execution in zip(child_intents, children, executions, strict=True):
+                filled += await self._publish(ci, quotes[child.venue], child, execution, parent)
+                if execution is None:
+                    unknown = True
+                elif execution.reason:
+                    reasons.append(execution.reason)
+        finally:
+            self.in_progress.difference_update(c.client_order_id for c in children)
+        if unknown or is_complete(filled, intent.quantity):
+            return  # filled by its children's fills, or still in flight until reconciled
+        venues = "+".join(c.venue for c in children)
+        if filled > 0 or any(
+            e is not None and e.status is not OrderStatus.REJECTED for e in executions
+        ):
+            await self.bus.publish(
+                OrderCancelled(
+                    ts_ns=self.clock.now_ns(),
+                    client_order_id=parent,
+                    venue=venues,
+                    symbol=intent.symbol,
+                    reason=reasons[0] if reasons else "unfilled_remainder",
+                    filled_quantity=filled,
+                )
+            )
+        else:
+            await self._reject(intent, reasons[0] if reasons else "venue_rejected", "", venues)
+
+    async def _send(self, intent: OrderIntent, venue: Venue) -> Execution | None:
+        """Submit one order and keep the venue's record; None when the outcome is unknown."""
         record = self._records[venue.name]
         record.orders += 1
         record.requested_quantity += intent.quantity
         bound = log.bind(
             client_order_id=intent.client_order_id, venue=venue.name, symbol=intent.symbol
         )
+        alpha = self.config.ewma_alpha
         t0 = self.clock.now_ns()
         try:
             execution = await venue.submit(intent)
         except Exception as exc:
             self._observe_latency(venue.name, record, t0)
             record.errors += 1
-            record.rejects += 1
             record.consecutive_errors += 1
+            record.failure_ewma += alpha * (1.0 - record.failure_ewma)
             self.breakers[venue.name].record_failure()
+            if isinstance(exc, OutcomeUnknown):
+                record.unknown += 1
+                bound.warning("venue_submit_outcome_unknown", error=str(exc))
+                return None
             bound.exception("venue_submit_failed")
-            await self._reject(intent, "venue_error", f"{type(exc).__name__}: {exc}", venue.name)
-            return
+            return Execution(
+                client_order_id=intent.client_order_id,
+                venue_order_id="",
+                status=OrderStatus.REJECTED,
+                reason="venue_error",
+                detail=f"{type(exc).__name__}: {exc}",
+            )
         self._observe_latency(venue.name, record, t0)
         record.consecutive_errors = 0
         self.breakers[venue.name].record_success()
+        rejected = execution.status is OrderStatus.REJECTED
+        record.failure_ewma += alpha * (float(rejected) - record.failure_ewma)
         if execution.status in (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED):
             # Resting orders are not tracked yet: cancel the rest so every order ends here.
             try:
@@ -276,7 +542,7 @@ class OrderRouter:
             execution = msgspec.structs.replace(
                 execution, status=OrderStatus.CANCELLED, reason="resting_not_supported"
             )
-        await self._publish_execution(intent, venue.name, quote, execution, record)
+        return execution
 
     def _observe_latency(self, venue: str, record: _VenueRecord, t0_ns: int) -> None:
         ms = (self.clock.now_ns() - t0_ns) / 1e6
@@ -287,18 +553,23 @@ class OrderRouter:
         if self._on_latency is not None:
             self._on_latency(venue, ms / 1000.0)
 
-    async def _publish_execution(
+    async def _publish(
         self,
         intent: OrderIntent,
-        venue: str,
         quote: VenueQuote,
-        execution: Execution,
-        record: _VenueRecord,
-    ) -> None:
-        if execution.status is OrderStatus.REJECTED:
+        child: ChildOrder,
+        execution: Execution | None,
+        parent_id: str,
+    ) -> float:
+        """Publish one order's outcome; returns the quantity it filled."""
+        venue = child.venue
+        record = self._records[venue]
+        if execution is not None and execution.status is OrderStatus.REJECTED:
             record.rejects += 1
-            await self._reject(intent, execution.reason or "venue_rejected", "", venue)
-            return
+            await self._reject(
+                intent, execution.reason or "venue_rejected", execution.detail, venue, parent_id
+            )
+            return 0.0
         await self.bus.publish(
             OrderSubmitted(
                 ts_ns=self.clock.now_ns(),
@@ -308,14 +579,17 @@ class OrderRouter:
                 side=intent.side,
                 quantity=intent.quantity,
                 order_type=intent.order_type,
-                venue_order_id=execution.venue_order_id,
+                venue_order_id=execution.venue_order_id if execution is not None else "",
+                parent_id=parent_id,
             )
         )
+        if execution is None:
+            return 0.0  # in flight until reconciliation learns what the venue holds
         cumulative = 0.0
+        last_index = len(execution.fills) - 1
         for i, fill in enumerate(execution.fills):
             cumulative += fill.quantity
-            last = i == len(execution.fills) - 1
-            complete = last and is_complete(cumulative, intent.quantity)
+            complete = i == last_index and is_complete(cumulative, intent.quantity)
             record.fills += 1
             await self.bus.publish(
                 OrderFilled(
@@ -329,19 +603,16 @@ class OrderRouter:
                     fee=fill.fee,
                     cumulative_quantity=cumulative,
                     leaves_quantity=0.0 if complete else max(intent.quantity - cumulative, 0.0),
+                    parent_id=parent_id,
                 )
             )
         record.filled_quantity += cumulative
-        if cumulative > 0 and intent.order_type is OrderType.MARKET:
-            # A limit's IOC cut-off is not slippage, so only market orders feed the record.
-            realized = _slippage_bps(intent.side, execution.avg_price, quote.mid)
-            record.slippage_samples += 1
-            record.expected_slippage_bps_sum += quote.slippage_bps
-            record.realized_slippage_bps_sum += realized
-            error = realized - quote.slippage_bps
-            record.slippage_error_ewma_bps += self.config.ewma_alpha * (
-                error - record.slippage_error_ewma_bps
+        if intent.order_type is OrderType.MARKET:
+            # A child was sized from the book; a whole order expects what its book holds.
+            expected_fill = (
+                child.quantity if parent_id else min(quote.fillable_quantity, intent.quantity)
             )
+            self._record_quality(record, intent, quote, child, execution, cumulative, expected_fill)
         if not is_complete(cumulative, intent.quantity):
             await self.bus.publish(
                 OrderCancelled(
@@ -351,11 +622,44 @@ class OrderRouter:
                     symbol=intent.symbol,
                     reason=execution.reason or "unfilled_remainder",
                     filled_quantity=cumulative,
+                    parent_id=parent_id,
                 )
             )
+        return cumulative
+
+    def _record_quality(
+        self,
+        record: _VenueRecord,
+        intent: OrderIntent,
+        quote: VenueQuote,
+        child: ChildOrder,
+        execution: Execution,
+        filled: float,
+        expected_fill: float,
+    ) -> None:
+        """Realised vs expected slippage and fill shortfall (market orders only: a limit's IOC
+        cut-off is neither slippage nor a venue's shortfall)."""
+        alpha = self.config.ewma_alpha
+        if expected_fill > 0:
+            shortfall = max(0.0, 1.0 - filled / expected_fill)
+            record.shortfall_ewma += alpha * (shortfall - record.shortfall_ewma)
+        if filled <= 0:
+            return
+        expected = _slippage_bps(intent.side, child.expected_price, quote.mid)
+        realized = _slippage_bps(intent.side, execution.avg_price, quote.mid)
+        record.slippage_samples += 1
+        record.expected_slippage_bps_sum += expected
+        record.realized_slippage_bps_sum += realized
+        error = realized - expected
+        record.slippage_error_ewma_bps += alpha * (error - record.slippage_error_ewma_bps)
 
     async def _reject(
-        self, intent: OrderIntent, reason: str, detail: str, venue: str | None
+        self,
+        intent: OrderIntent,
+        reason: str,
+        detail: str,
+        venue: str | None,
+        parent_id: str = "",
     ) -> None:
         await self.bus.publish(
             OrderRejected(
@@ -367,6 +671,7 @@ class OrderRouter:
                 reason=reason,
                 detail=detail[:500],
                 venue=venue,
+                parent_id=parent_id,
             )
         )
 
@@ -381,6 +686,8 @@ class OrderRouter:
             }
         return {
             "routed": self.routed,
+            "split": self.split,
+            "in_flight": len(self.in_progress),
             "unroutable": self.unroutable,
             "duplicates": self.duplicates,
             "venues": venues,

@@ -9,10 +9,20 @@ from typing import Protocol
 import msgspec
 
 from quantumtrade.data.source import OrderBook
-from quantumtrade.events import OrderIntent
+from quantumtrade.errors import VenueError
+from quantumtrade.events import OrderIntent, Side
 
 # A remainder below this fraction of the order counts as filled (float dust from level sums).
 FILL_TOLERANCE = 1e-9
+
+
+class OutcomeUnknown(VenueError):
+    """A submit whose outcome the venue could not tell: the order may exist there.
+
+    The router keeps such an order in flight (published as submitted, no fills) and
+    reconciliation resolves it by querying the venue with its client order id; it is never
+    resubmitted blindly and never reported rejected without proof.
+    """
 
 
 class OrderStatus(StrEnum):
@@ -37,6 +47,7 @@ class Execution(msgspec.Struct, frozen=True, kw_only=True):
     status: OrderStatus
     fills: tuple[Fill, ...] = ()
     reason: str = ""
+    detail: str = ""
 
     @property
     def filled_quantity(self) -> float:
@@ -51,6 +62,19 @@ class Execution(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def fees(self) -> float:
         return sum(f.fee for f in self.fills)
+
+
+class VenueOrder(msgspec.Struct, frozen=True, kw_only=True):
+    """An order as a venue lists it (reconciliation's view of what is open there)."""
+
+    client_order_id: str
+    venue_order_id: str
+    symbol: str
+    side: Side
+    quantity: float
+    filled_quantity: float
+    price: float | None
+    status: OrderStatus
 
 
 class Venue(Protocol):

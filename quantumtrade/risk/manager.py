@@ -183,10 +183,11 @@ def order_notional(limits: RiskLimits, volatility: float) -> float:
 
 
 class _InFlight:
-    __slots__ = ("remaining", "symbol")
+    __slots__ = ("quantity", "remaining", "symbol")
 
     def __init__(self, symbol: str, remaining: float) -> None:
         self.symbol = symbol
+        self.quantity = abs(remaining)
         self.remaining = remaining  # signed
 
 
@@ -299,26 +300,36 @@ class RiskManager:
         return out
 
     def on_order_filled(self, fill: OrderFilled) -> None:
-        self._unapplied.append((fill.seq, fill.symbol, fill.quantity * fill.side.sign))
-        pending = self._in_flight.get(fill.client_order_id)
+        signed = fill.quantity * fill.side.sign
+        self._unapplied.append((fill.seq, fill.symbol, signed))
+        order_id = fill.parent_id or fill.client_order_id
+        pending = self._in_flight.get(order_id)
         if pending is None:
             return
-        if fill.leaves_quantity <= 0.0:
-            del self._in_flight[fill.client_order_id]
+        if fill.parent_id:
+            # A split order's child: the parent is done when its children's fills add up.
+            pending.remaining -= signed
+            if abs(pending.remaining) > pending.quantity * 1e-9:
+                return
+        if fill.parent_id or fill.leaves_quantity <= 0.0:
+            del self._in_flight[order_id]
             self._outcomes.append(False)
             self._judge_kill_switches()
         else:
             pending.remaining = fill.leaves_quantity * fill.side.sign
 
     def on_order_cancelled(self, event: OrderCancelled) -> None:
-        # An unfilled remainder cancelled by the venue is an answer, not an error.
+        # An unfilled remainder cancelled by the venue is an answer, not an error. A child's
+        # end is not its parent's: the router publishes the parent's own end.
+        if event.parent_id:
+            return
         if self._in_flight.pop(event.client_order_id, None) is not None:
             self._outcomes.append(False)
             self._judge_kill_switches()
 
     def on_order_rejected(self, event: OrderRejected) -> None:
         # Our own duplicate refusal names an order that is (maybe) still in flight: keep it.
-        if event.reason == DUPLICATE_ORDER and event.venue is None:
+        if (event.reason == DUPLICATE_ORDER and event.venue is None) or event.parent_id:
             return
         # Only an order we let through can be in flight, so this is the router or a venue.
         if self._in_flight.pop(event.client_order_id, None) is not None:

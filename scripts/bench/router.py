@@ -138,6 +138,7 @@ async def e2e_latency(orders: int) -> tuple[list[float], list[float]]:
             router = OrderRouter(bus=bus, clock=clock, venues=[venue])
             tracker = OrderTracker()
             subscribe_decision_path(bus, risk=risk, portfolio=portfolio)
+            bus.subscribe(OrderIntent, tracker.on_intent)
             bus.subscribe(OrderIntent, router.on_intent)
             bus.subscribe(OrderFilled, tracker.on_filled)
             bus.subscribe(OrderCancelled, tracker.on_cancelled)

@@ -17,10 +17,12 @@ better than their price; an IOC remainder expires, a GTC remainder rests (``NEW`
 its funds). Orders are keyed by client order id: a second POST with an id already used answers
 Binance's duplicate error (-2010 "Duplicate order sent.") and creates nothing.
 
-Faults for the order POST only (``PrivateBook.order_faults``, one consumed per POST): an
+Faults for the order POST (``PrivateBook.order_faults``, one consumed per POST): an
 explicit reject, "accept then time out" (the order is created and filled, then the answer is
 held back longer than any client waits), and a 5xx or 429 answered before (or, with
-``accept=True``, after) the order is created.
+``accept=True``, after) the order is created. ``PrivateBook.query_faults`` answer order
+queries (``GET /api/v3/order``) with a 5xx or 429, one per query, so a submit's outcome can be
+left unknown.
 """
 
 from __future__ import annotations
@@ -132,6 +134,8 @@ class PrivateBook:
         self.partial_fill_ratio = partial_fill_ratio
         self.orders: dict[str, ServerOrder] = {}  # by client order id
         self.order_faults: deque[OrderFault] = deque()
+        self.query_faults: deque[OrderFault] = deque()
+        """Faults for ``GET /api/v3/order`` (SERVER_ERROR / RATE_LIMIT), one per query."""
         self.order_posts = 0
         """POST /api/v3/order requests that passed authentication."""
         self._order_ids = itertools.count(1)
@@ -387,7 +391,10 @@ def add_private_routes(
         return web.json_response(book.new_order_json(placed))
 
     async def get_order(request: web.Request, state: LoopbackState) -> web.StreamResponse:
-        order = _find(book, await _signed_params(request, book))
+        params = await _signed_params(request, book)
+        if book.query_faults:
+            return _fault_answer(book.query_faults.popleft())
+        order = _find(book, params)
         if order is None:
             return binance_error(400, -2013, "Order does not exist.")
         return web.json_response(book.order_json(order))

@@ -40,7 +40,7 @@ def test_defaults_without_a_file() -> None:
         ("[admin]\nport = 70000\n", "admin.port", "<= 65535"),
         ("[data.orchestrator]\nmax_workers = 0\n", "data.orchestrator.max_workers", ""),
         ('[system]\nmode = "yolo"\n', "system.mode", "Invalid enum value 'yolo'"),
-        ('[system]\nmode = "live"\n', "system.mode", "not available yet"),
+        ('[system]\nmode = "live"\n', "execution.venues", "at least one exchange"),
         ('[system]\nmode = "replay"\n', "system.mode", "quantumtrade replay"),
         ("[scanner]\nema_fast = 30\nema_slow = 10\n", "scanner.ema_fast", "shorter"),
         ('[database]\nurl = "mysql://x"\n', "database.url", "postgresql://"),
@@ -126,3 +126,43 @@ def test_secrets_never_printed() -> None:
     shown = str(describe(cfg))
     assert "hunter2" not in shown and "tok3n" not in shown
     assert redact_url("redis://:pw@h:1/0") == "redis://:***@h:1/0"
+
+
+LIVE = """
+[system]
+mode = "live"
+[[execution.venues]]
+exchange = "binance"
+api_url = "http://127.0.0.1:9"
+"""
+
+
+def test_live_mode_names_the_missing_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, LIVE), environ={"BINANCE_API_KEY": "k"})
+    assert info.value.key == "execution.venues[0]"
+    assert "BINANCE_SECRET_KEY" in info.value.reason
+
+
+def test_live_mode_with_keys_is_accepted(tmp_path: Path) -> None:
+    cfg = load_config(
+        write(tmp_path, LIVE), environ={"BINANCE_API_KEY": "k", "BINANCE_SECRET_KEY": "s"}
+    )
+    assert cfg.system.mode == "live"
+    (venue,) = cfg.execution.venues
+    assert (venue.exchange, venue.api_url) == ("binance", "http://127.0.0.1:9")
+
+
+def test_venue_config_errors_name_the_key(tmp_path: Path) -> None:
+    text = '[[execution.venues]]\nexchange = "nyse"\n'
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={})
+    assert info.value.key.startswith("execution.venues") and "nyse" in info.value.reason
+    text = '[[execution.venues]]\nexchange = "okx"\nsandbox = true\napi_url = "http://x"\n'
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={})
+    assert "sandbox" in info.value.reason
+    text = '[[execution.venues]]\nexchange = "okx"\n[[execution.venues]]\nexchange = "okx"\n'
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={})
+    assert info.value.key == "execution.venues" and "one venue per exchange" in info.value.reason

@@ -22,7 +22,10 @@ from quantumtrade.events import (
     Side,
 )
 from quantumtrade.execution.paper import PaperVenue, PaperVenueConfig
-from quantumtrade.execution.router import OrderRouter, RouterConfig
+from quantumtrade.execution.router import MAX_CLIENT_ID, OrderRouter, RouterConfig, child_order_id
+from quantumtrade.execution.tracker import OrderTracker
+from quantumtrade.portfolio import Portfolio
+from quantumtrade.risk.manager import RiskManager, subscribe_decision_path
 
 
 def book(symbol: str, asks: tuple[tuple[float, float], ...]) -> OrderBook:
@@ -38,10 +41,12 @@ class Books:
         self.books = books
         self.calls = 0
         self.fail_from_call = fail_from_call
+        self.down = False
+        """While True every call fails, as an exchange that does not answer."""
 
     async def __call__(self, symbol: str) -> OrderBook | None:
         self.calls += 1
-        if self.fail_from_call and self.calls >= self.fail_from_call:
+        if self.down or (self.fail_from_call and self.calls >= self.fail_from_call):
             raise ConnectionError("exchange down")
         return self.books.get(symbol)
 
@@ -237,3 +242,151 @@ async def test_a_redelivered_intent_is_sent_once() -> None:
     assert [type(e) for e in h.seen] == [OrderSubmitted, OrderFilled]
     assert h.router.metrics()["duplicates"] == 1
     assert h.router.health()["status"] == "ok"
+
+
+# --- splitting ------------------------------------------------------------------------------
+
+# One unit at the touch, then a wall 45 bps further out.
+STEPPED = {s: book(s, ((100.05, 1.0), (100.5, 100.0))) for s in ("BTCUSDT", "ETHUSDT")}
+ONE_UNIT = {s: book(s, ((100.05, 1.0),)) for s in ("BTCUSDT", "ETHUSDT")}
+
+
+async def test_a_small_order_goes_whole_to_the_cheapest_venue() -> None:
+    clock = ManualClock()
+    venues = [paper("b", clock, STEPPED, 10.0), paper("a", clock, STEPPED, 2.0)]
+    h = Harness(clock, venues)
+    order = intent(0.5)
+    decision = await h.router.route(order)
+    (child,) = decision.children
+    assert (child.venue, child.quantity) == ("a", 0.5)
+    assert child.client_order_id == order.client_order_id  # the order is its own only child
+    assert decision.split_saving_bps == 0.0
+
+
+async def test_a_large_order_is_split_where_the_next_unit_is_cheaper() -> None:
+    clock = ManualClock()
+    venues = [paper("b", clock, STEPPED, 10.0), paper("a", clock, STEPPED, 2.0)]
+    h = Harness(clock, venues)
+    order = intent(2.0)
+    decision = await h.router.route(order)
+    # Single venue a: 1 @ 100.05 + 1 @ 100.5, plus 2 bps. Split: each touch once, a at 2 bps
+    # and b at 10 bps: (100.05*1.0002 + 100.5*1.0002) - (100.05*1.0002 + 100.05*1.001).
+    assert [(c.venue, c.quantity, c.expected_price) for c in decision.children] == [
+        ("a", 1.0, 100.05),
+        ("b", 1.0, 100.05),
+    ]
+    assert [c.client_order_id for c in decision.children] == [
+        f"{order.client_order_id}-1",
+        f"{order.client_order_id}-2",
+    ]
+    saving = (100.5 * 1.0002 - 100.05 * 1.001) / (2 * 100.0) * 1e4
+    assert decision.split_saving_bps == pytest.approx(saving)
+
+
+async def test_a_split_order_through_risk_tracker_and_portfolio() -> None:
+    clock = ManualClock()
+    venues = [paper("b", clock, STEPPED, 10.0), paper("a", clock, STEPPED, 2.0)]
+    h = Harness(clock, venues)
+    portfolio = Portfolio(bus=h.bus, clock=clock)
+    risk = RiskManager(bus=h.bus, clock=clock, portfolio=portfolio)
+    tracker = OrderTracker()
+    subscribe_decision_path(h.bus, risk=risk, portfolio=portfolio)
+    h.bus.subscribe(OrderIntent, tracker.on_intent)
+    h.bus.subscribe(OrderIntent, h.router.on_intent)
+    h.bus.subscribe(OrderFilled, tracker.on_filled)
+    h.bus.subscribe(OrderCancelled, tracker.on_cancelled)
+    h.bus.subscribe(OrderRejected, tracker.on_rejected)
+    async with asyncio.TaskGroup() as tg:
+        h.bus.start(tg)
+        done = tracker.watch("big")
+        await risk.submit_order(
+            client_order_id="big", symbol="BTCUSDT", side=Side.BUY, quantity=2.0, price=100.0
+        )
+        outcome = await done
+        await h.bus.drain()
+        await h.bus.stop()
+
+    assert outcome.status == "FILLED" and outcome.filled_quantity == pytest.approx(2.0)
+    assert sorted(outcome.children) == ["big-1", "big-2"]
+    assert {f["venue"] for f in outcome.fills} == {"a", "b"}
+    submitted = [e for e in h.seen if isinstance(e, OrderSubmitted)]
+    assert [(e.client_order_id, e.venue, e.parent_id) for e in submitted] == [
+        ("big-1", "a", "big"),
+        ("big-2", "b", "big"),
+    ]
+    assert not any(isinstance(e, OrderCancelled | OrderRejected) for e in h.seen)
+    assert risk.in_flight() == {}  # the parent ended with its children's fills
+    assert portfolio.position("BTCUSDT").quantity == pytest.approx(2.0)
+    assert h.router.metrics()["split"] == 1
+
+
+async def test_a_split_that_cannot_fill_everything_cancels_the_parent_remainder() -> None:
+    clock = ManualClock()
+    h = Harness(clock, [paper("a", clock, ONE_UNIT, 2.0), paper("b", clock, ONE_UNIT, 10.0)])
+    tracker = OrderTracker()
+    order = intent(3.0)
+    h.bus.subscribe(OrderIntent, tracker.on_intent)
+    h.bus.subscribe(OrderFilled, tracker.on_filled)
+    h.bus.subscribe(OrderCancelled, tracker.on_cancelled)
+    done = tracker.watch(order.client_order_id)
+    await h.bus.publish(order)  # the tracker learns the quantity (no router subscribed)
+    await h.router.on_intent(order)
+    outcome = await done
+    assert outcome.status == "CANCELLED" and outcome.filled_quantity == pytest.approx(2.0)
+    parent_end = h.seen[-1]
+    assert isinstance(parent_end, OrderCancelled)
+    assert parent_end.client_order_id == order.client_order_id and parent_end.parent_id == ""
+    assert parent_end.filled_quantity == pytest.approx(2.0) and parent_end.venue == "a+b"
+
+
+def test_child_ids_stay_within_the_exchange_limit_and_are_deterministic() -> None:
+    assert child_order_id("qt-abc", 2) == "qt-abc-2"
+    long = "x" * MAX_CLIENT_ID
+    assert len(child_order_id(long, 3)) <= MAX_CLIENT_ID
+    assert child_order_id(long, 3) == child_order_id(long, 3) != child_order_id(long, 2)
+    assert child_order_id(long, 1) != child_order_id("y" * MAX_CLIENT_ID, 1)
+
+
+async def test_splitting_off_sends_one_order() -> None:
+    clock = ManualClock()
+    venues = [paper("b", clock, STEPPED, 10.0), paper("a", clock, STEPPED, 2.0)]
+    bus = EventBus(clock=clock)
+    router = OrderRouter(bus=bus, clock=clock, venues=venues, config=RouterConfig(max_children=1))
+    decision = await router.route(intent(2.0))
+    assert [c.venue for c in decision.children] == ["a"]
+
+
+async def test_moves_away_from_a_failing_venue_and_back_once_it_recovers() -> None:
+    clock = ManualClock()
+    cheap_books = Books(DEEP)
+    cheap = paper("cheap", clock, cheap_books, 2.0)
+    h = Harness(
+        clock,
+        [cheap, paper("dear", clock, DEEP, 10.0)],
+        breaker_config=BreakerConfig(failure_threshold=3, cooldown_ms=10_000),
+    )
+
+    async def venue_of_next_order() -> str:
+        before = len(h.seen)
+        await h.router.on_intent(intent(0.5))
+        (submitted, *_) = h.seen[before:]
+        assert isinstance(submitted, OrderSubmitted)
+        return submitted.venue
+
+    assert await venue_of_next_order() == "cheap"
+    cheap_books.down = True
+    for _ in range(3):  # each failure to answer counts against its breaker
+        assert await venue_of_next_order() == "dear"
+    assert h.router.breakers["cheap"].state == "OPEN"
+    calls = cheap_books.calls
+    assert await venue_of_next_order() == "dear"
+    assert cheap_books.calls == calls  # an open breaker is not even asked
+    assert h.router.metrics()["venues"]["cheap"]["breaker"] == "OPEN"
+
+    cheap_books.down = False
+    clock.advance(5.0)
+    assert await venue_of_next_order() == "dear"  # still cooling down
+    clock.advance(5.0)
+    assert await venue_of_next_order() == "cheap"  # the probe succeeds and closes it
+    assert h.router.breakers["cheap"].state == "CLOSED"
+    assert await venue_of_next_order() == "cheap"
