@@ -26,7 +26,7 @@ from quantumtrade.config import AppConfig, Mode, Secrets, describe
 from quantumtrade.data.ccxt_source import CcxtSource
 from quantumtrade.data.factory import active_symbols, build_source
 from quantumtrade.data.market_state import MarketState
-from quantumtrade.data.orchestrator import Orchestrator
+from quantumtrade.data.orchestrator import CachedBars, Orchestrator
 from quantumtrade.data.source import OrderBook, Source
 from quantumtrade.errors import SourceUnavailable, StoreUnavailable
 from quantumtrade.events import (
@@ -92,29 +92,6 @@ class Daemon:
         self.bus = EventBus(clock=clock, config=cfg.bus, recorder=self.writer, first_seq=first_seq)
         self.metrics = Metrics()
 
-        self.source = source
-        self.state = MarketState(active_symbols(cfg, source), cfg.data.capacity)
-        self.orchestrator = Orchestrator(
-            bus=self.bus,
-            clock=clock,
-            state=self.state,
-            sources={self.source.name: self.source},
-            config=cfg.data.orchestrator,
-            breaker_config=cfg.breaker,
-            on_processing_time=self.metrics.observe_processing_time,
-        )
-        self.regime = RegimeDetector(bus=self.bus, clock=clock, state=self.state, config=cfg.regime)
-        self.scanner = Scanner(
-            bus=self.bus,
-            clock=clock,
-            state=self.state,
-            config=cfg.scanner,
-            regime_of=self.regime.regime,
-        )
-        self.portfolio = Portfolio(bus=self.bus, clock=clock)
-        self.risk = RiskManager(
-            bus=self.bus, clock=clock, limits=cfg.risk, portfolio=self.portfolio
-        )
         # Sync callbacks (breaker changes) hand events here; a task publishes them in order.
         self._outbox: asyncio.Queue[Event] = asyncio.Queue(maxsize=OUTBOX_SIZE)
         self.outbox_overflow = 0
@@ -131,6 +108,38 @@ class Daemon:
             l2=l2,
             value_type=OrderBook,
             on_breaker_change=self._post,
+        )
+        # Bars share Redis with the books (one client, one breaker each).
+        self.bars_cache: TieredCache[CachedBars] = TieredCache(
+            clock=clock,
+            l1=L1Cache(clock=clock, ttl_ms=cfg.cache.ttl_ms, max_entries=cfg.cache.max_entries),
+            l2=l2,
+            value_type=CachedBars,
+            on_breaker_change=self._post,
+        )
+        self.source = source
+        self.state = MarketState(active_symbols(cfg, source), cfg.data.capacity)
+        self.orchestrator = Orchestrator(
+            bus=self.bus,
+            clock=clock,
+            state=self.state,
+            sources={self.source.name: self.source},
+            config=cfg.data.orchestrator,
+            breaker_config=cfg.breaker,
+            on_processing_time=self.metrics.observe_processing_time,
+            cache=self.bars_cache,
+        )
+        self.regime = RegimeDetector(bus=self.bus, clock=clock, state=self.state, config=cfg.regime)
+        self.scanner = Scanner(
+            bus=self.bus,
+            clock=clock,
+            state=self.state,
+            config=cfg.scanner,
+            regime_of=self.regime.regime,
+        )
+        self.portfolio = Portfolio(bus=self.bus, clock=clock)
+        self.risk = RiskManager(
+            bus=self.bus, clock=clock, limits=cfg.risk, portfolio=self.portfolio
         )
         self.paper = PaperVenue(
             "paper", clock=clock, books=self.order_book, config=cfg.execution.paper
@@ -172,7 +181,7 @@ class Daemon:
             portfolio=self.portfolio,
             risk=self.risk,
             regime=self.regime,
-            cache_stats=self.book_cache.stats,
+            cache_stats=self.cache_stats,
             cached_book=lambda symbol: self.book_cache.l1.peek(f"book:{symbol}"),
             tracker=self.tracker,
             reconciler=self.reconciler,
@@ -306,7 +315,7 @@ class Daemon:
             risk_state=lambda: str(self.risk.state),
             pnl=lambda: self.portfolio.totals(),
             eventlog=self.writer.health,
-            cache=self.book_cache.stats,
+            cache=self.cache_stats,
             regime=self.regime.current,
         )
 
@@ -401,6 +410,10 @@ class Daemon:
             stop_s=round(time.perf_counter() - t0, 3),
         )
 
+    def cache_stats(self) -> dict[str, dict[str, Any]]:
+        """Hits and misses of the order-book and the market-data (bars) caches."""
+        return {"books": self.book_cache.stats(), "bars": self.bars_cache.stats()}
+
     def health(self) -> dict[str, Any]:
         components: dict[str, dict[str, Any]] = {
             "event_bus": {
@@ -416,7 +429,8 @@ class Daemon:
             "router": self.router.health(),
             "cache": {
                 "status": "ok"
-                if self.book_cache.l2 is None or self.book_cache.breaker.state == "CLOSED"
+                if self.book_cache.l2 is None
+                or all(c.breaker.state == "CLOSED" for c in (self.book_cache, self.bars_cache))
                 else "degraded",
                 "l2": "redis" if self.book_cache.l2 is not None else "off",
             },

@@ -120,12 +120,12 @@ class BarBlock(msgspec.Struct, frozen=True, array_like=True):
 
 
 def _frozen_bytes(a: NDArray[Any], dtype: str) -> memoryview:
-    """A read-only byte view of ``a`` as ``dtype`` in C order (copies only when needed)."""
-    out = np.ascontiguousarray(a, dtype=dtype)
-    if out is a or out.base is a:
-        out = out.copy()  # never alias the caller's (writable) array
-    out.flags.writeable = False
-    return memoryview(out).cast("B")
+    """A read-only byte view of ``a`` as ``dtype`` in C order: zero-copy for a read-only
+    contiguous array (frozen data is shared, e.g. a fetched batch), else a frozen copy."""
+    if a.flags.writeable or not a.flags.c_contiguous or a.dtype != np.dtype(dtype):
+        a = np.array(a, dtype=dtype, order="C")  # never alias a writable array
+        a.flags.writeable = False
+    return a.data.cast("B")
 
 
 class BarsUpdated(Event, frozen=True):

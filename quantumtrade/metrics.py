@@ -132,16 +132,23 @@ class _SnapshotCollector(Collector):
         set_aside.add_metric([], float(log.get("spool_set_aside", 0)))
         yield set_aside
 
-        cache = s.cache()
-        hits = CounterMetricFamily(f"{NS}_cache_hits", "Cache hits by tier", labels=["tier"])
-        misses = CounterMetricFamily(f"{NS}_cache_misses", "Cache misses by tier", labels=["tier"])
-        for tier in ("l1", "l2"):
-            hits.add_metric([tier], float(cache[tier]["hits"]))
-            misses.add_metric([tier], float(cache[tier]["misses"]))
+        caches = s.cache()
+        hits = CounterMetricFamily(
+            f"{NS}_cache_hits", "Cache hits by tier and cache", labels=["tier", "cache"]
+        )
+        misses = CounterMetricFamily(
+            f"{NS}_cache_misses", "Cache misses by tier and cache", labels=["tier", "cache"]
+        )
+        rate = GaugeMetricFamily(
+            f"{NS}_cache_hit_rate", "Share of lookups served by L1 or L2", labels=["cache"]
+        )
+        for name, cache in caches.items():
+            for tier in ("l1", "l2"):
+                hits.add_metric([tier, name], float(cache[tier]["hits"]))
+                misses.add_metric([tier, name], float(cache[tier]["misses"]))
+            rate.add_metric([name], float(cache["hit_rate"]))
         yield hits
         yield misses
-        rate = GaugeMetricFamily(f"{NS}_cache_hit_rate", "Share of lookups served by L1 or L2")
-        rate.add_metric([], float(cache["hit_rate"]))
         yield rate
 
         regime = s.regime()

@@ -48,10 +48,11 @@ class L1Cache(Generic[V]):
         self.misses += 1
         return None
 
-    def peek(self, key: Hashable) -> V | None:
-        """The fresh value for ``key`` without counting a hit or miss or touching LRU order."""
+    def peek(self, key: Hashable, *, stale_ok: bool = False) -> V | None:
+        """The fresh value for ``key`` without counting a hit or miss or touching LRU order;
+        with ``stale_ok`` also an expired value not yet evicted (to serve during an outage)."""
         entry = self._entries.get(key)
-        if entry is not None and entry[0] > self.clock.now_ns():
+        if entry is not None and (stale_ok or entry[0] > self.clock.now_ns()):
             return entry[1]
         return None
 

@@ -13,7 +13,7 @@ by itself on that probe). So an outage degrades the hit rate, not the service.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -58,6 +58,18 @@ class RedisL2:
     async def set(self, key: str, value: bytes, ttl_ms: int) -> None:
         async with asyncio.timeout(self.timeout_s):
             await self.client.set(self.prefix + key, value, px=ttl_ms)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        async with asyncio.timeout(self.timeout_s):
+            values: list[bytes | None] = await self.client.mget([self.prefix + k for k in keys])
+        return values
+
+    async def set_many(self, items: Sequence[tuple[str, bytes]], ttl_ms: int) -> None:
+        async with asyncio.timeout(self.timeout_s):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key, value in items:
+                    pipe.set(self.prefix + key, value, px=ttl_ms)
+                await pipe.execute()
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -117,15 +129,53 @@ class TieredCache(Generic[V]):
         finally:
             del self._inflight[key]
 
-    async def _from_l2(self, key: str) -> V | None:
-        if self.l2 is None or not self.breaker.allow():
-            return None
+    async def get_many(
+        self, keys: Sequence[str], usable: Callable[[int, V], bool] | None = None
+    ) -> list[V | None]:
+        """Fresh values for ``keys`` (None where absent): L1, then one L2 round trip for the
+        L1 misses (hits are copied into L1). ``usable(i, value)`` rejects an L1 value for key
+        ``i`` (e.g. not new enough), which is then looked up in L2 too. No single-flight:
+        callers fetch disjoint keys."""
+        l1 = self.l1
+        values: list[V | None] = [l1.get(key) for key in keys]
+        if usable is not None:
+            values = [v if v is None or usable(i, v) else None for i, v in enumerate(values)]
+        missing = [i for i, v in enumerate(values) if v is None]
+        if not missing or self.l2 is None or not self.breaker.allow():
+            return values
         try:
-            raw = await self.l2.get(key)
+            raws = await self.l2.get_many([keys[i] for i in missing])
         except Exception as exc:
-            self._l2_failed("get", exc)
-            return None
+            self._l2_failed("mget", exc)
+            return values
         self.breaker.record_success()
+        for i, raw in zip(missing, raws, strict=True):
+            value = self._decode(raw)
+            if value is not None:
+                values[i] = value
+                l1.set(keys[i], value)
+        return values
+
+    async def set_many(self, items: Sequence[tuple[str, V]]) -> None:
+        """Store every (key, value) in L1 and, in one pipeline, in L2."""
+        for key, value in items:
+            self.l1.set(key, value)
+        if not items or self.l2 is None or not self.breaker.allow():
+            return
+        encode = self._encoder.encode
+        try:
+            await self.l2.set_many([(k, encode(v)) for k, v in items], self.ttl_ms)
+        except Exception as exc:
+            self._l2_failed("set", exc)
+            return
+        self.breaker.record_success()
+
+    def peek_stale(self, key: str) -> V | None:
+        """The L1 value for ``key`` even if expired (None once evicted): outage service."""
+        return self.l1.peek(key, stale_ok=True)
+
+    def _decode(self, raw: bytes | None) -> V | None:
+        """An L2 value decoded and counted as an L2 hit or miss."""
         if raw is None:
             self.l2_misses += 1
             return None
@@ -136,6 +186,17 @@ class TieredCache(Generic[V]):
             return None
         self.l2_hits += 1
         return value
+
+    async def _from_l2(self, key: str) -> V | None:
+        if self.l2 is None or not self.breaker.allow():
+            return None
+        try:
+            raw = await self.l2.get(key)
+        except Exception as exc:
+            self._l2_failed("get", exc)
+            return None
+        self.breaker.record_success()
+        return self._decode(raw)
 
     async def _to_l2(self, key: str, value: V) -> None:
         if self.l2 is None or not self.breaker.allow():

@@ -17,7 +17,7 @@ import asyncio
 import itertools
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any, cast
 
 import msgspec
@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 
 from quantumtrade.breaker import BreakerConfig, CircuitBreaker
 from quantumtrade.bus import EventBus
+from quantumtrade.cache.tiered import TieredCache
 from quantumtrade.clock import Clock
 from quantumtrade.data.market_state import MarketState
 from quantumtrade.data.source import BarBatch, BatchSource, OrderBook, Source
@@ -76,6 +77,10 @@ class OrchestratorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     """Levels a side for ``Orchestrator.order_book``."""
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 512
     """Symbols one worker fetches in one call from a source that supports batches."""
+    cache_bars: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 200
+    """Newest bars per symbol kept in the market-data cache (L1 and Redis): what a peer or a
+    fetch during an outage can be served from. Each refresh rewrites it, so with Redis
+    it bounds the bytes written per symbol and heartbeat (48 per bar)."""
 
     def __post_init__(self) -> None:
         names = {r.value for r in Regime}
@@ -86,16 +91,54 @@ class OrchestratorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True
             raise ValueError("cadence_ms: every cadence must be at least 1 ms")
 
 
+class CachedBars(msgspec.Struct, frozen=True, array_like=True):
+    """A symbol's newest bars as a source answered them: every closed bar opened after
+    ``since_ms`` (None: the source's default history) up to the fetch at ``until_ms``."""
+
+    since_ms: int | None
+    until_ms: int
+    bars: BarBlock
+
+    def newest_ts(self) -> int | None:
+        n = len(self.bars)
+        return int(self.bars.ts()[n - 1]) if n else None
+
+    def covers(self, since_ms: int | None) -> bool:
+        """Whether this entry holds every bar a fetch after ``since_ms`` would return."""
+        if since_ms is None:
+            return self.since_ms is None
+        if self.since_ms is not None:
+            return self.since_ms <= since_ms
+        return len(self.bars) > 0 and int(self.bars.ts()[0]) <= since_ms
+
+    def after(self, since_ms: int | None) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+        """(ts, (5, k) prices) of the bars opened after ``since_ms``."""
+        ts, prices = self.bars.ts(), self.bars.columns()
+        if since_ms is None:
+            return ts, prices
+        start = int(np.searchsorted(ts, since_ms, side="right"))
+        return ts[start:], prices[:, start:]
+
+
 class _Flow:
     """Scheduling state of one symbol."""
 
-    __slots__ = ("active", "last_fetch_ns", "queued", "regime", "source", "symbol")
+    __slots__ = (
+        "active",
+        "last_fetch_ns",
+        "last_until_ms",
+        "queued",
+        "regime",
+        "source",
+        "symbol",
+    )
 
     def __init__(self, symbol: str, source: str) -> None:
         self.symbol = symbol
         self.source = source
         self.regime: Regime | None = None
         self.last_fetch_ns: int | None = None
+        self.last_until_ms = -1  # the newest data this symbol was refreshed with (fetch time)
         self.queued = False
         self.active = True
 
@@ -112,6 +155,7 @@ class Orchestrator:
         breaker_config: BreakerConfig,
         route: Callable[[str], str] | None = None,
         on_processing_time: Callable[[float], None] | None = None,
+        cache: TieredCache[CachedBars] | None = None,
     ) -> None:
         if not sources:
             raise ValueError("the orchestrator needs at least one source")
@@ -126,6 +170,7 @@ class Orchestrator:
         default = next(iter(self._sources))
         self._route = route or (lambda _symbol: default)
         self._on_processing_time = on_processing_time
+        self._cache = cache
         self._breaker_events: list[CircuitBreakerChanged] = []
         self._breakers = {
             name: CircuitBreaker(
@@ -157,6 +202,8 @@ class Orchestrator:
         self.skipped_open = 0
         self.crashes = 0
         self.deferred = 0
+        self.cache_served = 0
+        self.stale_served = 0
         self.rejects: Counter[str] = Counter()
         self._processing_total_s = 0.0
         self._processing_count = 0
@@ -306,97 +353,181 @@ class Orchestrator:
                 for flow in taken:
                     groups.setdefault(flow.source, []).append(flow)
                 for source_name, group in groups.items():
-                    if self._batched[source_name]:
-                        await self._guarded(
-                            source_name, group, self._refresh_batch(source_name, group)
-                        )
-                    else:
-                        for flow in group:
-                            await self._guarded(source_name, [flow], self._refresh(flow))
+                    # A source that returns records is asked one symbol at a time.
+                    chunks = [group] if self._batched[source_name] else [[f] for f in group]
+                    for chunk in chunks:
+                        try:
+                            await self._refresh(source_name, chunk)
+                        except Exception:
+                            self._crashed(source_name, chunk)
             finally:
                 for flow in taken:
                     flow.queued = False
                     queue.task_done()
 
-    async def _guarded(
-        self, source_name: str, flows: list[_Flow], work: Coroutine[Any, Any, None]
-    ) -> None:
-        """Run one refresh; a crash is logged with context, counted and fed to the breaker, and
-        the worker takes the next symbol (one crash policy)."""
-        try:
-            await work
-        except Exception:
-            self.crashes += 1
-            self._stale.update(f.symbol for f in flows if f.active)
-            self._breakers[source_name].record_failure()
-            log.bind(symbols=[f.symbol for f in flows[:20]], source=source_name).exception(
-                "refresh_crashed"
-            )
+    def _crashed(self, source_name: str, flows: list[_Flow]) -> None:
+        """One crash policy: log with context, count, feed the breaker, take the next symbol."""
+        self.crashes += 1
+        self._stale.update(f.symbol for f in flows if f.active)
+        self._breakers[source_name].record_failure()
+        log.bind(symbols=[f.symbol for f in flows[:20]], source=source_name).exception(
+            "refresh_crashed"
+        )
 
-    def _begin(self, source_name: str, flows: list[_Flow]) -> list[_Flow] | None:
-        """Stamp the fetch time; the active flows to fetch, or None when the breaker is open."""
+    async def _refresh(self, source_name: str, flows: list[_Flow]) -> None:
+        """Fetch the new bars of ``flows`` (one source) through the cache and the breaker,
+        then validate and store them; on a fault serve what the cache still holds, stale."""
         now_ns = self.clock.now_ns()
         for flow in flows:
             flow.last_fetch_ns = now_ns
         active = [f for f in flows if f.active]
         if not active:
-            return []
-        if not self._breakers[source_name].allow():
-            self.skipped_open += len(active)
-            self._stale.update(f.symbol for f in active)
-            return None
-        self.fetches += len(active)
-        return active
-
-    async def _refresh(self, flow: _Flow) -> None:
-        """One symbol from a source that returns ``Bar`` records."""
-        source_name = flow.source
-        active = self._begin(source_name, [flow])
-        if not active:
-            await self._publish_breaker_events()
             return
-        t0 = time.perf_counter()
-        symbol = flow.symbol
-        since = self.state.last_ts_ms(symbol)
-        until = self.clock.now_ns() // 1_000_000
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                bars = await self._sources[source_name].fetch_bars(symbol, since, until)
-        except Exception as exc:
-            await self._failed(source_name, active, exc, t0)
-            return
-        self._breakers[source_name].record_success()
-        batch = BarBatch.from_bars((symbol,), (bars,))
-        await self._store(source_name, batch, self.state.last_ts_array((symbol,)))
-        self._observe(time.perf_counter() - t0)
-
-    async def _refresh_batch(self, source_name: str, flows: list[_Flow]) -> None:
-        """Many symbols from a ``BatchSource`` in one call."""
-        active = self._begin(source_name, flows)
-        if not active:
-            await self._publish_breaker_events()
-            return
-        t0 = time.perf_counter()
         symbols = [f.symbol for f in active]
         last = self.state.last_ts_array(symbols)
         since = [None if ts == NO_BAR else ts for ts in last.tolist()]
-        until = self.clock.now_ns() // 1_000_000
-        source = cast(BatchSource, self._sources[source_name])
+        if not self._breakers[source_name].allow():
+            self.skipped_open += len(active)
+            self._stale.update(symbols)
+            await self._serve_stale(source_name, active, since, last)
+            await self._publish_breaker_events()
+            return
+        t0 = time.perf_counter()
+        self.fetches += len(active)
+        until_ms = now_ns // 1_000_000
         try:
             async with asyncio.timeout(self._timeout_s):
-                batch = await source.fetch_bar_batch(symbols, since, until)
+                batch = await self._fetch(source_name, active, since, until_ms)
         except Exception as exc:
-            await self._failed(source_name, active, exc, t0)
+            await self._failed(source_name, symbols, exc)
+            await self._serve_stale(source_name, active, since, last)
+            self._observe(time.perf_counter() - t0)
             return
         self._breakers[source_name].record_success()
-        if batch.symbols != tuple(symbols):
-            raise ValueError(f"{source_name} answered a batch for other symbols")
-        await self._store(source_name, batch, last)
+        for flow in active:
+            flow.last_until_ms = until_ms
+        await self._store(source_name, batch, last, stale=False)
         self._observe(time.perf_counter() - t0)
 
-    async def _failed(
-        self, source_name: str, flows: list[_Flow], exc: Exception, t0: float
+    async def _fetch(
+        self, source_name: str, flows: list[_Flow], since: list[int | None], until_ms: int
+    ) -> BarBatch:
+        """The bars after each ``since`` up to ``until_ms``: a fresh cache entry answers when it
+        covers the request and is newer than this symbol's last refresh (written by a peer
+        sharing Redis); the rest come from the source in one call and are cached."""
+        symbols = [f.symbol for f in flows]
+        cache = self._cache
+        if cache is None:
+            return await self._from_source(source_name, symbols, since, until_ms)
+        keys = [f"bars:{source_name}:{symbol}" for symbol in symbols]
+
+        def usable(j: int, entry: CachedBars) -> bool:
+            return entry.until_ms > flows[j].last_until_ms and entry.covers(since[j])
+
+        entries = await cache.get_many(keys, usable)
+        hits = [j for j, e in enumerate(entries) if e is not None and usable(j, e)]
+        self.cache_served += len(hits)
+        for j in hits:
+            entry = entries[j]
+            assert entry is not None
+            flows[j].last_until_ms = entry.until_ms
+        if len(hits) == len(symbols):
+            fetched = None
+            missing: list[int] = []
+        else:
+            hit_set = set(hits)
+            missing = [j for j in range(len(symbols)) if j not in hit_set]
+            fetched = await self._from_source(
+                source_name, [symbols[j] for j in missing], [since[j] for j in missing], until_ms
+            )
+            await cache.set_many(
+                [
+                    (keys[j], self._cache_entry(keys[j], since[j], until_ms, fetched, i))
+                    for i, j in enumerate(missing)
+                ]
+            )
+            if not hits:
+                return fetched
+        blocks: dict[int, tuple[NDArray[np.int64], NDArray[np.float64]]] = {}
+        for j in hits:
+            entry = entries[j]
+            assert entry is not None
+            blocks[j] = entry.after(since[j])
+        if fetched is not None:
+            for i, j in enumerate(missing):
+                a, b = int(fetched.offsets[i]), int(fetched.offsets[i + 1])
+                blocks[j] = (fetched.ts_ms[a:b], fetched.columns(i))
+        return BarBatch.from_blocks(symbols, [blocks[j] for j in range(len(symbols))])
+
+    async def _from_source(
+        self, source_name: str, symbols: list[str], since: list[int | None], until_ms: int
+    ) -> BarBatch:
+        """One call to the source; the answer is frozen, so events and cache entries can share
+        its memory."""
+        source = self._sources[source_name]
+        if self._batched[source_name]:
+            batch = await cast(BatchSource, source).fetch_bar_batch(symbols, since, until_ms)
+            if batch.symbols != tuple(symbols):
+                raise ValueError(f"{source_name} answered a batch for other symbols")
+        else:
+            (symbol,), (after,) = symbols, since
+            bars = await source.fetch_bars(symbol, after, until_ms)
+            batch = BarBatch.from_bars(symbols, [bars])
+        batch.freeze()
+        return batch
+
+    def _cache_entry(
+        self, key: str, since: int | None, until_ms: int, batch: BarBatch, i: int
+    ) -> CachedBars:
+        """Symbol ``i`` of a fresh answer as a cache entry, extending the previous entry when
+        the answer starts right after it (so a cold reader gets a window, not one bar)."""
+        a, b = int(batch.offsets[i]), int(batch.offsets[i + 1])
+        ts, prices = batch.ts_ms[a:b], batch.columns(i)
+        assert self._cache is not None
+        previous = self._cache.peek_stale(key)
+        window = self.config.cache_bars
+        if previous is not None and since is not None and previous.newest_ts() == since:
+            old_ts, old_prices = previous.bars.ts(), previous.bars.columns()
+            ts = np.concatenate((old_ts[-window:], ts))
+            prices = np.concatenate((old_prices[:, -window:], prices), axis=1)
+            since = previous.since_ms if len(old_ts) <= window else int(old_ts[-window - 1])
+        if len(ts) > window:
+            since = int(ts[-window - 1])
+            ts, prices = ts[-window:], prices[:, -window:]
+        return CachedBars(since_ms=since, until_ms=until_ms, bars=BarBlock.of(ts, prices))
+
+    async def _serve_stale(
+        self, source_name: str, flows: list[_Flow], since: list[int | None], last: NDArray[np.int64]
     ) -> None:
+        """During a fault, store what the cache holds beyond each symbol's last bar: what a
+        peer sharing Redis fetched, else this process's expired entry. The symbols stay
+        marked stale."""
+        cache = self._cache
+        if cache is None:
+            return
+        keys = [f"bars:{source_name}:{flow.symbol}" for flow in flows]
+
+        def usable(j: int, entry: CachedBars) -> bool:
+            return entry.until_ms > flows[j].last_until_ms and entry.covers(since[j])
+
+        entries = await cache.get_many(keys, usable)
+        served: list[int] = []
+        blocks = []
+        for j, key in enumerate(keys):
+            entry = entries[j] or cache.peek_stale(key)
+            if entry is not None and usable(j, entry):
+                flows[j].last_until_ms = entry.until_ms
+                block = entry.after(since[j])
+                if len(block[0]):
+                    served.append(j)
+                    blocks.append(block)
+        if not served:
+            return
+        self.stale_served += len(served)
+        batch = BarBatch.from_blocks([flows[j].symbol for j in served], blocks)
+        await self._store(source_name, batch, last[served], stale=True)
+
+    async def _failed(self, source_name: str, symbols: list[str], exc: Exception) -> None:
         """A fetch failed (one breaker failure per call): stale symbols, ``SourceFailed`` each."""
         if isinstance(exc, TimeoutError):
             self.timeouts += 1
@@ -404,36 +535,37 @@ class Orchestrator:
         else:
             error = f"{type(exc).__name__}: {exc}"[:500]
         self.failures += 1
-        self._stale.update(f.symbol for f in flows)
+        self._stale.update(symbols)
         self._breakers[source_name].record_failure()
         log.warning(
             "source_fetch_failed",
-            symbols=[f.symbol for f in flows[:20]],
-            count=len(flows),
+            symbols=symbols[:20],
+            count=len(symbols),
             source=source_name,
             error=error,
         )
         now = self.clock.now_ns()
-        for flow in flows:
+        for symbol in symbols:
             await self.bus.publish(
-                SourceFailed(ts_ns=now, source=source_name, symbol=flow.symbol, error=error)
+                SourceFailed(ts_ns=now, source=source_name, symbol=symbol, error=error)
             )
         await self._publish_breaker_events()
-        self._observe(time.perf_counter() - t0)
 
-    async def _store(self, source_name: str, batch: BarBatch, last: NDArray[np.int64]) -> None:
+    async def _store(
+        self, source_name: str, batch: BarBatch, last: NDArray[np.int64], *, stale: bool
+    ) -> None:
         """Validate, append the good bars, publish ``BarsUpdated`` and ``DataRejected``."""
+        batch.freeze()
         codes = validate_batch(batch, last)
         counts = self.state.append_batch(batch, codes)
         self.bars_stored += int(counts.sum())
-        self._stale.difference_update(batch.symbols)
+        if not stale:
+            self._stale.difference_update(batch.symbols)
         await self._publish_breaker_events()
-        # Events share the batch's memory: freeze it and hand out byte views of each block.
+        # Events share the batch's (frozen) memory: byte views of each block.
         ts, prices = batch.ts_ms, batch.prices
-        ts.flags.writeable = False
-        prices.flags.writeable = False
-        ts_bytes = memoryview(ts).cast("B")
-        price_bytes = memoryview(prices).cast("B")
+        ts_bytes = ts.data.cast("B")
+        price_bytes = prices.data.cast("B")
         offsets = batch.offsets.tolist()
         now = self.clock.now_ns()
         publish = self.bus.publish
@@ -562,6 +694,8 @@ class Orchestrator:
             "skipped_open": self.skipped_open,
             "crashes": self.crashes,
             "deferred": self.deferred,
+            "cache_served": self.cache_served,
+            "stale_served": self.stale_served,
             "rejects": dict(self.rejects),
             "stale": self.stale_symbols,
             "mean_processing_ms": self._processing_total_s / count * 1000.0 if count else 0.0,

@@ -56,6 +56,11 @@ class BarBatch:
     def __len__(self) -> int:
         return len(self.symbols)
 
+    def freeze(self) -> None:
+        """Make the arrays read-only, so views of them can be shared (events, caches)."""
+        self.ts_ms.flags.writeable = False
+        self.prices.flags.writeable = False
+
     @property
     def total(self) -> int:
         """Bars over every symbol."""
@@ -79,6 +84,21 @@ class BarBatch:
                 self.ts_ms[a:b].tolist(), zip(o, h, lo, c, v, strict=True), strict=True
             )
         ]
+
+    @classmethod
+    def from_blocks(
+        cls,
+        symbols: Sequence[str],
+        blocks: Sequence[tuple[NDArray[np.int64], NDArray[np.float64]]],
+    ) -> BarBatch:
+        """Pack per-symbol (ts (k,), prices (5, k)) blocks (copies them)."""
+        offsets = np.zeros(len(blocks) + 1, dtype=np.int64)
+        np.cumsum([len(ts) for ts, _ in blocks], out=offsets[1:])
+        if not blocks:
+            return cls(tuple(symbols), np.zeros(0, dtype=np.int64), np.zeros(0), offsets)
+        ts = np.concatenate([ts for ts, _ in blocks]).astype(np.int64, copy=False)
+        prices = np.concatenate([np.ravel(p) for _, p in blocks]).astype(np.float64, copy=False)
+        return cls(tuple(symbols), ts, prices, offsets)
 
     @classmethod
     def from_bars(cls, symbols: Sequence[str], bars: Sequence[Sequence[Bar]]) -> BarBatch:

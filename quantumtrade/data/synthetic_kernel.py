@@ -184,7 +184,7 @@ def _step(key: np.uint64, fs: Array, ints: IntArray, out: Array, o: int, k: int)
     if ints[I_POS] == ints[I_LEN]:
         _start_segment(key, fs, ints)
     bar = ints[I_NEXT]
-    code = ints[I_CODE]
+    code = int(ints[I_CODE])
     i = ints[I_POS]
     n = ints[I_LEN]
     sigma = fs[S_SIGMA]

@@ -3,7 +3,8 @@
 * generation: a fresh ``SyntheticSource`` produces every symbol's B bars, in the same batches
   the workers ask for (``fetch_bar_batch`` of ``batch_size`` symbols).
 * refresh: a fresh source with the same seed, through the orchestrator's workers, the circuit
-  breaker, validation, ``MarketState`` and the bus (``BarsUpdated`` per symbol), i.e.
+  breaker, the market-data cache (L1; every symbol misses and is stored, as on a cold start),
+  validation, ``MarketState`` and the bus (``BarsUpdated`` per symbol), i.e.
   ``refresh_due()`` + ``join()`` on a manual clock.
 Both run once untimed first, so numba's compile/cache load is not counted.
 * peak RSS: a separate process holding N symbols x 1,000 bars in MarketState.
@@ -28,9 +29,11 @@ import uvloop
 
 from quantumtrade.breaker import BreakerConfig
 from quantumtrade.bus import EventBus
+from quantumtrade.cache.l1 import L1Cache
+from quantumtrade.cache.tiered import TieredCache
 from quantumtrade.clock import ManualClock
 from quantumtrade.data.market_state import MarketState
-from quantumtrade.data.orchestrator import Orchestrator, OrchestratorConfig
+from quantumtrade.data.orchestrator import CachedBars, Orchestrator, OrchestratorConfig
 from quantumtrade.data.synthetic import SyntheticConfig, SyntheticSource
 from quantumtrade.data.validation import validate_batch
 
@@ -64,6 +67,12 @@ async def refresh(n: int, bars: int, workers: int, batch_size: int) -> float:
     source = make_source(n, bars, clock)
     state = MarketState(source.symbols(), max(bars, 1_000))
     bus = EventBus(clock=clock)
+    cache: TieredCache[CachedBars] = TieredCache(
+        clock=clock,
+        l1=L1Cache(clock=clock, ttl_ms=1_000, max_entries=max(n, 1)),
+        l2=None,
+        value_type=CachedBars,
+    )
     orchestrator = Orchestrator(
         bus=bus,
         clock=clock,
@@ -73,6 +82,7 @@ async def refresh(n: int, bars: int, workers: int, batch_size: int) -> float:
             max_workers=workers, queue_size=max(n, 1), batch_size=batch_size
         ),
         breaker_config=BreakerConfig(),
+        cache=cache,
     )
     async with asyncio.TaskGroup() as tg:
         bus.start(tg)
@@ -86,6 +96,7 @@ async def refresh(n: int, bars: int, workers: int, batch_size: int) -> float:
         await bus.stop()
     stored = orchestrator.metrics()["bars_stored"]
     assert stored == n * bars, stored
+    assert len(cache.l1) == n, len(cache.l1)
     return elapsed
 
 

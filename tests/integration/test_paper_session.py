@@ -134,7 +134,8 @@ async def test_admin_api_health_metrics_and_bad_requests(tmp_path: Path) -> None
                     assert r.status == 200
                     text = await r.text()
                 assert "quantumtrade_system_health " in text
-                assert 'quantumtrade_cache_hits_total{tier="l1"}' in text
+                assert 'quantumtrade_cache_hits_total{cache="books",tier="l1"}' in text
+                assert 'quantumtrade_cache_hit_rate{cache="bars"}' in text
                 assert "quantumtrade_data_orchestrator_processing_time_bucket" in text
                 assert 'quantumtrade_event_bus_events_total{type="BarsUpdated"}' in text
 
@@ -276,6 +277,8 @@ async def test_paper_session_on_postgres_and_redis(
     stats = daemon.book_cache.stats()
     assert stats["l2"]["enabled"] and stats["l2"]["errors"] == 0
     assert stats["l2"]["misses"] > 0  # books were looked up in Redis, then written there
+    bars = daemon.bars_cache.stats()
+    assert bars["l2"]["enabled"] and bars["l2"]["errors"] == 0 and bars["l2"]["misses"] > 0
 
 
 async def test_restart_restores_positions_from_the_log(tmp_path: Path) -> None:

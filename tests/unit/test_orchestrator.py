@@ -183,12 +183,14 @@ async def test_bad_bars_are_rejected_and_the_worker_carries_on() -> None:
         }
 
 
-async def test_a_crashing_item_is_counted_and_the_worker_goes_on() -> None:
+async def test_a_malformed_answer_is_a_source_failure_and_the_worker_goes_on() -> None:
     feed = ScriptedSource("feed", ["AUSDT", "BUSDT"])
     async with running({"feed": feed}, ["AUSDT", "BUSDT"], workers=1) as rig:
         feed.return_none = True
         await rig.tick()
-        assert rig.orch.metrics()["crashes"] == 2
+        m = rig.orch.metrics()
+        assert m["failures"] == 2 and m["crashes"] == 0
+        assert sorted(e.symbol for e in rig.of(SourceFailed)) == ["AUSDT", "BUSDT"]
         assert rig.orch.stale_symbols == ["AUSDT", "BUSDT"]
         feed.return_none = False
         await rig.tick(1)
