@@ -1,8 +1,11 @@
 """Live exchange market data through ``ccxt.async_support`` (REST polling).
 
 ``CcxtSource`` meets the ``Source`` protocol: our symbol names (``BTCUSDT``) are translated to
-ccxt's unified ones (``BTC/USDT``) through the loaded markets, bars come from ``fetch_ohlcv``
-(paged, closed bars only), books from ``fetch_order_book`` and tickers from ``fetch_tickers``.
+ccxt's unified ones (``BTC/USDT``) through the loaded markets (so Kraken's ``XBTUSDT`` and OKX's
+``BTC-USDT`` are ``BTCUSDT`` too), bars come from ``fetch_ohlcv`` (paged, closed bars only), books
+from ``fetch_order_book`` and tickers from ``fetch_tickers``. What differs between exchanges is
+in ``QUIRKS``: which markets and currencies load, whether ccxt maps ``until`` to an end time,
+which book depths exist, and whether the all-tickers answer carries bid and ask.
 Transient exchange faults (timeouts, connection errors, 5xx, 418/429 rate limiting and bad
 answers: ccxt's ``OperationFailed`` family) are raised as ``SourceUnavailable`` with ccxt's
 message, so the orchestrator's circuit breaker sees one fault type. ccxt's own rate limiter
@@ -11,10 +14,12 @@ stays on unless the config turns it off.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -35,16 +40,69 @@ log = structlog.get_logger("quantumtrade.ccxt_source")
 
 ExchangeId = Literal["binance", "coinbase", "kraken", "kucoin", "okx"]
 EXCHANGE_IDS: tuple[str, ...] = ("binance", "coinbase", "kraken", "kucoin", "okx")
-# Spot market data only: without these, binance's load_markets also asks the futures, margin
-# and (with keys) the wallet endpoints, on other hosts, 7 requests instead of one.
-EXCHANGE_OPTIONS: dict[str, dict[str, Any]] = {
-    "binance": {
-        "fetchMarkets": {"types": ["spot"]},
-        "fetchCurrencies": False,
-        "fetchMargins": False,
-        "adjustForTimeDifference": False,
-    },
+
+
+@dataclass(frozen=True, slots=True)
+class Quirks:
+    """How one exchange differs, as far as market data goes (read from ccxt's source for it)."""
+
+    options: dict[str, Any] = field(default_factory=dict)
+    """ccxt options: spot markets only, and no lookups a market-data client does not need."""
+    skip_currencies: bool = False
+    """``CcxtSource`` fetches no currencies in ``load_markets`` (the markets carry base and quote
+    already); Kraken needs them (they tell ccxt that ``XXBT`` is BTC), OKX skips them itself
+    without keys."""
+    ohlcv_until: bool = False
+    """ccxt's ``fetch_ohlcv`` turns ``params['until']`` into the exchange's end time (Binance
+    ``endTime``, OKX ``after``, Coinbase ``end``); the others ignore it or pass it on unknown."""
+    book_limits: tuple[int, ...] = ()
+    """The only depths the public book endpoint serves, ascending (empty: any)."""
+    ticker_per_symbol: bool = False
+    """The all-tickers answer lacks bid and ask (Coinbase's product list): ask per symbol."""
+
+
+QUIRKS: dict[str, Quirks] = {
+    # Without these, binance's load_markets also asks the futures, margin and (with keys) wallet
+    # endpoints, on other hosts: 7 requests instead of one.
+    "binance": Quirks(
+        options={
+            "fetchMarkets": {"types": ["spot"]},
+            "fetchCurrencies": False,
+            "fetchMargins": False,
+            "adjustForTimeDifference": False,
+        },
+        ohlcv_until=True,
+    ),
+    # Spot instruments only (else futures, swaps and two option families: 5 requests).
+    "okx": Quirks(
+        options={"fetchMarkets": {"types": ["spot"]}, "adjustForTimeDifference": False},
+        ohlcv_until=True,
+    ),
+    # Assets + AssetPairs; OHLC serves only the newest 720 bars, whatever ``since`` says.
+    "kraken": Quirks(options={"adjustForTimeDifference": False}),
+    # Spot symbols only, without the all-tickers call ccxt makes for fee rates; the public
+    # partial book exists in depths 20 and 100 only.
+    "kucoin": Quirks(
+        options={
+            "fetchMarkets": {"types": ["spot"], "fetchTickersFees": False},
+            "adjustForTimeDifference": False,
+        },
+        skip_currencies=True,
+        book_limits=(20, 100),
+    ),
+    # Advanced Trade: products (the futures list is asked too and may fail: ccxt ignores that);
+    # the product list has last price and volume but no bid/ask, the per-product ticker has them.
+    "coinbase": Quirks(
+        options={"adjustForTimeDifference": False},
+        skip_currencies=True,
+        ohlcv_until=True,
+        ticker_per_symbol=True,
+    ),
 }
+EXCHANGE_OPTIONS: dict[str, dict[str, Any]] = {k: q.options for k, q in QUIRKS.items()}
+"""ccxt options per exchange id (kept for callers that build their own client)."""
+PLAIN_HTTP_CLOSE_WAIT_MS = 20
+"""How long ccxt's close() lets closing sockets finish when no TLS is involved (ccxt: 250)."""
 DEFAULT_PAGE_LIMIT = 500
 """Candles per request when ccxt does not state the exchange's maximum."""
 
@@ -63,6 +121,9 @@ class CcxtSourceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     proxy); empty: ccxt's defaults."""
     timeout_ms: Annotated[int, msgspec.Meta(ge=1)] = 10_000
     """ccxt's per-request timeout."""
+    page_limit: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """Candles asked per request; 0: the exchange's maximum as ccxt states it (set it when an
+    exchange caps pages lower than ccxt believes)."""
     symbols: list[str] = msgspec.field(default_factory=list)
     """Symbols to serve (``BTCUSDT``); empty: every active spot market of the exchange."""
 
@@ -123,11 +184,12 @@ def new_exchange(
     """A ccxt.async_support client set up as QuantumTrade uses it: our options per exchange
     (spot markets only, no currency/margin lookups), optional keys, and ``api_url`` replacing
     the host of every API URL (a loopback server or a proxy)."""
+    quirks = QUIRKS.get(exchange, Quirks())
     params: dict[str, Any] = {
         "enableRateLimit": enable_rate_limit,
         "timeout": timeout_ms,
         # A deep copy: ccxt keeps (and may update) the dicts it is given.
-        "options": copy.deepcopy(EXCHANGE_OPTIONS.get(exchange, {})),
+        "options": copy.deepcopy(quirks.options),
     }
     if credentials is not None:
         params["apiKey"] = credentials.api_key
@@ -135,6 +197,11 @@ def new_exchange(
     client = getattr(ccxt_async, exchange)(params)
     if api_url:
         client.urls["api"] = _rebase(client.urls["api"], api_url)
+        if urlsplit(api_url).scheme == "http":
+            # ccxt's close() waits 250 ms for closing transports to finish (TLS shutdown needs
+            # round trips); a plain TCP socket (a loopback server, a local proxy) is closed
+            # within a few loop iterations, so 20 ms is plenty.
+            client.timeout_on_exit = PLAIN_HTTP_CLOSE_WAIT_MS
     return client
 
 
@@ -150,6 +217,7 @@ class CcxtSource:
     ) -> None:
         self.config = config
         self.name: str = config.exchange
+        self.quirks: Quirks = QUIRKS.get(config.exchange, Quirks())
         self.clock: Clock = clock or WallClock()
         self._exchange: Any = new_exchange(
             config.exchange,
@@ -159,6 +227,10 @@ class CcxtSource:
             credentials=credentials,
         )
         exchange = self._exchange
+        if self.quirks.skip_currencies:
+            # Market data needs no currency list (a venue may: new_exchange leaves it on).
+            # ``has`` given to ccxt's constructor replaces the whole dict: amend the instance's.
+            exchange.has = {**exchange.has, "fetchCurrencies": False}
         if config.timeframe not in (exchange.timeframes or {}):
             raise ValueError(
                 f"timeframe {config.timeframe!r} is not served by {config.exchange}; "
@@ -167,7 +239,9 @@ class CcxtSource:
         self.bar_ms = int(exchange.parse_timeframe(config.timeframe)) * 1000
         features = (exchange.features or {}).get("spot") or {}
         ohlcv_features = features.get("fetchOHLCV") or {}
-        self.page_limit = int(ohlcv_features.get("limit") or DEFAULT_PAGE_LIMIT)
+        self.page_limit = config.page_limit or int(
+            ohlcv_features.get("limit") or DEFAULT_PAGE_LIMIT
+        )
         self._unified: dict[str, str] = {}  # our name, ccxt id or unified symbol → unified
         self._ours: dict[str, str] = {}  # unified → our name
         self.requests = 0
@@ -215,29 +289,24 @@ class CcxtSource:
         ``history_bars``) and closed by ``until_ms``; at most ``history_bars`` (the newest).
 
         The exchange's rows are passed on unrepaired (validation judges them), except that ccxt
-        sorts each answer by time and rows outside the asked window are dropped.
+        sorts each answer by time and rows outside the asked window are dropped. Bars open at
+        multiples of the bar length since the epoch (UTC), as every exchange here aligns them.
         """
         unified = await self._unified_symbol(symbol)
         bar_ms = self.bar_ms
         last_open = until_ms // bar_ms * bar_ms - bar_ms  # the newest bar closed by until_ms
         first = last_open - (self.config.history_bars - 1) * bar_ms
-        if since_ms is not None:
-            first = max(first, since_ms + 1)
+        if since_ms is not None:  # the first bar opened after since_ms
+            first = max(first, (since_ms // bar_ms + 1) * bar_ms)
         bars: list[Bar] = []
         cursor = first
         while cursor <= last_open:
-            wanted = (last_open - cursor) // bar_ms + 1
-            with self._faults_as_unavailable("fetch_ohlcv", symbol):
-                self.requests += 1
-                rows = await self._exchange.fetch_ohlcv(
-                    unified,
-                    self.config.timeframe,
-                    since=cursor,
-                    limit=min(wanted, self.page_limit),
-                    params={"until": last_open},
-                )
-            if not rows:
-                break
+            limit = min((last_open - cursor) // bar_ms + 1, self.page_limit)
+            page_last = cursor + (limit - 1) * bar_ms
+            rows = await self._ohlcv_page(symbol, unified, cursor, page_last, limit)
+            if not rows:  # a window without trades (or beyond what the exchange keeps)
+                cursor = page_last + bar_ms
+                continue
             for row in rows:
                 ts = int(row[0])
                 if cursor <= ts <= last_open:
@@ -246,15 +315,36 @@ class CcxtSource:
             newest = max(int(row[0]) for row in rows)
             if newest < cursor:  # no progress: the exchange ignores since
                 break
-            cursor = newest + 1
+            cursor = (newest // bar_ms + 1) * bar_ms  # the next bar's open
         return bars
 
+    async def _ohlcv_page(
+        self, symbol: str, unified: str, first: int, last: int, limit: int
+    ) -> list[list[Any]]:
+        """Up to ``limit`` candles opened in [first, last], as ccxt parses them.
+
+        Where ccxt maps ``until`` to the exchange's end time, the page's window ends at the close
+        of its last bar: OKX answers the *newest* bars of a window (so a window wider than the
+        page would skip its oldest bars) and its end time is exclusive, Binance's inclusive; the
+        bar's last millisecond is right for both.
+        """
+        params = {"until": last + self.bar_ms - 1} if self.quirks.ohlcv_until else {}
+        with self._faults_as_unavailable("fetch_ohlcv", symbol):
+            self.requests += 1
+            rows: list[list[Any]] = await self._exchange.fetch_ohlcv(
+                unified, self.config.timeframe, since=first, limit=limit, params=params
+            )
+        return rows
+
     async def fetch_order_book(self, symbol: str, depth: int = 20) -> OrderBook:
-        """The current book, at most ``depth`` levels a side."""
+        """The current book, at most ``depth`` levels a side (fewer where the exchange's public
+        book is shallower: KuCoin's stops at 100)."""
         unified = await self._unified_symbol(symbol)
+        limits = self.quirks.book_limits
+        asked = next((n for n in limits if n >= depth), limits[-1]) if limits else depth
         with self._faults_as_unavailable("fetch_order_book", symbol):
             self.requests += 1
-            book = await self._exchange.fetch_order_book(unified, depth)
+            book = await self._exchange.fetch_order_book(unified, asked)
         ts = book.get("timestamp")
         return OrderBook(
             symbol=symbol,
@@ -270,8 +360,11 @@ class CcxtSource:
             await self._load_markets()
         unified = [self._lookup(s) for s in wanted]
         with self._faults_as_unavailable("fetch_tickers", None):
-            self.requests += 1
-            answer = await self._exchange.fetch_tickers(unified or None)
+            if self.quirks.ticker_per_symbol:
+                answer = await self._tickers_one_by_one(unified)
+            else:
+                self.requests += 1
+                answer = await self._exchange.fetch_tickers(unified or None)
         now_ms = self.clock.now_ns() // 1_000_000
         tickers: dict[str, Ticker] = {}
         for unified_symbol, ticker in answer.items():
@@ -291,6 +384,20 @@ class CcxtSource:
         return tickers
 
     # --- internals ------------------------------------------------------------------------
+
+    async def _tickers_one_by_one(self, unified: list[str]) -> dict[str, Any]:
+        """``fetch_ticker`` per symbol, concurrently (ccxt's rate limiter spaces them out).
+
+        Every request is let finish before the first failure is raised: cancelling aiohttp
+        requests in flight leaves their sockets to the garbage collector, unclosed."""
+        self.requests += len(unified)
+        answers = await asyncio.gather(
+            *(self._exchange.fetch_ticker(u) for u in unified), return_exceptions=True
+        )
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+        return dict(zip(unified, answers, strict=True))
 
     @contextmanager
     def _faults_as_unavailable(self, call: str, symbol: str | None) -> Iterator[None]:
