@@ -359,6 +359,7 @@ class Daemon:
         """One heartbeat: refresh the symbols that are due, wait for them, classify, scan."""
         self.orchestrator.refresh_due()
         await self.orchestrator.join()
+        await self.orchestrator.refresh_tickers()
         await self.regime.update()
         await self.scanner.scan()
         self.ticks += 1

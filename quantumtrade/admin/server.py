@@ -236,7 +236,16 @@ class AdminServer:
         return _json({"symbols": data})
 
     def _ticker(self, symbol: str) -> dict[str, float] | None:
-        """Best bid/ask from the cached book, when a fresh one is cached (never fetches)."""
+        """The last fetched ticker, else best bid/ask from a fresh cached book (never fetches)."""
+        ticker = self._orchestrator.ticker(symbol)
+        if ticker is not None:
+            return {
+                "bid": ticker.bid,
+                "ask": ticker.ask,
+                "mid": (ticker.bid + ticker.ask) / 2.0,
+                "last": ticker.last,
+                "ts_ms": ticker.ts_ms,
+            }
         book = self._cached_book(symbol) if self._cached_book is not None else None
         if book is None or not book.bids or not book.asks:
             return None

@@ -29,9 +29,9 @@ import msgspec
 import structlog
 
 from quantumtrade.clock import Clock, WallClock
-from quantumtrade.data.source import OrderBook
+from quantumtrade.data.source import OrderBook, Ticker
 from quantumtrade.errors import SourceUnavailable
-from quantumtrade.events import Bar, TickerUpdated
+from quantumtrade.events import Bar
 
 if TYPE_CHECKING:  # config.py composes this module's config, so import it for types only
     from quantumtrade.config import Credentials
@@ -132,29 +132,6 @@ class CcxtSourceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError(f"exchange {self.exchange!r}: expected one of {list(EXCHANGE_IDS)}")
         if self.api_url and urlsplit(self.api_url).scheme not in ("http", "https"):
             raise ValueError(f"api_url {self.api_url!r}: expected an http(s) URL")
-
-
-class Ticker(msgspec.Struct, frozen=True):
-    """The best bid/ask and last trade of one symbol, as the exchange reported it."""
-
-    symbol: str
-    source: str
-    ts_ms: int
-    bid: float
-    ask: float
-    last: float
-    base_volume: float = math.nan
-    """24 h volume in the base asset (NaN when the exchange does not say)."""
-
-    def to_event(self, ts_ns: int) -> TickerUpdated:
-        return TickerUpdated(
-            ts_ns=ts_ns,
-            symbol=self.symbol,
-            source=self.source,
-            bid=self.bid,
-            ask=self.ask,
-            last=self.last,
-        )
 
 
 def _float(value: Any) -> float:

@@ -30,7 +30,7 @@ from quantumtrade.bus import EventBus
 from quantumtrade.cache.tiered import TieredCache
 from quantumtrade.clock import Clock
 from quantumtrade.data.market_state import MarketState
-from quantumtrade.data.source import BarBatch, BatchSource, OrderBook, Source
+from quantumtrade.data.source import BarBatch, BatchSource, OrderBook, Source, Ticker
 from quantumtrade.data.validation import NO_BAR, OK, REASONS, validate_batch
 from quantumtrade.events import (
     Bar,
@@ -77,6 +77,8 @@ class OrchestratorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     """Levels a side for ``Orchestrator.order_book``."""
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 512
     """Symbols one worker fetches in one call from a source that supports batches."""
+    ticker_interval_ms: Annotated[int, msgspec.Meta(ge=0)] = 5_000
+    """How often every active symbol's ticker is fetched (one call per source; 0: never)."""
     cache_bars: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 200
     """Newest bars per symbol kept in the market-data cache (L1 and Redis): what a peer or a
     fetch during an outage can be served from. Each refresh rewrites it, so with Redis
@@ -203,6 +205,8 @@ class Orchestrator:
         self.crashes = 0
         self.deferred = 0
         self.cache_served = 0
+        self._tickers: dict[str, Ticker] = {}
+        self._tickers_due_ns: int | None = None
         self.stale_served = 0
         self.rejects: Counter[str] = Counter()
         self._processing_total_s = 0.0
@@ -527,15 +531,19 @@ class Orchestrator:
         batch = BarBatch.from_blocks([flows[j].symbol for j in served], blocks)
         await self._store(source_name, batch, last[served], stale=True)
 
-    async def _failed(self, source_name: str, symbols: list[str], exc: Exception) -> None:
-        """A fetch failed (one breaker failure per call): stale symbols, ``SourceFailed`` each."""
+    async def _failed(
+        self, source_name: str, symbols: list[str], exc: Exception, what: str = "bars"
+    ) -> None:
+        """A fetch failed (one breaker failure per call): ``SourceFailed`` for each symbol; a
+        failed bar fetch also marks the symbols stale."""
         if isinstance(exc, TimeoutError):
             self.timeouts += 1
-            error = f"timeout after {self.config.fetch_timeout_ms} ms"
+            error = f"{what}: timeout after {self.config.fetch_timeout_ms} ms"
         else:
-            error = f"{type(exc).__name__}: {exc}"[:500]
+            error = f"{what}: {type(exc).__name__}: {exc}"[:500]
         self.failures += 1
-        self._stale.update(symbols)
+        if what == "bars":
+            self._stale.update(symbols)
         self._breakers[source_name].record_failure()
         log.warning(
             "source_fetch_failed",
@@ -623,6 +631,50 @@ class Orchestrator:
         self._breaker_events.clear()
         for event in events:
             await self.bus.publish(event)
+
+    async def refresh_tickers(self) -> int:
+        """When ``ticker_interval_ms`` has passed, fetch the tickers of every active symbol,
+        one call per source through its breaker; publishes ``TickerUpdated`` for each ticker
+        that changed. Returns how many changed."""
+        interval = self.config.ticker_interval_ms
+        now = self.clock.now_ns()
+        if interval <= 0 or (self._tickers_due_ns is not None and now < self._tickers_due_ns):
+            return 0
+        self._tickers_due_ns = now + interval * 1_000_000
+        by_source: dict[str, list[str]] = {}
+        for flow in self._flows.values():
+            if flow.active:
+                by_source.setdefault(flow.source, []).append(flow.symbol)
+        changed = 0
+        for source_name, symbols in by_source.items():
+            source = self._sources[source_name]
+            breaker = self._breakers[source_name]
+            if not hasattr(source, "fetch_tickers") or not breaker.allow():
+                continue
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    tickers = await source.fetch_tickers(symbols)
+            except Exception as exc:
+                await self._failed(source_name, symbols, exc, what="tickers")
+                continue
+            breaker.record_success()
+            ts_ns = self.clock.now_ns()
+            for symbol, ticker in tickers.items():
+                previous = self._tickers.get(symbol)
+                self._tickers[symbol] = ticker
+                if previous is None or (previous.bid, previous.ask, previous.last) != (
+                    ticker.bid,
+                    ticker.ask,
+                    ticker.last,
+                ):
+                    changed += 1
+                    await self.bus.publish(ticker.to_event(ts_ns))
+        await self._publish_breaker_events()
+        return changed
+
+    def ticker(self, symbol: str) -> Ticker | None:
+        """The last ticker fetched for ``symbol`` (None before the first)."""
+        return self._tickers.get(symbol)
 
     async def order_book(self, symbol: str) -> OrderBook | None:
         """The symbol's book (``book_depth`` levels) through its source's breaker; None when the

@@ -23,6 +23,7 @@ import asyncio
 import gzip
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -33,7 +34,7 @@ from numpy.typing import NDArray
 
 from quantumtrade.clock import Clock
 from quantumtrade.data.datadir import data_dir
-from quantumtrade.data.source import OrderBook
+from quantumtrade.data.source import OrderBook, Ticker, tickers_from_books
 from quantumtrade.events import Bar
 
 HEADER: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")
@@ -497,6 +498,11 @@ class ReplaySource:
         """
         await self._series_async(symbol)
         return self.bars(symbol, since_ms, self.data_time_ms(until_ms))
+
+    async def fetch_tickers(self, symbols: Sequence[str]) -> dict[str, Ticker]:
+        """Top of each symbol's (synthetic) book around the last served close."""
+        known = set(self.symbols())
+        return await tickers_from_books(self, [s for s in symbols if s in known])
 
     async def fetch_order_book(self, symbol: str, depth: int = 20) -> OrderBook:
         """A SYNTHETIC book (no depth was recorded) around the last served close.

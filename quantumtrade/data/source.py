@@ -11,7 +11,30 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
-from quantumtrade.events import Bar
+from quantumtrade.events import Bar, TickerUpdated
+
+
+class Ticker(msgspec.Struct, frozen=True):
+    """The best bid/ask and last trade of one symbol, as the source reported it."""
+
+    symbol: str
+    source: str
+    ts_ms: int
+    bid: float
+    ask: float
+    last: float
+    base_volume: float = math.nan
+    """24 h volume in the base asset (NaN when the source does not say)."""
+
+    def to_event(self, ts_ns: int) -> TickerUpdated:
+        return TickerUpdated(
+            ts_ns=ts_ns,
+            symbol=self.symbol,
+            source=self.source,
+            bid=self.bid,
+            ask=self.ask,
+            last=self.last,
+        )
 
 
 class OrderBook(msgspec.Struct, frozen=True):
@@ -133,9 +156,31 @@ class Source(Protocol):
         """The current book, ``depth`` levels a side."""
         ...
 
+    async def fetch_tickers(self, symbols: Sequence[str]) -> dict[str, Ticker]:
+        """Best bid/ask and last price of each of ``symbols`` (those the source has)."""
+        ...
+
     def symbols(self) -> list[str]:
         """Every symbol this source can serve."""
         ...
+
+
+async def tickers_from_books(source: Source, symbols: Sequence[str]) -> dict[str, Ticker]:
+    """Tickers read off the top of each symbol's book, for sources that have no ticker feed
+    of their own (the synthetic market, replayed candles): last = the book's mid, which those
+    sources centre on the last close."""
+    tickers: dict[str, Ticker] = {}
+    for symbol in symbols:
+        book = await source.fetch_order_book(symbol, depth=1)
+        tickers[symbol] = Ticker(
+            symbol=symbol,
+            source=source.name,
+            ts_ms=book.ts_ms,
+            bid=book.best_bid,
+            ask=book.best_ask,
+            last=book.mid,
+        )
+    return tickers
 
 
 @runtime_checkable

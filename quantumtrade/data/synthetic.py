@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 
 from quantumtrade.clock import Clock
 from quantumtrade.data import synthetic_kernel as kernel
-from quantumtrade.data.source import BarBatch, OrderBook
+from quantumtrade.data.source import BarBatch, OrderBook, Ticker, tickers_from_books
 from quantumtrade.events import Bar, Regime
 
 REAL_SYMBOLS: tuple[str, ...] = (
@@ -229,3 +229,7 @@ class SyntheticSource:
             bids=tuple(zip(bid_px.tolist(), bid_qty.tolist(), strict=True)),
             asks=tuple(zip(ask_px.tolist(), ask_qty.tolist(), strict=True)),
         )
+
+    async def fetch_tickers(self, symbols: Sequence[str]) -> dict[str, Ticker]:
+        """Top of each symbol's book; last = the last close."""
+        return await tickers_from_books(self, [s for s in symbols if s in self._index])

@@ -364,9 +364,11 @@ async def test_a_failing_exchange_opens_the_breaker_then_recovers(name: str, rig
     assert len(failed) == 3 and all(e.source == "binance" for e in failed)
     if name == "timeout":
         assert rig.orch.metrics()["timeouts"] == 3
-        assert failed[0].error == "timeout after 200 ms"
+        assert failed[0].error == "bars: timeout after 200 ms"
     else:
-        assert all(e.error.startswith("SourceUnavailable: binance fetch_ohlcv") for e in failed)
+        assert all(
+            e.error.startswith("bars: SourceUnavailable: binance fetch_ohlcv") for e in failed
+        )
     assert rig.orch.stale_symbols == SYMBOLS
     metrics = rig.orch.metrics()
     assert metrics["stale"] == SYMBOLS and metrics["breakers"]["binance"]["state"] == "OPEN"

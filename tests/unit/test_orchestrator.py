@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -17,7 +17,7 @@ from quantumtrade.bus import EventBus
 from quantumtrade.clock import ManualClock
 from quantumtrade.data.market_state import MarketState
 from quantumtrade.data.orchestrator import Orchestrator, OrchestratorConfig
-from quantumtrade.data.source import OrderBook, Source
+from quantumtrade.data.source import OrderBook, Source, Ticker
 from quantumtrade.data.synthetic import SyntheticConfig, SyntheticSource
 from quantumtrade.data.validation import DUPLICATE_TIMESTAMP, HIGH_LOW_INCONSISTENT, NON_FINITE
 from quantumtrade.events import (
@@ -30,6 +30,7 @@ from quantumtrade.events import (
     Regime,
     RegimeChanged,
     SourceFailed,
+    TickerUpdated,
 )
 
 BAR_MS = 1_000
@@ -69,6 +70,11 @@ class ScriptedSource:
         if self.fail is not None:
             raise self.fail
         return OrderBook(symbol=symbol, ts_ms=0, bids=((99.0, 1.0),), asks=((101.0, 1.0),))
+
+    async def fetch_tickers(self, symbols: Sequence[str]) -> dict[str, Ticker]:
+        if self.fail is not None:
+            raise self.fail
+        return {s: Ticker(s, self.name, 0, 99.0, 101.0, 100.0) for s in symbols}
 
 
 @dataclass
@@ -116,7 +122,7 @@ async def running(
         on_processing_time=processing.append,
     )
     rig = Rig(c, bus, state, orch, processing=processing)
-    for kind in (BarsUpdated, DataRejected, SourceFailed, CircuitBreakerChanged):
+    for kind in (BarsUpdated, DataRejected, SourceFailed, CircuitBreakerChanged, TickerUpdated):
         bus.subscribe(kind, rig.events.append)
     bus.subscribe(RegimeChanged, orch.on_regime_changed)
     async with asyncio.TaskGroup() as tg:
@@ -327,3 +333,40 @@ async def test_order_book_goes_through_the_breaker() -> None:
 def test_config_rejects_unknown_regimes() -> None:
     with pytest.raises(ValueError, match="SIDEWAYS"):
         OrchestratorConfig(cadence_ms={"SIDEWAYS": 1000})
+
+
+async def test_tickers_are_fetched_per_source_on_their_interval_and_published_on_change() -> None:
+    clock = ManualClock()
+    source = SyntheticSource(SyntheticConfig(symbols=3, history_bars=50), clock)
+    async with running({"synthetic": source}, source.symbols(), clock=clock) as rig:
+        await rig.tick()
+        assert await rig.orch.refresh_tickers() == 3
+        await rig.bus.drain()
+        tickers = {e.symbol: e for e in rig.of(TickerUpdated)}
+        for symbol in source.symbols():
+            latest = rig.state.latest(symbol)
+            assert latest is not None
+            t = tickers[symbol]
+            assert t.bid < latest.close < t.ask and t.last == pytest.approx(latest.close)
+            assert rig.orch.ticker(symbol) is not None
+        assert await rig.orch.refresh_tickers() == 0  # not due (5 s interval)
+        await rig.tick(5)  # five new bars: new closes, new tickers
+        assert await rig.orch.refresh_tickers() == 3
+        await rig.tick(5)
+        rig.orch.stop_flow(["BTCUSDT"])
+        assert await rig.orch.refresh_tickers() == 2  # only active symbols
+
+
+async def test_a_failed_ticker_fetch_feeds_the_breaker_but_does_not_stale_bars() -> None:
+    feed = ScriptedSource("feed", ["AUSDT", "BUSDT"])
+    async with running({"feed": feed}, ["AUSDT", "BUSDT"], threshold=1) as rig:
+        await rig.tick()
+        feed.fail = ConnectionError("down")
+        assert await rig.orch.refresh_tickers() == 0
+        await rig.bus.drain()
+        failed = rig.of(SourceFailed)
+        assert sorted(e.symbol for e in failed) == ["AUSDT", "BUSDT"]
+        assert all(e.error == "tickers: ConnectionError: down" for e in failed)
+        assert rig.orch.metrics()["breakers"]["feed"]["state"] == "OPEN"
+        assert rig.orch.stale_symbols == []
+        assert rig.orch.ticker("AUSDT") is None
