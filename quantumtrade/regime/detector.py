@@ -1,10 +1,13 @@
-"""The daemon's regime component: classify MarketState each heartbeat, publish changes.
+"""The daemon's regime component: keep every symbol's regime current, publish changes.
 
-Each ``update()`` classifies every symbol's window (the whole MarketState capacity) with
-``engine.classify`` and publishes ``RegimeChanged`` for each symbol whose label differs from
-the last one published, so the orchestrator re-prioritises it and the scanner tags signals with
-it. The market-wide regime is the confidence-weighted mode of the symbols' labels. The same
-calls in the same order give the same labels in replay.
+Each ``update()`` brings every symbol's regime up to its newest bar in MarketState and publishes
+``RegimeChanged`` for each symbol whose label differs from the last one published, so the
+orchestrator re-prioritises it and the scanner tags signals with it. A ``RegimeTracker`` holds
+each symbol's classifier state: a symbol with exactly one new bar since the last update (the
+usual heartbeat) is advanced by that bar in O(1); a new symbol, or one with several new bars
+(a gap, a backfill), is classified afresh over its MarketState window; a symbol without a new
+bar keeps its label. The market-wide regime is the confidence-weighted mode of the symbols'
+labels. The same calls in the same order give the same labels in replay.
 """
 
 from __future__ import annotations
@@ -19,7 +22,13 @@ from quantumtrade.bus import EventBus
 from quantumtrade.clock import Clock
 from quantumtrade.data.market_state import MarketState
 from quantumtrade.events import Regime, RegimeChanged
-from quantumtrade.regime.engine import NO_LABEL, REGIME_ORDER, RegimeConfig, classify, market_regime
+from quantumtrade.regime.engine import (
+    NO_LABEL,
+    REGIME_ORDER,
+    RegimeConfig,
+    RegimeTracker,
+    market_regime,
+)
 
 log = structlog.get_logger("quantumtrade.regime")
 
@@ -39,6 +48,11 @@ class RegimeDetector:
         self.updates = 0
         self.changes = 0
         self.last_duration_ms = 0.0
+        self._tracker = RegimeTracker(config)
+        self._seen_ts = np.zeros(0, dtype=np.int64)
+        """Per MarketState row: open time of the newest bar the tracker has taken (0: none)."""
+        self.incremental_rows = 0
+        self.reclassified_rows = 0
 
     async def update(self) -> None:
         """Classify every symbol now; publish ``RegimeChanged`` where the label changed."""
@@ -46,10 +60,7 @@ class RegimeDetector:
         symbols = self.state.symbols
         if not symbols:
             return
-        cols = self.state.columns()
-        result = classify(cols.close, cols.high, cols.low, cols.volume, self.config)
-        labels = np.ascontiguousarray(result.labels[:, -1])
-        confidence = np.ascontiguousarray(result.confidence[:, -1])
+        labels, confidence = self._advance()
         now = self.clock.now_ns()
         for i, symbol in enumerate(symbols):
             code = int(labels[i])
@@ -78,6 +89,35 @@ class RegimeDetector:
         self.market = market
         self.updates += 1
         self.last_duration_ms = (time.perf_counter() - t0) * 1000
+
+    def _advance(self) -> tuple[np.ndarray, np.ndarray]:
+        """Bring the tracker to every row's newest bar; returns (labels, confidence) copies."""
+        cols = self.state.columns()
+        n = cols.close.shape[0]
+        if self._tracker.symbols < n:
+            self._tracker.resize(n)
+            self._seen_ts = np.concatenate(
+                [self._seen_ts, np.zeros(n - self._seen_ts.size, np.int64)]
+            )
+        newest = cols.ts_ms[:, -1]
+        previous = cols.ts_ms[:, -2] if cols.ts_ms.shape[1] >= 2 else np.zeros(n, np.int64)
+        fresh = newest != self._seen_ts
+        one_bar = fresh & (self._seen_ts != 0) & (previous == self._seen_ts)
+        rebuild = np.flatnonzero(fresh & ~one_bar)
+        if rebuild.size:
+            self._tracker.reset(
+                cols.close[rebuild], cols.high[rebuild], cols.low[rebuild], cols.volume[rebuild],
+                rows=rebuild,
+            )  # fmt: skip
+        if one_bar.any():
+            self._tracker.update(
+                cols.close[:, -1], cols.high[:, -1], cols.low[:, -1], cols.volume[:, -1],
+                active=one_bar,
+            )  # fmt: skip
+        self._seen_ts = newest.copy()
+        self.incremental_rows += int(np.count_nonzero(one_bar))
+        self.reclassified_rows += int(rebuild.size)
+        return self._tracker.labels.copy(), self._tracker.confidence.copy()
 
     def regime(self, symbol: str) -> tuple[Regime | None, float]:
         current = self._current.get(symbol)
@@ -108,5 +148,7 @@ class RegimeDetector:
             "status": "ok",
             "updates": self.updates,
             "changes": self.changes,
+            "incremental_rows": self.incremental_rows,
+            "reclassified_rows": self.reclassified_rows,
             "last_duration_ms": round(self.last_duration_ms, 3),
         }

@@ -262,6 +262,41 @@ def fit_model(
     return tuple(means), tuple(stds)
 
 
+def phase_states(row: Labels) -> NDArray[np.int64]:
+    """A true label row as model states: BREAKOUT bars split into the compressed phase (state
+    3: the first max(5, 2n/5) bars of a segment of n, as the generator builds it) and the
+    expansion (state 4); segments cut by the row's edges are -1 (their phase is unknown)."""
+    states = np.asarray(row).astype(np.int64)
+    edges = [0, *switches(row).tolist(), states.shape[0]]
+    for a, b in itertools.pairwise(edges):
+        if states[a] != 3:
+            continue
+        if a == 0 or b == states.shape[0]:
+            states[a:b] = -1
+        else:
+            states[a + max(5, (2 * (b - a)) // 5) : b] = 4
+    return states
+
+
+def fit_transitions(
+    seeds: Sequence[int] = (1, 2, 3), symbols: int = 200, bars: int = 2000
+) -> tuple[tuple[float, ...], ...]:
+    """The per-bar state transition matrix counted on labelled training seeds (for
+    ``RegimeConfig.transitions``): supervised HMM training, so the filter's priors on how long
+    each regime lasts and what follows it are the market's, not guesses."""
+    n = len(STATE_REGIME)
+    counts = np.zeros((n, n))
+    for seed in seeds:
+        truth = synthetic_sample(seed, symbols, bars).truth
+        for row in truth:
+            states = phase_states(row)
+            ok = (states[:-1] >= 0) & (states[1:] >= 0)
+            np.add.at(counts, (states[:-1][ok], states[1:][ok]), 1.0)
+    rows = counts.sum(axis=1, keepdims=True)
+    matrix = counts / np.where(rows > 0, rows, 1.0)
+    return tuple(tuple(round(float(x), 4) for x in r) for r in matrix)
+
+
 # --- CSV detection ----------------------------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ from quantumtrade.regime.evaluate import (
     detect_csv,
     evaluate,
     match_switches,
+    phase_states,
     recall_counts,
     scored_mask,
     switch_counts,
@@ -104,7 +105,14 @@ def _constant_features(codes: list[int], config: RegimeConfig) -> np.ndarray:
 
 
 def test_brief_flip_shorter_than_min_dwell_keeps_label() -> None:
-    cfg = RegimeConfig(min_dwell=3, min_confidence=0.5, switch_probability=0.3, weights=(5.0,) * 5)
+    cfg = RegimeConfig(
+        min_dwell=3,
+        min_confidence=0.5,
+        refractory_bars=0,
+        transitions=(),
+        switch_probability=0.3,
+        weights=(5.0,) * 5,
+    )
     states = [T] * 20 + [V, V] + [T] * 20 + [V] * 6
     feats = _constant_features(states, cfg)
     assert feats.shape == (1, len(states), N_FEATURES)
@@ -116,9 +124,47 @@ def test_brief_flip_shorter_than_min_dwell_keeps_label() -> None:
 
 
 def test_min_dwell_one_follows_raw_label() -> None:
-    cfg = RegimeConfig(min_dwell=1, min_confidence=0.5, switch_probability=0.3, weights=(5.0,) * 5)
+    cfg = RegimeConfig(
+        min_dwell=1,
+        min_confidence=0.5,
+        refractory_bars=0,
+        transitions=(),
+        switch_probability=0.3,
+        weights=(5.0,) * 5,
+    )
     labels = label_features(_constant_features([T] * 5 + [V] * 3, cfg), cfg).labels[0]
     assert labels.tolist() == [T] * 5 + [V] * 3
+
+
+def test_refractory_bars_need_more_confidence_after_a_switch() -> None:
+    """Within ``refractory_bars`` of a switch the bar-by-bar evidence (confidence ~0.9 here)
+    is not enough for another switch; after them it is."""
+    base = dict(min_confidence=0.5, transitions=(), switch_probability=0.3, weights=(0.4,) * 5)
+    states = [T] * 30 + [V] * 30 + [T] * 30
+    quick = RegimeConfig(refractory_bars=0, **base)  # type: ignore[arg-type]
+    slow = RegimeConfig(refractory_bars=40, refractory_confidence=0.999, **base)  # type: ignore[arg-type]
+    feats = _constant_features(states, quick)
+    fast_labels = label_features(feats, quick)
+    assert fast_labels.labels[0, 35] == V and fast_labels.labels[0, -1] == T
+    assert fast_labels.confidence[0, 35] < 0.999
+    held = label_features(feats, slow).labels[0]
+    # The first label is T at bar 0: the switch to V is refused until bar 40, then allowed.
+    assert (held[:40] == T).all() and held[45] == V
+
+
+def test_transitions_are_validated() -> None:
+    bad = RegimeConfig(transitions=((0.5,) * 5,) * 4)
+    with pytest.raises(ValueError, match="transitions"):
+        classify(np.ones((1, 20)), np.ones((1, 20)), np.ones((1, 20)), np.ones((1, 20)), bad)
+
+
+def test_phase_states_split_breakouts_and_drop_cut_segments() -> None:
+    truth = row(*([B] * 6 + [R] * 4 + [B] * 15 + [T] * 3))
+    states = phase_states(truth).tolist()
+    assert states[:6] == [-1] * 6  # cut by the row's start: phase unknown
+    assert states[6:10] == [R] * 4
+    assert states[10:16] == [3] * 6 and states[16:25] == [4] * 9  # max(5, 2·15/5) = 6
+    assert states[25:] == [T] * 3
 
 
 def _market(kind: str, bars: int, seed: int) -> tuple[np.ndarray, ...]:

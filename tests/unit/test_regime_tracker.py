@@ -1,0 +1,189 @@
+"""RegimeTracker (one bar at a time) against the full classification, and the detector on it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from quantumtrade.bus import EventBus
+from quantumtrade.clock import ManualClock
+from quantumtrade.data.market_state import MarketState
+from quantumtrade.events import Bar, RegimeChanged
+from quantumtrade.regime.detector import RegimeDetector
+from quantumtrade.regime.engine import (
+    NO_LABEL,
+    REGIME_ORDER,
+    RegimeConfig,
+    RegimeTracker,
+    classify,
+)
+
+CFG = RegimeConfig(warmup=60, history=200)
+
+
+def regime_market(symbols: int, bars: int, seed: int) -> tuple[np.ndarray, ...]:
+    """Rows that switch between calm trends, tight ranges, wild stretches and breakouts (so
+    every label and many switches occur), some left-padded with NaN like a late listing."""
+    rng = np.random.default_rng(seed)
+    shape = (symbols, bars)
+    sigma = np.empty(shape)
+    drift = np.empty(shape)
+    for i in range(symbols):
+        j = 0
+        while j < bars:
+            n = int(rng.integers(15, 80))
+            kind = int(rng.integers(4))
+            s = (0.01, 0.004, 0.03, 0.02)[kind]
+            sigma[i, j : j + n] = s
+            drift[i, j : j + n] = (0.004 * rng.choice([-1, 1])) if kind in (0, 3) else 0.0
+            j += n
+    log_close = np.cumsum(drift + sigma * rng.standard_normal(shape), axis=1)
+    close = 50.0 * np.exp(log_close)
+    wick = np.abs(rng.standard_normal((2, *shape)))
+    high = close * np.exp(0.5 * sigma * wick[0])
+    low = close * np.exp(-0.5 * sigma * wick[1])
+    volume = 1e4 / close * (sigma / 0.01) * np.exp(0.35 * rng.standard_normal(shape))
+    for i in range(0, symbols, 3):
+        pad = int(rng.integers(1, 40))
+        for a in (close, high, low, volume):
+            a[i, :pad] = np.nan
+    return close, high, low, volume
+
+
+def test_incremental_equals_full_classification_at_every_bar() -> None:
+    close, high, low, volume = regime_market(9, 700, seed=1)
+    full = classify(close, high, low, volume, CFG)
+    assert len(np.unique(full.labels[full.labels >= 0])) == 4  # the test sees every regime
+    start = 100
+    tracker = RegimeTracker(CFG)
+    tracker.reset(close[:, :start], high[:, :start], low[:, :start], volume[:, :start])
+    np.testing.assert_array_equal(tracker.labels, full.labels[:, start - 1])
+    for j in range(start, close.shape[1]):
+        labels, conf = tracker.update(close[:, j], high[:, j], low[:, j], volume[:, j])
+        np.testing.assert_array_equal(labels, full.labels[:, j])
+        np.testing.assert_array_equal(conf, full.confidence[:, j])
+
+
+def test_inactive_rows_keep_their_state() -> None:
+    close, high, low, volume = regime_market(4, 400, seed=2)
+    full = classify(close, high, low, volume, CFG)
+    tracker = RegimeTracker(CFG)
+    tracker.reset(close[:, :300], high[:, :300], low[:, :300], volume[:, :300])
+    # Rows 0 and 2 get bar 300 now; rows 1 and 3 skip this update and take it on the next.
+    active = np.array([True, False, True, False])
+    tracker.update(close[:, 300], high[:, 300], low[:, 300], volume[:, 300], active=active)
+    np.testing.assert_array_equal(tracker.labels[[1, 3]], full.labels[[1, 3], 299])
+    tracker.update(close[:, 300], high[:, 300], low[:, 300], volume[:, 300], active=~active)
+    np.testing.assert_array_equal(tracker.labels, full.labels[:, 300])
+    np.testing.assert_array_equal(tracker.confidence, full.confidence[:, 300])
+
+
+def test_reset_of_some_rows_and_resize() -> None:
+    close, high, low, volume = regime_market(5, 300, seed=3)
+    full = classify(close, high, low, volume, CFG)
+    tracker = RegimeTracker(CFG, symbols=3)
+    assert (tracker.labels == NO_LABEL).all()
+    tracker.resize(5)
+    rows = np.array([4, 1])
+    tracker.reset(close[rows], high[rows], low[rows], volume[rows], rows=rows)
+    np.testing.assert_array_equal(tracker.labels[rows], full.labels[rows, -1])
+    np.testing.assert_array_equal(tracker.confidence[rows], full.confidence[rows, -1])
+    assert (tracker.labels[[0, 2, 3]] == NO_LABEL).all()
+    with pytest.raises(ValueError, match="shrink"):
+        tracker.resize(2)
+    with pytest.raises(ValueError, match="rows"):
+        tracker.reset(close[:2], high[:2], low[:2], volume[:2], rows=np.array([0, 9]))
+
+
+def test_update_rejects_wrong_shapes() -> None:
+    tracker = RegimeTracker(CFG, symbols=3)
+    ok = np.ones(3)
+    with pytest.raises(ValueError, match="close must be shaped"):
+        tracker.update(np.ones(4), ok, ok, ok)
+    with pytest.raises(ValueError, match="active must be shaped"):
+        tracker.update(ok, ok, ok, ok, active=np.ones(2, dtype=bool))
+
+
+def _bars(close: np.ndarray, high: np.ndarray, low: np.ndarray, volume: np.ndarray, row: int,
+          a: int, b: int) -> list[Bar]:  # fmt: skip
+    return [
+        Bar(60_000 * (k + 1), float(close[row, k]), float(high[row, k]), float(low[row, k]),
+            float(close[row, k]), float(volume[row, k]))
+        for k in range(a, b)
+        if np.isfinite(close[row, k])
+    ]  # fmt: skip
+
+
+def _expected_events(labels: np.ndarray) -> list[tuple[str, int]]:
+    """(symbol, code) per change of a row's newest label, in update order."""
+    out: list[tuple[str, int]] = []
+    last: dict[int, int] = {}
+    for j in range(labels.shape[1]):
+        for i in range(labels.shape[0]):
+            code = int(labels[i, j])
+            if code != NO_LABEL and last.get(i) != code:
+                out.append((f"S{i}", code))
+                last[i] = code
+    return out
+
+
+async def test_detector_publishes_the_full_classification_changes() -> None:
+    """Heartbeats with one new bar per symbol (the incremental path), after a first load of 150
+    bars (a full classification), give the RegimeChanged events of the whole-series labels."""
+    close, high, low, volume = regime_market(4, 450, seed=4)
+    full = classify(close, high, low, volume, CFG)
+    clock = ManualClock()
+    bus = EventBus(clock=clock)
+    seen: list[RegimeChanged] = []
+    bus.subscribe(RegimeChanged, seen.append)
+    names = [f"S{i}" for i in range(4)]
+    state = MarketState(names, capacity=1000)
+    detector = RegimeDetector(bus=bus, clock=clock, state=state, config=CFG)
+    start = 150
+    for i, name in enumerate(names):
+        state.append(name, _bars(close, high, low, volume, i, 0, start))
+    await detector.update()
+    for j in range(start, close.shape[1]):
+        for i, name in enumerate(names):
+            state.append(name, _bars(close, high, low, volume, i, j, j + 1))
+        await detector.update()
+    await bus.stop()
+    got = [(e.symbol, REGIME_ORDER.index(e.regime)) for e in seen]
+    assert got == _expected_events(full.labels[:, start - 1 :])
+    assert detector.incremental_rows == 4 * (close.shape[1] - start)
+    assert detector.reclassified_rows == 4
+    for i, name in enumerate(names):
+        regime, conf = detector.regime(name)
+        assert regime is REGIME_ORDER[int(full.labels[i, -1])]
+        assert conf == full.confidence[i, -1]
+
+
+async def test_detector_reclassifies_after_a_gap_and_for_new_symbols() -> None:
+    close, high, low, volume = regime_market(3, 400, seed=5)
+    clock = ManualClock()
+    bus = EventBus(clock=clock)
+    state = MarketState(["S0", "S1"], capacity=250)
+    detector = RegimeDetector(bus=bus, clock=clock, state=state, config=CFG)
+    for i in range(2):
+        state.append(f"S{i}", _bars(close, high, low, volume, i, 0, 300))
+    await detector.update()
+    # S0 gets one bar (incremental); S1 three (a gap: reclassified over its window); S2 is new.
+    state.append("S0", _bars(close, high, low, volume, 0, 300, 301))
+    state.append("S1", _bars(close, high, low, volume, 1, 300, 303))
+    state.add_symbols(["S2"])
+    state.append("S2", _bars(close, high, low, volume, 2, 0, 200))
+    await detector.update()
+    await bus.stop()
+    assert detector.incremental_rows == 1
+    assert detector.reclassified_rows == 2 + 2
+    cols = state.columns()
+    window = classify(cols.close, cols.high, cols.low, cols.volume, CFG)
+    whole_s0 = classify(close[:1, 50:301], high[:1, 50:301], low[:1, 50:301], volume[:1, 50:301],
+                        CFG)  # fmt: skip
+    # S0 carried on from its first 250-bar window (bars 50..299) plus bar 300.
+    assert detector.regime("S0")[1] == whole_s0.confidence[0, -1]
+    for i in (1, 2):
+        assert detector.regime(f"S{i}") == (
+            REGIME_ORDER[int(window.labels[i, -1])],
+            float(window.confidence[i, -1]),
+        )
