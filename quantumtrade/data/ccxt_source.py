@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -330,7 +330,7 @@ class CcxtSource:
             asks=tuple((float(level[0]), float(level[1])) for level in book["asks"][:depth]),
         )
 
-    async def fetch_tickers(self, symbols: list[str] | None = None) -> dict[str, Ticker]:
+    async def fetch_tickers(self, symbols: Sequence[str] | None = None) -> dict[str, Ticker]:
         """Tickers by our symbol name: of ``symbols``, or of ``symbols()`` when None."""
         wanted = list(symbols) if symbols is not None else self.symbols()
         if not self._ours:

@@ -445,10 +445,9 @@ class Orchestrator:
                 source_name, [symbols[j] for j in missing], [since[j] for j in missing], until_ms
             )
             await cache.set_many(
-                [
-                    (keys[j], self._cache_entry(keys[j], since[j], until_ms, fetched, i))
-                    for i, j in enumerate(missing)
-                ]
+                self._cache_entries(
+                    [keys[j] for j in missing], [since[j] for j in missing], until_ms, fetched
+                )
             )
             if not hits:
                 return fetched
@@ -480,25 +479,43 @@ class Orchestrator:
         batch.freeze()
         return batch
 
-    def _cache_entry(
-        self, key: str, since: int | None, until_ms: int, batch: BarBatch, i: int
-    ) -> CachedBars:
-        """Symbol ``i`` of a fresh answer as a cache entry, extending the previous entry when
-        the answer starts right after it (so a cold reader gets a window, not one bar)."""
-        a, b = int(batch.offsets[i]), int(batch.offsets[i + 1])
-        ts, prices = batch.ts_ms[a:b], batch.columns(i)
-        assert self._cache is not None
-        previous = self._cache.peek_stale(key)
+    def _cache_entries(
+        self, keys: list[str], since: list[int | None], until_ms: int, batch: BarBatch
+    ) -> list[tuple[str, CachedBars]]:
+        """Each symbol of a fresh answer as a cache entry of at most ``cache_bars`` bars,
+        extending the previous entry when the answer starts right after it (so a cold reader
+        gets a window, not one bar). Entries share one packed copy of the answer's tails."""
         window = self.config.cache_bars
-        if previous is not None and since is not None and previous.newest_ts() == since:
-            old_ts, old_prices = previous.bars.ts(), previous.bars.columns()
-            ts = np.concatenate((old_ts[-window:], ts))
-            prices = np.concatenate((old_prices[:, -window:], prices), axis=1)
-            since = previous.since_ms if len(old_ts) <= window else int(old_ts[-window - 1])
-        if len(ts) > window:
-            since = int(ts[-window - 1])
-            ts, prices = ts[-window:], prices[:, -window:]
-        return CachedBars(since_ms=since, until_ms=until_ms, bars=BarBlock.of(ts, prices))
+        tail = batch.tail(window)
+        tail.freeze()
+        ts_view, price_view = tail.ts_ms.data.cast("B"), tail.prices.data.cast("B")
+        # Where an answer was cut to the window, the entry starts after its last dropped bar.
+        cut = (np.diff(batch.offsets) > window).tolist()
+        offsets = tail.offsets.tolist()
+        assert self._cache is not None
+        peek = self._cache.peek_stale
+        entries: list[tuple[str, CachedBars]] = []
+        for i, key in enumerate(keys):
+            after = since[i]
+            a, b = offsets[i], offsets[i + 1]
+            previous = peek(key) if after is not None else None
+            if previous is not None and previous.newest_ts() == after and not cut[i]:
+                old_ts, old_prices = previous.bars.ts(), previous.bars.columns()
+                ts = np.concatenate((old_ts, tail.ts_ms[a:b]))[-window:]
+                prices = np.concatenate((old_prices, tail.columns(i)), axis=1)[:, -window:]
+                kept_old = len(ts) - (b - a)
+                if kept_old < len(old_ts):
+                    after = int(old_ts[len(old_ts) - kept_old - 1])
+                else:
+                    after = previous.since_ms
+                block = BarBlock(memoryview(ts.tobytes()), memoryview(prices.tobytes()))
+            else:
+                if cut[i]:
+                    j0 = int(batch.offsets[i + 1]) - window - 1
+                    after = int(batch.ts_ms[j0])
+                block = BarBlock(ts_view[8 * a : 8 * b], price_view[40 * a : 40 * b])
+            entries.append((key, CachedBars(since_ms=after, until_ms=until_ms, bars=block)))
+        return entries
 
     async def _serve_stale(
         self, source_name: str, flows: list[_Flow], since: list[int | None], last: NDArray[np.int64]

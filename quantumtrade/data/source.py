@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import msgspec
+import numba
 import numpy as np
 from numpy.typing import NDArray
 
@@ -61,6 +62,26 @@ class OrderBook(msgspec.Struct, frozen=True):
         return (self.best_bid + self.best_ask) / 2.0
 
 
+@numba.njit(cache=True, nogil=True)
+def _tail(
+    ts: NDArray[np.int64],
+    prices: NDArray[np.float64],
+    offsets: NDArray[np.int64],
+    new_offsets: NDArray[np.int64],
+    out_ts: NDArray[np.int64],
+    out_prices: NDArray[np.float64],
+) -> None:
+    for j in range(offsets.shape[0] - 1):
+        a, b = offsets[j], offsets[j + 1]
+        k = b - a
+        na, nb = new_offsets[j], new_offsets[j + 1]
+        c = nb - na
+        for t in range(c):
+            out_ts[na + t] = ts[b - c + t]
+            for f in range(5):
+                out_prices[5 * na + f * c + t] = prices[5 * a + f * k + (k - c) + t]
+
+
 @dataclass(frozen=True, slots=True)
 class BarBatch:
     """Bars of several symbols, packed: symbol ``j`` owns bars ``offsets[j]:offsets[j + 1]``
@@ -91,6 +112,18 @@ class BarBatch:
 
     def count(self, j: int) -> int:
         return int(self.offsets[j + 1] - self.offsets[j])
+
+    def tail(self, window: int) -> BarBatch:
+        """A new batch with each symbol's newest ``window`` bars (one pass, no per-symbol
+        Python)."""
+        counts = np.minimum(np.diff(self.offsets), window)
+        offsets = np.zeros_like(self.offsets)
+        np.cumsum(counts, out=offsets[1:])
+        total = int(offsets[-1])
+        ts = np.empty(total, dtype=np.int64)
+        prices = np.empty(5 * total)
+        _tail(self.ts_ms, self.prices, self.offsets, offsets, ts, prices)
+        return BarBatch(self.symbols, ts, prices, offsets)
 
     def columns(self, j: int) -> NDArray[np.float64]:
         """Symbol ``j``'s (5, k) open/high/low/close/volume block (a view)."""

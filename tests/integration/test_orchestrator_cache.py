@@ -54,7 +54,9 @@ class Node:
 
 
 @asynccontextmanager
-async def node(clock: ManualClock, url: str, prefix: str) -> AsyncIterator[Node]:
+async def node(
+    clock: ManualClock, url: str, prefix: str, cache_bars: int = 200
+) -> AsyncIterator[Node]:
     source = CountingSource(clock)
     state = MarketState(source.symbols(), 200)
     bus = EventBus(clock=clock)
@@ -70,7 +72,9 @@ async def node(clock: ManualClock, url: str, prefix: str) -> AsyncIterator[Node]
         clock=clock,
         state=state,
         sources={source.name: source},
-        config=OrchestratorConfig(max_workers=1, cadence_ms={}, update_interval_ms=1_000),
+        config=OrchestratorConfig(
+            max_workers=1, cadence_ms={}, update_interval_ms=1_000, cache_bars=cache_bars
+        ),
         breaker_config=BreakerConfig(failure_threshold=2, cooldown_ms=60_000),
         cache=cache,
     )
@@ -146,3 +150,27 @@ async def test_an_outage_is_served_from_the_cache_and_marked_stale(
         assert b.orch.stale_symbols == sorted(b.source.symbols())  # served, but stale
         assert b.orch.metrics()["stale_served"] == 6
         assert any(isinstance(e, BarsUpdated) for e in b.events[-12:])
+
+
+async def test_entries_keep_a_bounded_window_that_still_serves_an_up_to_date_peer(
+    redis_prefix: tuple[str, str],
+) -> None:
+    url, prefix = redis_prefix
+    clock = ManualClock(START_NS)
+    async with node(clock, url, prefix, 20) as a, node(clock, url, prefix, 20) as b:
+        await a.tick()
+        entry = a.cache.l1.peek("bars:synthetic:BTCUSDT")
+        assert entry is not None and len(entry.bars) == 20
+        history = a.state.columns().ts_ms[a.state.index("BTCUSDT"), -50:].copy()
+        assert entry.since_ms == history[-21]  # cut to the window: it starts after bar 30
+        await b.tick()
+        assert len(b.source.asked) == 6  # 50 bars of history are more than the window holds
+
+        clock.advance(1.0)
+        await a.tick()
+        entry = a.cache.l1.peek("bars:synthetic:BTCUSDT")
+        assert entry is not None and len(entry.bars) == 20
+        assert entry.since_ms == history[-20] and entry.newest_ts() == history[-1] + BAR_MS
+        await b.tick()
+        assert len(b.source.asked) == 6  # the extended window served b's one new bar
+        assert closes(b) == closes(a)
