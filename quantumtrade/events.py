@@ -70,13 +70,13 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag=True):
 
 
 class BarBlock(msgspec.Struct, frozen=True, array_like=True):
-    """One symbol's bars, oldest first, as packed little-endian columns: ``ts_ms`` holds an
-    int64 open time per bar, ``prices`` a (5, n) float64 block of open, high, low, close and
-    volume rows.
+    """One symbol's bars, oldest first, as packed little-endian buffers: ``ts_ms`` holds an
+    int64 open time per bar, ``prices`` one float64 row (open, high, low, close, volume) per
+    bar.
 
     Thousands of bars are two buffers, not thousands of objects, so publishing and logging a
     full refresh stays cheap: the orchestrator hands out read-only views of the fetched batch
-    (no copy), and ``ts()``/``columns()`` are zero-copy numpy views.
+    (no copy), and ``ts()``/``rows()``/``columns()`` are zero-copy numpy views.
     """
 
     ts_ms: memoryview
@@ -84,18 +84,19 @@ class BarBlock(msgspec.Struct, frozen=True, array_like=True):
 
     @classmethod
     def of(cls, ts_ms: NDArray[np.int64], prices: NDArray[np.float64]) -> BarBlock:
-        """Wrap ``ts_ms`` (n,) and ``prices`` (5, n) (copied when not contiguous, then frozen)."""
+        """Wrap ``ts_ms`` (n,) and ``prices`` (5, n) columns (copied unless already frozen
+        bar-major memory)."""
         if prices.shape != (5, ts_ms.shape[0]):
             raise ValueError(f"prices must be (5, {ts_ms.shape[0]}), got {prices.shape}")
-        return cls(_frozen_bytes(ts_ms, "<i8"), _frozen_bytes(prices, "<f8"))
+        return cls(_frozen_bytes(ts_ms, "<i8"), _frozen_bytes(prices.T, "<f8"))
 
     @classmethod
     def from_bars(cls, bars: Sequence[Bar]) -> BarBlock:
         ts = np.array([b.ts_ms for b in bars], dtype=np.int64)
-        prices = np.array(
+        rows = np.array(
             [[b.open, b.high, b.low, b.close, b.volume] for b in bars], dtype=np.float64
         ).reshape(len(bars), 5)
-        return cls.of(ts, prices.T)
+        return cls.of(ts, rows.T)
 
     def __len__(self) -> int:
         return self.ts_ms.nbytes // 8
@@ -104,15 +105,17 @@ class BarBlock(msgspec.Struct, frozen=True, array_like=True):
         """Open times (read-only view)."""
         return np.frombuffer(self.ts_ms, dtype="<i8")
 
+    def rows(self) -> NDArray[np.float64]:
+        """(n, 5): one (open, high, low, close, volume) row per bar (read-only view)."""
+        return np.frombuffer(self.prices, dtype="<f8").reshape(len(self), 5)
+
     def columns(self) -> NDArray[np.float64]:
         """(5, n) open, high, low, close, volume (read-only view)."""
-        return np.frombuffer(self.prices, dtype="<f8").reshape(5, len(self))
+        return self.rows().T
 
     def bars(self) -> list[Bar]:
-        o, h, lo, c, v = self.columns().tolist()
         return [
-            Bar(ts, *row)
-            for ts, row in zip(self.ts().tolist(), zip(o, h, lo, c, v, strict=True), strict=True)
+            Bar(ts, *row) for ts, row in zip(self.ts().tolist(), self.rows().tolist(), strict=True)
         ]
 
     def __iter__(self) -> Iterator[Bar]:
@@ -125,7 +128,12 @@ def _frozen_bytes(a: NDArray[Any], dtype: str) -> memoryview:
     if a.flags.writeable or not a.flags.c_contiguous or a.dtype != np.dtype(dtype):
         a = np.array(a, dtype=dtype, order="C")  # never alias a writable array
         a.flags.writeable = False
-    return a.data.cast("B")
+    return byte_view(a)
+
+
+def byte_view(a: NDArray[Any]) -> memoryview:
+    """The bytes of a C-contiguous array as a flat memoryview (no copy; empty arrays too)."""
+    return a.data.cast("B") if a.size else memoryview(b"")
 
 
 class BarsUpdated(Event, frozen=True):

@@ -57,16 +57,14 @@ def _append_batch(
             ts[row, c] = ts[row, c + n]
             for f in range(5):
                 prices[f, row, c] = prices[f, row, c + n]
-        span = b - a
         c = cap
         i = b - 1
         while c > cap - n:
             if codes[i] == OK:
                 c -= 1
                 ts[row, c] = new_ts[i]
-                p = 4 * a + i  # bar i's open in symbol j's (5, span) block
                 for f in range(5):
-                    prices[f, row, c] = new_prices[p + f * span]
+                    prices[f, row, c] = new_prices[i, f]
             i -= 1
         lengths[row] = keep + n
 
@@ -151,9 +149,7 @@ class MarketState:
         n = len(block)
         if n == 0:
             return 0
-        batch = BarBatch(
-            (symbol,), block.ts(), block.columns().ravel(), np.array([0, n], dtype=np.int64)
-        )
+        batch = BarBatch((symbol,), block.ts(), block.rows(), np.array([0, n], dtype=np.int64))
         return int(self.append_batch(batch, np.zeros(n, dtype=np.int8))[0])
 
     def append_batch(self, batch: BarBatch, codes: NDArray[np.int8]) -> NDArray[np.int64]:

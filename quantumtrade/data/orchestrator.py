@@ -42,6 +42,7 @@ from quantumtrade.events import (
     Regime,
     RegimeChanged,
     SourceFailed,
+    byte_view,
 )
 
 log = structlog.get_logger("quantumtrade.orchestrator")
@@ -482,37 +483,35 @@ class Orchestrator:
     def _cache_entries(
         self, keys: list[str], since: list[int | None], until_ms: int, batch: BarBatch
     ) -> list[tuple[str, CachedBars]]:
-        """Each symbol of a fresh answer as a cache entry of at most ``cache_bars`` bars,
-        extending the previous entry when the answer starts right after it (so a cold reader
-        gets a window, not one bar). Entries share one packed copy of the answer's tails."""
+        """Each symbol of a fresh (frozen) answer as a cache entry of at most ``cache_bars``
+        bars, extending the previous entry when the answer starts right after it (so a cold
+        reader gets a window, not one bar). An answer's newest bars are a contiguous run of
+        the batch: the entry is a view of it, not a copy."""
         window = self.config.cache_bars
-        tail = batch.tail(window)
-        tail.freeze()
-        ts_view, price_view = tail.ts_ms.data.cast("B"), tail.prices.data.cast("B")
-        # Where an answer was cut to the window, the entry starts after its last dropped bar.
-        cut = (np.diff(batch.offsets) > window).tolist()
-        offsets = tail.offsets.tolist()
+        ts_view, price_view = byte_view(batch.ts_ms), byte_view(batch.prices)
+        offsets = batch.offsets.tolist()
+        ts_all = batch.ts_ms
         assert self._cache is not None
         peek = self._cache.peek_stale
         entries: list[tuple[str, CachedBars]] = []
         for i, key in enumerate(keys):
             after = since[i]
             a, b = offsets[i], offsets[i + 1]
-            previous = peek(key) if after is not None else None
-            if previous is not None and previous.newest_ts() == after and not cut[i]:
-                old_ts, old_prices = previous.bars.ts(), previous.bars.columns()
-                ts = np.concatenate((old_ts, tail.ts_ms[a:b]))[-window:]
-                prices = np.concatenate((old_prices, tail.columns(i)), axis=1)[:, -window:]
-                kept_old = len(ts) - (b - a)
-                if kept_old < len(old_ts):
-                    after = int(old_ts[len(old_ts) - kept_old - 1])
+            previous = peek(key) if after is not None and b - a < window else None
+            if previous is not None and previous.newest_ts() == after:
+                old_ts, old_rows = previous.bars.ts(), previous.bars.rows()
+                keep = min(len(old_ts), window - (b - a))  # old bars that still fit
+                if keep < len(old_ts):
+                    after = int(old_ts[len(old_ts) - keep - 1])
                 else:
                     after = previous.since_ms
-                block = BarBlock(memoryview(ts.tobytes()), memoryview(prices.tobytes()))
+                ts = np.concatenate((old_ts[len(old_ts) - keep :], ts_all[a:b]))
+                rows = np.concatenate((old_rows[len(old_rows) - keep :], batch.prices[a:b]))
+                block = BarBlock(memoryview(ts.tobytes()), memoryview(rows.tobytes()))
             else:
-                if cut[i]:
-                    j0 = int(batch.offsets[i + 1]) - window - 1
-                    after = int(batch.ts_ms[j0])
+                if b - a > window:  # cut to the window: it starts after the last dropped bar
+                    a = b - window
+                    after = int(ts_all[a - 1])
                 block = BarBlock(ts_view[8 * a : 8 * b], price_view[40 * a : 40 * b])
             entries.append((key, CachedBars(since_ms=after, until_ms=until_ms, bars=block)))
         return entries
@@ -589,8 +588,8 @@ class Orchestrator:
         await self._publish_breaker_events()
         # Events share the batch's (frozen) memory: byte views of each block.
         ts, prices = batch.ts_ms, batch.prices
-        ts_bytes = ts.data.cast("B")
-        price_bytes = prices.data.cast("B")
+        ts_bytes = byte_view(ts)
+        price_bytes = byte_view(prices)
         offsets = batch.offsets.tolist()
         now = self.clock.now_ns()
         publish = self.bus.publish
@@ -614,8 +613,7 @@ class Orchestrator:
             symbol = batch.symbols[j]
             self.rejects[reason] += 1
             by_symbol.setdefault(symbol, Counter())[reason] += 1
-            a, k = offsets[j], offsets[j + 1] - offsets[j]
-            bar = Bar(int(ts[i]), *prices[4 * a + i : 4 * a + i + 5 * k : k].tolist())
+            bar = Bar(int(ts[i]), *prices[i].tolist())
             await publish(
                 DataRejected(
                     ts_ns=now,

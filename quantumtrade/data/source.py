@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import msgspec
-import numba
 import numpy as np
 from numpy.typing import NDArray
 
@@ -62,48 +61,28 @@ class OrderBook(msgspec.Struct, frozen=True):
         return (self.best_bid + self.best_ask) / 2.0
 
 
-@numba.njit(cache=True, nogil=True)
-def _tail(
-    ts: NDArray[np.int64],
-    prices: NDArray[np.float64],
-    offsets: NDArray[np.int64],
-    new_offsets: NDArray[np.int64],
-    out_ts: NDArray[np.int64],
-    out_prices: NDArray[np.float64],
-) -> None:
-    for j in range(offsets.shape[0] - 1):
-        a, b = offsets[j], offsets[j + 1]
-        k = b - a
-        na, nb = new_offsets[j], new_offsets[j + 1]
-        c = nb - na
-        for t in range(c):
-            out_ts[na + t] = ts[b - c + t]
-            for f in range(5):
-                out_prices[5 * na + f * c + t] = prices[5 * a + f * k + (k - c) + t]
-
-
 @dataclass(frozen=True, slots=True)
 class BarBatch:
-    """Bars of several symbols, packed: symbol ``j`` owns bars ``offsets[j]:offsets[j + 1]``
-    (a = offsets[j], b = offsets[j + 1], k = b - a) of ``ts_ms`` (open times, oldest first) and
-    the block ``prices[5a:5b]``, which is a (5, k) row-major array of open, high, low, close
-    and volume rows. One contiguous block per symbol lets a batch travel from a source through
-    validation into ``MarketState`` and onto the bus (``BarBlock``) without one Python object
-    per bar and without copying per symbol.
+    """Bars of several symbols, packed: symbol ``j`` owns rows ``offsets[j]:offsets[j + 1]``
+    of ``ts_ms`` (open times, oldest first) and of ``prices``, whose rows are (open, high,
+    low, close, volume). Each symbol's bars, and every run of its newest bars, are one
+    contiguous block, so a batch travels from a source through validation into
+    ``MarketState``, onto the bus and into the cache (``BarBlock`` views) without one Python
+    object per bar and without copies.
     """
 
     symbols: tuple[str, ...]
     ts_ms: NDArray[np.int64]  # (total,)
-    prices: NDArray[np.float64]  # (5 * total,)
+    prices: NDArray[np.float64]  # (total, 5)
     offsets: NDArray[np.int64]  # (len(symbols) + 1,)
-
-    def __len__(self) -> int:
-        return len(self.symbols)
 
     def freeze(self) -> None:
         """Make the arrays read-only, so views of them can be shared (events, caches)."""
         self.ts_ms.flags.writeable = False
         self.prices.flags.writeable = False
+
+    def __len__(self) -> int:
+        return len(self.symbols)
 
     @property
     def total(self) -> int:
@@ -113,32 +92,17 @@ class BarBatch:
     def count(self, j: int) -> int:
         return int(self.offsets[j + 1] - self.offsets[j])
 
-    def tail(self, window: int) -> BarBatch:
-        """A new batch with each symbol's newest ``window`` bars (one pass, no per-symbol
-        Python)."""
-        counts = np.minimum(np.diff(self.offsets), window)
-        offsets = np.zeros_like(self.offsets)
-        np.cumsum(counts, out=offsets[1:])
-        total = int(offsets[-1])
-        ts = np.empty(total, dtype=np.int64)
-        prices = np.empty(5 * total)
-        _tail(self.ts_ms, self.prices, self.offsets, offsets, ts, prices)
-        return BarBatch(self.symbols, ts, prices, offsets)
-
     def columns(self, j: int) -> NDArray[np.float64]:
-        """Symbol ``j``'s (5, k) open/high/low/close/volume block (a view)."""
+        """Symbol ``j``'s (5, k) open/high/low/close/volume rows (a view)."""
         a, b = int(self.offsets[j]), int(self.offsets[j + 1])
-        return self.prices[5 * a : 5 * b].reshape(5, b - a)
+        return self.prices[a:b].T
 
     def bars(self, j: int) -> list[Bar]:
         """Symbol ``j``'s bars as ``Bar`` objects (for callers that want records)."""
         a, b = int(self.offsets[j]), int(self.offsets[j + 1])
-        o, h, lo, c, v = self.columns(j).tolist()
         return [
             Bar(ts, *row)
-            for ts, row in zip(
-                self.ts_ms[a:b].tolist(), zip(o, h, lo, c, v, strict=True), strict=True
-            )
+            for ts, row in zip(self.ts_ms[a:b].tolist(), self.prices[a:b].tolist(), strict=True)
         ]
 
     @classmethod
@@ -151,9 +115,9 @@ class BarBatch:
         offsets = np.zeros(len(blocks) + 1, dtype=np.int64)
         np.cumsum([len(ts) for ts, _ in blocks], out=offsets[1:])
         if not blocks:
-            return cls(tuple(symbols), np.zeros(0, dtype=np.int64), np.zeros(0), offsets)
+            return cls(tuple(symbols), np.zeros(0, dtype=np.int64), np.zeros((0, 5)), offsets)
         ts = np.concatenate([ts for ts, _ in blocks]).astype(np.int64, copy=False)
-        prices = np.concatenate([np.ravel(p) for _, p in blocks]).astype(np.float64, copy=False)
+        prices = np.concatenate([p.T for _, p in blocks]).astype(np.float64, copy=False)
         return cls(tuple(symbols), ts, prices, offsets)
 
     @classmethod
@@ -162,17 +126,12 @@ class BarBatch:
         counts = [len(b) for b in bars]
         offsets = np.zeros(len(counts) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
-        ts = np.array([bar.ts_ms for rows in bars for bar in rows], dtype=np.int64)
-        blocks = [
-            np.array(
-                [[b.open for b in rows], [b.high for b in rows], [b.low for b in rows],
-                 [b.close for b in rows], [b.volume for b in rows]],
-                dtype=np.float64,
-            ).ravel()
-            for rows in bars
-        ]  # fmt: skip
-        prices = np.concatenate(blocks) if blocks else np.zeros(0)
-        return cls(tuple(symbols), ts.reshape(-1), prices, offsets)
+        flat = [bar for rows in bars for bar in rows]
+        ts = np.array([bar.ts_ms for bar in flat], dtype=np.int64).reshape(-1)
+        prices = np.array(
+            [(b.open, b.high, b.low, b.close, b.volume) for b in flat], dtype=np.float64
+        ).reshape(-1, 5)
+        return cls(tuple(symbols), ts, prices, offsets)
 
 
 class Source(Protocol):

@@ -134,7 +134,7 @@ class SyntheticSource:
         np.cumsum(counts, out=offsets[1:])
         total = int(offsets[-1])
         ts = np.empty(total, dtype=np.int64)
-        prices = np.empty(5 * total)
+        prices = np.empty((total, 5))
         regimes = np.empty(total, dtype=np.int8)
         kernel.generate(
             self.config.seed,

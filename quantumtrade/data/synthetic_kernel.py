@@ -178,8 +178,8 @@ def _reset(
 
 
 @_helper
-def _step(key: np.uint64, fs: Array, ints: IntArray, out: Array, o: int, k: int) -> int:
-    """Generate the next bar: open, high, low, close, volume into out[o + f * k] for f = 0..4
+def _step(key: np.uint64, fs: Array, ints: IntArray, out: Array, o: int) -> int:
+    """Generate the next bar: open, high, low, close, volume into row ``o`` of ``out``
     (nothing when o < 0); returns its regime code."""
     if ints[I_POS] == ints[I_LEN]:
         _start_segment(key, fs, ints)
@@ -221,11 +221,11 @@ def _step(key: np.uint64, fs: Array, ints: IntArray, out: Array, o: int, k: int)
     if o >= 0:
         open_ = math.exp(lp)
         close = math.exp(lc)
-        out[o] = open_
-        out[o + k] = max(open_, close) * math.exp(0.5 * vol * abs(w0))
-        out[o + 2 * k] = min(open_, close) * math.exp(-0.5 * vol * abs(w1))
-        out[o + 3 * k] = close
-        out[o + 4 * k] = fs[S_LIQ] / close * mult * math.exp(0.35 * noise - 0.06)
+        out[o, 0] = open_
+        out[o, 1] = max(open_, close) * math.exp(0.5 * vol * abs(w0))
+        out[o, 2] = min(open_, close) * math.exp(-0.5 * vol * abs(w1))
+        out[o, 3] = close
+        out[o, 4] = fs[S_LIQ] / close * mult * math.exp(0.35 * noise - 0.06)
     fs[S_LOG_PRICE] = lc
     ints[I_NEXT] = bar + 1
     ints[I_POS] = i + 1
@@ -259,9 +259,9 @@ def generate(
 ) -> None:
     """Bars [first[j], first[j] + (offsets[j+1] - offsets[j])) of symbol rows[j], for every j.
 
-    Output of symbol j goes to ``out_ts`` and ``out_regime`` (true regime codes) at
-    offsets[j]:offsets[j+1] and to ``out`` as the (5, k) block at 5*offsets[j] (the
-    ``BarBatch`` layout). A row whose
+    Output of symbol j goes to rows offsets[j]:offsets[j+1] of ``out_ts``, ``out`` (open,
+    high, low, close, volume; the ``BarBatch`` layout) and ``out_regime`` (true regime
+    codes). A row whose
     state is past ``first[j]`` is regenerated from bar 0; rows must be distinct.
     """
     for j in numba.prange(rows.shape[0]):
@@ -272,11 +272,10 @@ def generate(
         if ints_r[I_NEXT] > first[j]:
             _reset(key, r, bar_ms, real_prices, fs_r, ints_r)
         while ints_r[I_NEXT] < first[j]:
-            _step(key, fs_r, ints_r, out, -1, 0)
-        a, b = offsets[j], offsets[j + 1]
-        for o in range(a, b):
+            _step(key, fs_r, ints_r, out, -1)
+        for o in range(offsets[j], offsets[j + 1]):
             out_ts[o] = start_ms + ints_r[I_NEXT] * bar_ms
-            out_regime[o] = _step(key, fs_r, ints_r, out, 4 * a + o, b - a)
+            out_regime[o] = _step(key, fs_r, ints_r, out, o)
 
 
 def new_state(rows: int) -> tuple[Array, IntArray]:

@@ -76,12 +76,9 @@ def _validate(
 ) -> None:
     for j in numba.prange(offsets.shape[0] - 1):
         prev = last_ts[j]
-        a, b = offsets[j], offsets[j + 1]
-        k = b - a
-        for i in range(a, b):
-            p = 4 * a + i  # the open of bar i in symbol j's (5, k) block
+        for i in range(offsets[j], offsets[j + 1]):
             code = _value_fault(
-                prices[p], prices[p + k], prices[p + 2 * k], prices[p + 3 * k], prices[p + 4 * k]
+                prices[i, 0], prices[i, 1], prices[i, 2], prices[i, 3], prices[i, 4]
             )
             if code == OK and ts[i] <= prev:
                 code = 5 if ts[i] == prev else 6  # DUPLICATE_TIMESTAMP / OUT_OF_ORDER
