@@ -20,10 +20,46 @@ import numpy as np
 from numpy.typing import NDArray
 
 from quantumtrade.data.source import BarBatch
-from quantumtrade.data.validation import NO_BAR, OK
+from quantumtrade.data.validation import NO_BAR, OK, validate_run
 from quantumtrade.events import Bar, BarBlock
 
 _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME = range(5)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _append_run(
+    prices: NDArray[np.float64],
+    ts: NDArray[np.int64],
+    lengths: NDArray[np.int64],
+    row: int,
+    new_ts: NDArray[np.int64],
+    new_prices: NDArray[np.float64],
+    a: int,
+    b: int,
+    codes: NDArray[np.int8],
+    k: int,
+) -> None:
+    """Append the ``k`` bars coded OK among batch rows a..b-1 to MarketState row ``row``."""
+    if k == 0:
+        return
+    cap = ts.shape[1]
+    n = min(k, cap)
+    keep = min(lengths[row], cap - n)
+    # Shift the newest ``keep`` stored bars left by n, then write the newest n accepted.
+    for c in range(cap - n - keep, cap - n):
+        ts[row, c] = ts[row, c + n]
+        for f in range(5):
+            prices[f, row, c] = prices[f, row, c + n]
+    c = cap
+    i = b - 1
+    while c > cap - n:
+        if codes[i] == OK:
+            c -= 1
+            ts[row, c] = new_ts[i]
+            for f in range(5):
+                prices[f, row, c] = new_prices[i, f]
+        i -= 1
+    lengths[row] = keep + n
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
@@ -39,34 +75,38 @@ def _append_batch(
     counts: NDArray[np.int64],
 ) -> None:
     """Append the bars coded OK of batch symbol j to row rows[j] (rows distinct)."""
-    cap = ts.shape[1]
     for j in numba.prange(rows.shape[0]):
-        row = rows[j]
         a, b = offsets[j], offsets[j + 1]
         k = 0
         for i in range(a, b):
             if codes[i] == OK:
                 k += 1
         counts[j] = k
-        if k == 0:
-            continue
-        n = min(k, cap)
-        keep = min(lengths[row], cap - n)
-        # Shift the newest ``keep`` stored bars left by n, then write the newest n accepted.
-        for c in range(cap - n - keep, cap - n):
-            ts[row, c] = ts[row, c + n]
-            for f in range(5):
-                prices[f, row, c] = prices[f, row, c + n]
-        c = cap
-        i = b - 1
-        while c > cap - n:
-            if codes[i] == OK:
-                c -= 1
-                ts[row, c] = new_ts[i]
-                for f in range(5):
-                    prices[f, row, c] = new_prices[i, f]
-            i -= 1
-        lengths[row] = keep + n
+        _append_run(prices, ts, lengths, rows[j], new_ts, new_prices, a, b, codes, k)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _validate_append(
+    prices: NDArray[np.float64],
+    ts: NDArray[np.int64],
+    lengths: NDArray[np.int64],
+    rows: NDArray[np.int64],
+    new_ts: NDArray[np.int64],
+    new_prices: NDArray[np.float64],
+    offsets: NDArray[np.int64],
+    codes: NDArray[np.int8],
+    counts: NDArray[np.int64],
+) -> None:
+    """Validate batch symbol j against row rows[j]'s newest bar and append what passes, in
+    one pass per symbol while its bars are still in cache (rows distinct)."""
+    cap = ts.shape[1]
+    for j in numba.prange(rows.shape[0]):
+        row = rows[j]
+        a, b = offsets[j], offsets[j + 1]
+        last = ts[row, cap - 1] if lengths[row] > 0 else NO_BAR
+        k = validate_run(new_ts, new_prices, a, b, last, codes)
+        counts[j] = k
+        _append_run(prices, ts, lengths, row, new_ts, new_prices, a, b, codes, k)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +228,28 @@ class MarketState:
             counts,
         )
         return counts
+
+    def append_validated(self, batch: BarBatch) -> tuple[NDArray[np.int8], NDArray[np.int64]]:
+        """Validate ``batch`` against each symbol's newest stored bar (the rules of
+        ``validate_batch``) and append what passes, in one pass. Returns the code of every
+        bar and the count appended per symbol. Symbols must be distinct and held."""
+        rows = self.rows(batch.symbols)
+        if len(np.unique(rows)) != len(rows):
+            raise ValueError("append_validated: symbols must be distinct")
+        codes = np.empty(batch.total, dtype=np.int8)
+        counts = np.zeros(len(rows), dtype=np.int64)
+        _validate_append(
+            self._prices,
+            self._ts,
+            self._lengths,
+            rows,
+            batch.ts_ms,
+            batch.prices,
+            batch.offsets,
+            codes,
+            counts,
+        )
+        return codes, counts
 
     def rows(self, symbols: Sequence[str]) -> NDArray[np.int64]:
         """Rows of ``symbols`` (KeyError when one is unknown)."""

@@ -31,7 +31,7 @@ from quantumtrade.cache.tiered import TieredCache
 from quantumtrade.clock import Clock
 from quantumtrade.data.market_state import MarketState
 from quantumtrade.data.source import BarBatch, BatchSource, OrderBook, Source, Ticker
-from quantumtrade.data.validation import NO_BAR, OK, REASONS, validate_batch
+from quantumtrade.data.validation import NO_BAR, OK, REASONS
 from quantumtrade.events import (
     Bar,
     BarBlock,
@@ -394,7 +394,7 @@ class Orchestrator:
         if not self._breakers[source_name].allow():
             self.skipped_open += len(active)
             self._stale.update(symbols)
-            await self._serve_stale(source_name, active, since, last)
+            await self._serve_stale(source_name, active, since)
             await self._publish_breaker_events()
             return
         t0 = time.perf_counter()
@@ -405,13 +405,13 @@ class Orchestrator:
                 batch = await self._fetch(source_name, active, since, until_ms)
         except Exception as exc:
             await self._failed(source_name, symbols, exc)
-            await self._serve_stale(source_name, active, since, last)
+            await self._serve_stale(source_name, active, since)
             self._observe(time.perf_counter() - t0)
             return
         self._breakers[source_name].record_success()
         for flow in active:
             flow.last_until_ms = until_ms
-        await self._store(source_name, batch, last, stale=False)
+        await self._store(source_name, batch, stale=False)
         self._observe(time.perf_counter() - t0)
 
     async def _fetch(
@@ -517,7 +517,7 @@ class Orchestrator:
         return entries
 
     async def _serve_stale(
-        self, source_name: str, flows: list[_Flow], since: list[int | None], last: NDArray[np.int64]
+        self, source_name: str, flows: list[_Flow], since: list[int | None]
     ) -> None:
         """During a fault, store what the cache holds beyond each symbol's last bar: what a
         peer sharing Redis fetched, else this process's expired entry. The symbols stay
@@ -545,7 +545,7 @@ class Orchestrator:
             return
         self.stale_served += len(served)
         batch = BarBatch.from_blocks([flows[j].symbol for j in served], blocks)
-        await self._store(source_name, batch, last[served], stale=True)
+        await self._store(source_name, batch, stale=True)
 
     async def _failed(
         self, source_name: str, symbols: list[str], exc: Exception, what: str = "bars"
@@ -575,13 +575,11 @@ class Orchestrator:
             )
         await self._publish_breaker_events()
 
-    async def _store(
-        self, source_name: str, batch: BarBatch, last: NDArray[np.int64], *, stale: bool
-    ) -> None:
-        """Validate, append the good bars, publish ``BarsUpdated`` and ``DataRejected``."""
+    async def _store(self, source_name: str, batch: BarBatch, *, stale: bool) -> None:
+        """Validate against the stored bars and append the good ones (one pass), publish
+        ``BarsUpdated`` and ``DataRejected``."""
         batch.freeze()
-        codes = validate_batch(batch, last)
-        counts = self.state.append_batch(batch, codes)
+        codes, counts = self.state.append_validated(batch)
         self.bars_stored += int(counts.sum())
         if not stale:
             self._stale.difference_update(batch.symbols)

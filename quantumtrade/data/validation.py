@@ -66,6 +66,30 @@ def _value_fault(o: float, h: float, lo: float, c: float, v: float) -> int:
     return OK
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def validate_run(
+    ts: NDArray[np.int64],
+    prices: NDArray[np.float64],
+    a: int,
+    b: int,
+    prev: int,
+    codes: NDArray[np.int8],
+) -> int:
+    """Codes for bars a..b-1 of one symbol (after its stored bar at ``prev``); returns how
+    many are OK. The one place the rules are applied (``validate_batch``, and
+    ``MarketState.append_validated`` in the same pass as the append)."""
+    ok = 0
+    for i in range(a, b):
+        code = _value_fault(prices[i, 0], prices[i, 1], prices[i, 2], prices[i, 3], prices[i, 4])
+        if code == OK and ts[i] <= prev:
+            code = 5 if ts[i] == prev else 6  # DUPLICATE_TIMESTAMP / OUT_OF_ORDER
+        if code == OK:
+            prev = ts[i]
+            ok += 1
+        codes[i] = code
+    return ok
+
+
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _validate(
     ts: NDArray[np.int64],
@@ -75,16 +99,7 @@ def _validate(
     codes: NDArray[np.int8],
 ) -> None:
     for j in numba.prange(offsets.shape[0] - 1):
-        prev = last_ts[j]
-        for i in range(offsets[j], offsets[j + 1]):
-            code = _value_fault(
-                prices[i, 0], prices[i, 1], prices[i, 2], prices[i, 3], prices[i, 4]
-            )
-            if code == OK and ts[i] <= prev:
-                code = 5 if ts[i] == prev else 6  # DUPLICATE_TIMESTAMP / OUT_OF_ORDER
-            if code == OK:
-                prev = ts[i]
-            codes[i] = code
+        validate_run(ts, prices, offsets[j], offsets[j + 1], last_ts[j], codes)
 
 
 def validate_batch(batch: BarBatch, last_ts_ms: NDArray[np.int64]) -> NDArray[np.int8]:

@@ -119,3 +119,39 @@ def test_growth_keeps_data_and_empty_state_has_empty_columns() -> None:
     assert list(cols.lengths) == [min(i % 6 + 1, 4) for i in range(50)]
     assert state.latest("S0") == bars(1, 1, seed=0)[0]
     assert "S49" in state and len(state) == 50
+
+
+def test_append_validated_equals_validating_then_appending() -> None:
+    """The one-pass path (the orchestrator's) and the two-step path agree, bad bars included."""
+    from quantumtrade.data.source import BarBatch
+    from quantumtrade.data.validation import REASONS, validate_batch
+
+    rng = random.Random(5)
+    symbols = [f"S{i}" for i in range(40)]
+    one, two = MarketState(symbols, 64), MarketState(symbols, 64)
+    for round_ in range(6):
+        rows: list[list[Bar]] = []
+        for i, symbol in enumerate(symbols):
+            last = one.last_ts_ms(symbol) or 0
+            batch = bars(last + 1, rng.randint(0, 90), seed=round_ * 100 + i)
+            for k in rng.sample(range(len(batch)), min(len(batch), rng.randint(0, 4))):
+                b = batch[k]
+                batch[k] = rng.choice(
+                    [
+                        Bar(b.ts_ms, b.open, b.high, b.low, float("nan"), b.volume),
+                        Bar(b.ts_ms, -1.0, b.high, b.low, b.close, b.volume),
+                        Bar(b.ts_ms, b.open, b.high, b.low, b.close, -2.0),
+                        Bar(last, b.open, b.high, b.low, b.close, b.volume),  # not newer
+                    ]
+                )
+            rows.append(batch)
+        packed = BarBatch.from_bars(symbols, rows)
+        codes, counts = one.append_validated(packed)
+        expected = validate_batch(packed, two.last_ts_array(symbols))
+        assert codes.tolist() == expected.tolist()
+        assert counts.tolist() == two.append_batch(packed, expected).tolist()
+        assert set(codes.tolist()) <= set(range(len(REASONS) + 1))
+    a, b = one.columns(), two.columns()
+    assert np.array_equal(a.ts_ms, b.ts_ms) and np.array_equal(a.lengths, b.lengths)
+    assert np.array_equal(a.close, b.close, equal_nan=True)
+    assert np.array_equal(a.volume, b.volume, equal_nan=True)
