@@ -180,6 +180,7 @@ def _helper(fn: F) -> F:
 
 # --- one bar of one symbol ---------------------------------------------------------------------
 
+
 @_helper
 def _quantile_update(sf: Array, k: int, x: float, n: int, rate: float, q: float) -> float:
     """Move the running ``q``-quantile at ``sf[k]`` (scale at ``sf[k + 1]``) toward ``x``, the

@@ -1,135 +1,130 @@
-"""The trend score updated bar by bar: O(symbols) per new bar instead of O(symbols x bars).
+"""Indicators updated bar by bar: O(symbols) per new bar instead of O(symbols x bars).
 
-``IncrementalScores`` keeps, per symbol, the two EMAs (with TA-Lib's SMA seeding), the last
-close and a ring of the last ``vol_window`` log returns. ``update(closes)`` takes one new close
-per symbol and returns the same score and volatility that ``kernels.compute_scores`` gives for
-the whole history up to that bar: the same arithmetic in the same order, so the results are
-bit-identical (tested). A NaN close means "no bar for this symbol yet" and is only allowed
-before its first one (leading padding), as in MarketState.
+``IncrementalIndicators`` keeps, per symbol, the state the fused full pass
+(``indicators.compute_scan``) leaves behind: the EMA/MACD/RSI/ATR/ADX recursions (with their
+TA-Lib seeding), the SMA/Bollinger running total and rings of the last closes, log returns and
+volumes for the windowed statistics. ``update`` feeds one new bar per symbol through the very
+same arithmetic (``indicators.resume_block_kernel``: ``_step`` and ``_finish``, or their
+lane-parallel form), so the indicators after it are bit-identical to a full recomputation over
+the whole history (tested at every bar, NaN padding and gaps included).
 
-Regimes are not incremental yet (``regime.engine.classify`` recomputes its window).
+``IncrementalScores`` is the trend score and its volatility alone, on top of it.
 """
 
 from __future__ import annotations
 
-import math
-
-import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from quantumtrade.scoring.kernels import VOL_FLOOR, _kernel
+from quantumtrade.scoring import indicators as ind
+from quantumtrade.scoring.indicators import OUT_SCORE, OUT_VOL, ScanParams, ScanState
 
 Array = NDArray[np.float64]
-Counts = NDArray[np.int64]
 
 
-@_kernel
-def _update(
-    closes: Array,
-    fast: int,
-    slow: int,
-    count: Counts,
-    last: Array,
-    total_f: Array,
-    total_s: Array,
-    ema_f: Array,
-    ema_s: Array,
-    ring: Array,
-    ring_pos: Counts,
-    out_score: Array,
-    out_vol: Array,
-) -> None:
-    n_sym = closes.shape[0]
-    window = ring.shape[1]
-    alpha_f = 2.0 / (fast + 1.0)
-    alpha_s = 2.0 / (slow + 1.0)
-    for i in numba.prange(n_sym):
-        x = closes[i]
-        if math.isnan(x):
-            out_score[i] = np.nan
-            out_vol[i] = np.nan
-            continue
-        c = count[i]
-        if c > 0:
-            ring[i, ring_pos[i]] = math.log(x / last[i])
-            ring_pos[i] = (ring_pos[i] + 1) % window
-        last[i] = x
-        if c < fast:
-            total_f[i] += x
-            if c + 1 == fast:
-                ema_f[i] = total_f[i] / fast
-        else:
-            ema_f[i] = (x - ema_f[i]) * alpha_f + ema_f[i]
-        if c < slow:
-            total_s[i] += x
-            if c + 1 == slow:
-                ema_s[i] = total_s[i] / slow
-        else:
-            ema_s[i] = (x - ema_s[i]) * alpha_s + ema_s[i]
-        c += 1
-        count[i] = c
-        vol = np.nan
-        if c >= window + 1:
-            # The last `window` returns, oldest first: ring_pos points at the oldest.
-            mean = 0.0
-            for k in range(window):
-                mean += ring[i, (ring_pos[i] + k) % window]
-            mean /= window
-            ss = 0.0
-            for k in range(window):
-                d = ring[i, (ring_pos[i] + k) % window] - mean
-                ss += d * d
-            vol = math.sqrt(ss / (window - 1))
-        out_vol[i] = vol
-        if c < slow + 1 or c < fast or math.isnan(vol):
-            out_score[i] = np.nan
-            continue
-        trend = (ema_f[i] - ema_s[i]) / ema_s[i]
-        out_score[i] = trend / max(vol, VOL_FLOOR)
+class IncrementalIndicators:
+    """Every scan indicator per symbol, advanced one bar at a time.
+
+    ``values`` is (symbols, len(indicators.OUTPUTS)): the indicators at the newest bar seen,
+    NaN where not warmed up. Rows with no bar yet take NaN bars (leading padding).
+    """
+
+    def __init__(self, n_symbols: int, params: ScanParams | None = None) -> None:
+        if n_symbols < 0:
+            raise ValueError(f"n_symbols must be >= 0, got {n_symbols}")
+        self.params = params if params is not None else ScanParams()
+        self._params = self.params.as_array()
+        # Zero bars: the kernel leaves every row in its initial state.
+        empty = np.empty((n_symbols, 0))
+        self._scan, _ = ind.compute_scan(empty, empty, empty, empty, self.params)
+        self.bars_seen = 0
+
+    @classmethod
+    def from_history(
+        cls,
+        high: Array,
+        low: Array,
+        close: Array,
+        volume: Array,
+        params: ScanParams | None = None,
+    ) -> IncrementalIndicators:
+        """The state after a full pass over (symbols, bars) arrays (the fallback path)."""
+        self = cls.__new__(cls)
+        self.params = params if params is not None else ScanParams()
+        self._params = self.params.as_array()
+        self._scan, _ = ind.compute_scan(high, low, close, volume, self.params)
+        self.bars_seen = int(close.shape[1])
+        return self
+
+    @property
+    def n_symbols(self) -> int:
+        return int(self._scan.values.shape[0])
+
+    @property
+    def values(self) -> Array:
+        """(symbols, outputs) indicators at the newest bar; updated in place by ``update``."""
+        return self._scan.values
+
+    @property
+    def scan_state(self) -> ScanState:
+        return self._scan
+
+    def update(self, high: Array, low: Array, close: Array, volume: Array) -> Array:
+        """One new bar per symbol (1-D arrays, one value per symbol); returns ``values``."""
+        n = self.n_symbols
+        cols = []
+        for name, a in (("high", high), ("low", low), ("close", close), ("volume", volume)):
+            arr = np.asarray(a)
+            if arr.dtype != np.float64:
+                raise TypeError(f"{name} must be float64, got {arr.dtype}")
+            if arr.shape != (n,):
+                raise ValueError(f"expected {n} values of {name}, got shape {arr.shape}")
+            cols.append(np.ascontiguousarray(arr))
+        s = self._scan
+        ind.resume_block_kernel(
+            cols[0], cols[1], cols[2], cols[3], self._params, float(self.params.bb_nbdev),
+            s.state, s.istate, s.rings, s.values,
+        )  # fmt: skip
+        self.bars_seen += 1
+        return s.values
+
+    def replay(self, high: Array, low: Array, close: Array, volume: Array) -> Array:
+        """Feed (symbols, bars) arrays bar by bar; the values after the last one."""
+        for j in range(close.shape[1]):
+            self.update(high[:, j], low[:, j], close[:, j], volume[:, j])
+        return self.values
 
 
 class IncrementalScores:
-    """Per-symbol trend-score state; ``update`` advances every symbol by one bar."""
+    """The trend score and its volatility (as ``kernels.compute_scores``), bar by bar."""
 
     def __init__(self, n_symbols: int, *, fast: int, slow: int, vol_window: int) -> None:
         if not (1 <= fast < slow) or vol_window < 2:
             raise ValueError("need 1 <= fast < slow and vol_window >= 2")
         self.fast, self.slow, self.vol_window = fast, slow, vol_window
-        self._count = np.zeros(n_symbols, dtype=np.int64)
-        self._last = np.full(n_symbols, np.nan)
-        self._total_f = np.zeros(n_symbols)
-        self._total_s = np.zeros(n_symbols)
-        self._ema_f = np.full(n_symbols, np.nan)
-        self._ema_s = np.full(n_symbols, np.nan)
-        self._ring = np.zeros((n_symbols, vol_window))
-        self._ring_pos = np.zeros(n_symbols, dtype=np.int64)
-        self._score = np.empty(n_symbols)
-        self._vol = np.empty(n_symbols)
+        params = ScanParams(ema_fast=fast, ema_slow=slow, vol_window=vol_window)
+        self._inc = IncrementalIndicators(n_symbols, params)
 
     def update(self, closes: Array) -> tuple[Array, Array]:
-        """One new close per symbol (NaN: none yet); returns (score, vol) views, reused."""
+        """One new close per symbol (NaN: none yet); returns (score, vol), fresh arrays."""
         closes = np.ascontiguousarray(closes, dtype=np.float64)
-        if closes.shape != self._count.shape:
-            raise ValueError(f"expected {self._count.shape[0]} closes, got {closes.shape}")
-        started = self._count > 0
+        if closes.shape != (self._inc.n_symbols,):
+            raise ValueError(f"expected {self._inc.n_symbols} closes, got {closes.shape}")
+        started = self._inc.scan_state.istate[:, ind.I_KC] > 0
         if np.isnan(closes[started]).any():
             raise ValueError("a symbol that has bars got a NaN close")
-        _update(
-            closes, self.fast, self.slow, self._count, self._last, self._total_f,
-            self._total_s, self._ema_f, self._ema_s, self._ring, self._ring_pos,
-            self._score, self._vol,
-        )  # fmt: skip
-        return self._score, self._vol
+        values = self._inc.update(closes, closes, closes, np.ones_like(closes))
+        return values[:, OUT_SCORE].copy(), values[:, OUT_VOL].copy()
 
     def replay(self, close: Array) -> tuple[Array, Array]:
         """Feed a (symbols, bars) history bar by bar; the scores after the last one."""
-        score, vol = self._score, self._vol
+        values = self._inc.values
+        score, vol = values[:, OUT_SCORE].copy(), values[:, OUT_VOL].copy()
         for j in range(close.shape[1]):
             score, vol = self.update(close[:, j])
         return score, vol
 
 
 def warm_up() -> None:
-    scores = IncrementalScores(2, fast=2, slow=3, vol_window=2)
-    scores.replay(np.exp(np.linspace(0.0, 0.1, 16)).reshape(2, 8))
+    """Compile (or load from the cache) the kernel the incremental path runs."""
+    ind.warm_up_scan()

@@ -18,6 +18,9 @@ from typing import Any, TypeVar, cast
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 from numpy.typing import NDArray
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -30,6 +33,26 @@ _JIT: dict[str, Any] = dict(
 )
 # Floor on volatility so a flat series scores a finite (huge) value instead of dividing by 0.
 VOL_FLOOR = 1e-12
+
+
+@intrinsic
+def _fma_intrinsic(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
+    """a * b + c rounded once (LLVM's fma: the hardware instruction or libm's exact fma)."""
+    sig = types.float64(types.float64, types.float64, types.float64)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        double = ir.DoubleType()
+        fnty = ir.FunctionType(double, [double, double, double])
+        fn = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
+            builder.module, fnty, "llvm.fma.f64"
+        )
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+# Numba has no math.fma (Python 3.13 adds it); typed for mypy as the plain function it is.
+_fma = cast(Callable[[float, float, float], float], _fma_intrinsic)
 
 
 def _kernel(fn: F) -> F:
@@ -54,7 +77,8 @@ def _first_valid(row: NDArray[np.float64]) -> int:
 
 @_kernel
 def ema(x: NDArray[np.float64], period: int, out: NDArray[np.float64]) -> None:
-    """TA-Lib EMA per row: SMA of the first ``period`` values as seed, alpha = 2/(period+1)."""
+    """TA-Lib 0.8 EMA per row: SMA of the first ``period`` values as seed, then
+    ``fma(x - prev, alpha, prev)`` with alpha = 2/(period+1) (bit-identical to TA-Lib)."""
     n_sym, n_bar = x.shape
     alpha = 2.0 / (period + 1.0)
     for i in numba.prange(n_sym):
@@ -71,8 +95,8 @@ def ema(x: NDArray[np.float64], period: int, out: NDArray[np.float64]) -> None:
         prev = total / period
         out[i, seed_at] = prev
         for j in range(seed_at + 1, n_bar):
-            # TA-Lib's form, (x - prev) * alpha + prev, so the rounding matches it.
-            prev = (row[j] - prev) * alpha + prev
+            # TA-Lib 0.8's step, fma(x - prev, alpha, prev): one rounding, as it does.
+            prev = _fma(row[j] - prev, alpha, prev)
             out[i, j] = prev
 
 
@@ -135,7 +159,7 @@ def _ema_end(row: NDArray[np.float64], start: int, period: int, alpha: float) ->
         total += row[j]
     prev = total / period
     for j in range(seed_at + 1, row.shape[0]):
-        prev = (row[j] - prev) * alpha + prev
+        prev = _fma(row[j] - prev, alpha, prev)
     return prev
 
 
@@ -210,11 +234,10 @@ def compute_scores(
 
 
 def warm_up() -> None:
-    """Compile (or load from cache) every kernel for the shapes the daemon uses."""
-    close = np.linspace(100.0, 101.0, 3 * 8).reshape(3, 8)
-    close[0, :2] = np.nan
-    out = np.empty_like(close)
-    ema(close, 3, out)
-    log_return_vol(close, 3, out)
-    momentum(close, 2, out)
-    compute_scores(close, np.ones_like(close), fast=2, slow=3, vol_window=3)
+    """Compile (or load from numba's cache) the kernels the daemon's scan runs: the fused
+    full-pass kernel and the incremental one (``indicators.warm_up_scan``). The trend-score
+    kernels here are the reference the fused kernel is tested against; loading them at start
+    would only cost time."""
+    from quantumtrade.scoring.indicators import warm_up_scan  # imports this module
+
+    warm_up_scan()

@@ -1,7 +1,10 @@
 """The scan: score every symbol from MarketState's columns, keep the top N, publish signals.
 
 ``select`` is the pure part (arrays in, ranked candidates out) so it can be tested and replayed
-without a bus; ``Scanner`` reads the columns, calls it and publishes ``ScanCompleted`` followed by
+without a bus: one fused kernel pass (``indicators.compute_scan``) computes every indicator at
+the newest bar, then ``select_from_values`` runs the filter stages and ranks. ``Scanner`` reads
+the columns, gets the indicators (incrementally when exactly one new bar arrived for every
+symbol since the last scan, else by the full pass), and publishes ``ScanCompleted`` followed by
 one ``SignalGenerated`` per new candidate.
 """
 
@@ -19,7 +22,15 @@ from numpy.typing import NDArray
 from quantumtrade.bus import EventBus
 from quantumtrade.clock import Clock
 from quantumtrade.events import Regime, ScanCompleted, Side, SignalGenerated
-from quantumtrade.scoring.kernels import compute_scores
+from quantumtrade.scoring.incremental import IncrementalIndicators
+from quantumtrade.scoring.indicators import (
+    OUT_BARS,
+    OUT_SCORE,
+    OUT_VOL,
+    OUTPUTS,
+    ScanParams,
+    compute_scan,
+)
 
 INSUFFICIENT_BARS = "insufficient_bars"
 LIQUIDITY = "liquidity"
@@ -68,6 +79,34 @@ class ScannerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """De-duplication: a candidate whose log returns correlate above this with a better-ranked
     one already kept is dropped (1.0: off)."""
     correlation_window: Annotated[int, msgspec.Meta(ge=3)] = 50
+    rsi_period: Annotated[int, msgspec.Meta(ge=1)] = 14
+    atr_period: Annotated[int, msgspec.Meta(ge=1)] = 14
+    adx_period: Annotated[int, msgspec.Meta(ge=1)] = 14
+    bb_period: Annotated[int, msgspec.Meta(ge=1)] = 20
+    bb_nbdev: Annotated[float, msgspec.Meta(ge=0)] = 2.0
+    macd_fast: Annotated[int, msgspec.Meta(ge=1)] = 12
+    macd_slow: Annotated[int, msgspec.Meta(ge=1)] = 26
+    macd_signal: Annotated[int, msgspec.Meta(ge=1)] = 9
+    zscore_window: Annotated[int, msgspec.Meta(ge=1)] = 20
+    roc_period: Annotated[int, msgspec.Meta(ge=1)] = 10
+    """Periods of the other indicators the scan computes (``ScanResult.indicators``)."""
+    incremental: bool = True
+    """When exactly one new bar arrived for every symbol since the last scan, update the
+    indicators from their saved state (O(symbols)) instead of recomputing the window. The
+    indicators then cover every bar since the last full recomputation (which starts at the
+    window's oldest bar): identical to the full pass until the window slides, after which
+    they keep the history it would drop (EMA/Wilder seeds further back). A gap, a restart or
+    a change of symbols recomputes in full."""
+
+    def scan_params(self) -> ScanParams:
+        """The indicator periods for the fused kernel."""
+        return ScanParams(
+            ema_fast=self.ema_fast, ema_slow=self.ema_slow, vol_window=self.vol_window,
+            rsi=self.rsi_period, atr=self.atr_period, adx=self.adx_period,
+            bb_period=self.bb_period, bb_nbdev=self.bb_nbdev, macd_fast=self.macd_fast,
+            macd_slow=self.macd_slow, macd_signal=self.macd_signal,
+            zscore_window=self.zscore_window, roc=self.roc_period,
+        )  # fmt: skip
 
 
 class Candidate(msgspec.Struct, frozen=True, kw_only=True):
@@ -88,10 +127,18 @@ class ScanResult(msgspec.Struct, frozen=True, kw_only=True):
     """Best first: |score| descending, then symbol name."""
     dropped: dict[str, int]
     """Symbols left out, by reason (every reason in ``DROP_REASONS`` is present)."""
+    indicators: NDArray[np.float64] | None = None
+    """(symbols, len(indicators.OUTPUTS)) every indicator at the newest bar; read-only."""
 
 
 class Columns(Protocol):
     """What the scanner reads from ``MarketState.columns``: (symbols, window), newest last."""
+
+    @property
+    def high(self) -> NDArray[np.float64]: ...
+
+    @property
+    def low(self) -> NDArray[np.float64]: ...
 
     @property
     def close(self) -> NDArray[np.float64]: ...
@@ -119,23 +166,24 @@ def _decorrelate(
     ranked: list[tuple[float, str, int]],
     close: NDArray[np.float64],
     config: ScannerConfig,
-    dropped: dict[str, int],
     top_n: int,
-) -> list[tuple[float, str, int]]:
-    """Walk the ranking best first; drop a candidate too correlated with one already kept
-    (only until ``top_n`` are kept: the rest are outside the top N anyway)."""
+) -> tuple[list[tuple[float, str, int]], int, bool]:
+    """Walk the ranking best first; drop a candidate too correlated with one already kept,
+    until ``top_n`` are kept (the rest are outside the top N anyway). Returns the kept ones,
+    how many were dropped, and whether ``top_n`` were reached."""
     w = min(config.correlation_window, close.shape[1] - 1)
-    logc = np.log(close[:, -(w + 1) :])
-    returns = np.diff(logc, axis=1)
+    rows = [entry[2] for entry in ranked]
+    returns = np.diff(np.log(close[rows, -(w + 1) :]), axis=1)  # only the ranked rows
     kept: list[tuple[float, str, int]] = []
-    for entry in ranked:
+    kept_at: list[int] = []  # their rows in ``returns``
+    n_dropped = 0
+    for k, entry in enumerate(ranked):
         if len(kept) >= top_n:
-            kept.append(entry)
-            continue
-        r = returns[entry[2]]
+            return kept, n_dropped, True
+        r = returns[k]
         too_close = False
-        for other in kept:
-            q = returns[other[2]]
+        for other in kept_at:
+            q = returns[other]
             ok = ~(np.isnan(r) | np.isnan(q))
             if np.count_nonzero(ok) < 3:
                 continue
@@ -145,10 +193,46 @@ def _decorrelate(
                 too_close = True
                 break
         if too_close:
-            dropped[CORRELATED] += 1
+            n_dropped += 1
         else:
             kept.append(entry)
-    return kept
+            kept_at.append(k)
+    return kept, n_dropped, len(kept) >= top_n
+
+
+def _ranked_prefix(
+    eligible: NDArray[np.intp], strength: NDArray[np.float64], symbols: Sequence[str], k: int
+) -> list[tuple[float, str, int]]:
+    """The first ``k`` (at least; ties at the cut are all in) of the eligible rows in ranking
+    order, |score| descending then symbol name, without sorting all of them."""
+    if k < eligible.size:
+        s = strength[eligible]
+        cut = -np.partition(-s, k - 1)[k - 1]
+        eligible = eligible[s >= cut]
+    return sorted((-float(strength[i]), symbols[i], i) for i in eligible.tolist())
+
+
+_REGIMES: tuple[Regime, ...] = tuple(Regime)
+_REGIME_CODE: dict[Regime | None, int] = {r: k for k, r in enumerate(_REGIMES)}
+
+
+def _regime_stages(
+    regimes: Sequence[Regime | None] | None, n: int, config: ScannerConfig
+) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
+    """Per symbol: dropped by the regime fit (a label not allowed; unlabelled pass), and its
+    score threshold (per regime, else ``min_abs_score``)."""
+    if regimes is None:
+        return np.zeros(n, dtype=bool), np.full(n, config.min_abs_score)
+    if len(regimes) != n:
+        raise ValueError(f"{n} symbols but {len(regimes)} regimes")
+    codes = np.fromiter((_REGIME_CODE.get(r, -1) for r in regimes), dtype=np.int64, count=n)
+    allowed = set(config.allowed_regimes)
+    unfit = np.array([r not in allowed for r in _REGIMES] + [False])  # code -1: unlabelled
+    by_code = np.array(
+        [config.min_abs_score_by_regime.get(r, config.min_abs_score) for r in _REGIMES]
+        + [config.min_abs_score]
+    )
+    return unfit[codes], by_code[codes]
 
 
 def select(
@@ -157,20 +241,45 @@ def select(
     volume: NDArray[np.float64],
     config: ScannerConfig,
     regimes: Sequence[Regime | None] | None = None,
+    *,
+    high: NDArray[np.float64] | None = None,
+    low: NDArray[np.float64] | None = None,
 ) -> ScanResult:
-    """Score each row, run the filter stages in ``DROP_REASONS`` order (each symbol counted
-    under the first that drops it), rank the survivors by |score| and keep the top N."""
+    """Compute every indicator at the newest bar in one fused pass (high/low default to the
+    close), then ``select_from_values``."""
     if close.shape[0] != len(symbols):
         raise ValueError(f"{len(symbols)} symbols but close has {close.shape[0]} rows")
-    scores, vols = compute_scores(
+    scan, _ = compute_scan(
+        high if high is not None else close,
+        low if low is not None else close,
         close,
         volume,
-        fast=config.ema_fast,
-        slow=config.ema_slow,
-        vol_window=config.vol_window,
+        config.scan_params(),
     )
+    return select_from_values(symbols, scan.values, close, volume, config, regimes)
+
+
+def select_from_values(
+    symbols: Sequence[str],
+    values: NDArray[np.float64],
+    close: NDArray[np.float64],
+    volume: NDArray[np.float64],
+    config: ScannerConfig,
+    regimes: Sequence[Regime | None] | None = None,
+) -> ScanResult:
+    """Run the filter stages in ``DROP_REASONS`` order on the indicators ``values`` (each symbol
+    counted under the first that drops it), rank the survivors by |score| and keep the top N.
+    ``close``/``volume`` are the window the liquidity and correlation stages read."""
+    if close.shape[0] != len(symbols) or values.shape != (len(symbols), len(OUTPUTS)):
+        raise ValueError(
+            f"{len(symbols)} symbols but close has {close.shape[0]} rows and values "
+            f"shape {values.shape}"
+        )
+    indicators = values.copy()
+    scores = indicators[:, OUT_SCORE].copy()
+    vols = indicators[:, OUT_VOL].copy()
     n = close.shape[0]
-    bars = np.count_nonzero(~np.isnan(close), axis=1)
+    bars = indicators[:, OUT_BARS]
     strength = np.abs(scores)
     alive = np.ones(n, dtype=bool)
     dropped = dict.fromkeys(DROP_REASONS, 0)
@@ -187,20 +296,25 @@ def select(
             quote = np.nanmean(close[:, -w:] * volume[:, -w:], axis=1) if w else np.zeros(n)
         stage(LIQUIDITY, ~(quote >= config.min_quote_volume))
     stage(VOLATILITY_BAND, (vols < config.min_volatility) | (vols > config.max_volatility))
-    labels = list(regimes) if regimes is not None else [None] * n
-    allowed = set(config.allowed_regimes)
-    stage(REGIME_FIT, np.array([r is not None and r not in allowed for r in labels], dtype=bool))
-    threshold = np.array(
-        [config.min_abs_score_by_regime.get(r, config.min_abs_score) if r is not None
-         else config.min_abs_score for r in labels],
-        dtype=np.float64,
-    )  # fmt: skip
+    unfit, threshold = _regime_stages(regimes, n, config)
+    stage(REGIME_FIT, unfit)
     stage(SCORE_BELOW_THRESHOLD, (strength < threshold) | (scores == 0.0))
     eligible = np.flatnonzero(alive)
-    ranked = sorted((-float(strength[i]), symbols[i], i) for i in eligible.tolist())
-    if config.max_correlation < 1.0 and len(ranked) > 1:
-        ranked = _decorrelate(ranked, close, config, dropped, config.top_n)
-    dropped[OUTSIDE_TOP_N] = max(0, len(ranked) - config.top_n)
+    top_n = config.top_n
+    if config.max_correlation < 1.0 and eligible.size > 1:
+        # Correlated candidates are skipped, so the walk may need more than the top N.
+        k = 4 * top_n
+        while True:
+            prefix = _ranked_prefix(eligible, strength, symbols, k)
+            kept, n_correlated, reached = _decorrelate(prefix, close, config, top_n)
+            if reached or len(prefix) == eligible.size:
+                break
+            k *= 4
+        dropped[CORRELATED] = n_correlated
+        ranked = kept
+    else:
+        ranked = _ranked_prefix(eligible, strength, symbols, top_n)
+    dropped[OUTSIDE_TOP_N] = max(0, int(eligible.size) - dropped[CORRELATED] - top_n)
     selected = [
         Candidate(
             symbol=symbol,
@@ -209,12 +323,17 @@ def select(
             price=float(close[i, -1]),
             volatility=float(vols[i]),
         )
-        for _, symbol, i in ranked[: config.top_n]
+        for _, symbol, i in ranked[:top_n]
     ]
-    scores.flags.writeable = False
-    vols.flags.writeable = False
+    for a in (scores, vols, indicators):
+        a.flags.writeable = False
     return ScanResult(
-        symbols=tuple(symbols), scores=scores, vols=vols, selected=selected, dropped=dropped
+        symbols=tuple(symbols),
+        scores=scores,
+        vols=vols,
+        selected=selected,
+        dropped=dropped,
+        indicators=indicators,
     )
 
 
@@ -248,6 +367,13 @@ class Scanner:
         self.last_scan_ts_ns = 0
         self.last_selected: tuple[str, ...] = ()
         self.last_dropped: dict[str, int] = {}
+        # The indicators' state after the last scan, the symbols it is for and each row's
+        # newest bar timestamp then (0: no bar): what decides whether a scan can resume it.
+        self._inc: IncrementalIndicators | None = None
+        self._inc_symbols: tuple[str, ...] = ()
+        self._inc_last_ts: NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+        self.incremental_updates = 0
+        self.full_recomputes = 0
 
     async def scan(self) -> ScanResult:
         """Score the current window, publish ``ScanCompleted`` and the new ``SignalGenerated``s."""
@@ -261,7 +387,10 @@ class Scanner:
                 if self._regime_of is not None
                 else None
             )
-            result = select(symbols, cols.close, cols.volume, self.config, regimes)
+            values = self._indicators(symbols, cols)
+            result = select_from_values(
+                symbols, values, cols.close, cols.volume, self.config, regimes
+            )
         except Exception as exc:
             # The caller's loop owns the crash policy (log, count, go on); we keep health.
             self.errors += 1
@@ -311,9 +440,42 @@ class Scanner:
             )
         return result
 
+    def _indicators(self, symbols: Sequence[str], cols: Columns) -> NDArray[np.float64]:
+        """Every indicator at the newest bar: resumed from the last scan's state when each
+        row got exactly one new bar since (or none, for a row still without bars), kept when
+        no row changed, else recomputed over the whole window."""
+        ts = cols.ts_ms
+        last = ts[:, -1] if ts.shape[1] else np.zeros(ts.shape[0], dtype=np.int64)
+        inc = self._inc
+        if (
+            self.config.incremental
+            and inc is not None
+            and ts.shape[1] >= 2
+            and tuple(symbols) == self._inc_symbols
+        ):
+            prev = self._inc_last_ts
+            if np.array_equal(last, prev):
+                return inc.values
+            empty = (last == 0) & (prev == 0)
+            one_new = (ts[:, -2] == prev) & (last > prev)
+            if bool((one_new | empty).all()):
+                inc.update(cols.high[:, -1], cols.low[:, -1], cols.close[:, -1], cols.volume[:, -1])
+                self._inc_last_ts = last.copy()
+                self.incremental_updates += 1
+                return inc.values
+        self._inc = IncrementalIndicators.from_history(
+            cols.high, cols.low, cols.close, cols.volume, self.config.scan_params()
+        )
+        self._inc_symbols = tuple(symbols)
+        self._inc_last_ts = last.copy()
+        self.full_recomputes += 1
+        return self._inc.values
+
     def metrics(self) -> dict[str, Any]:
         return {
             "scans": self.scans,
+            "incremental_updates": self.incremental_updates,
+            "full_recomputes": self.full_recomputes,
             "last_duration_ms": self.last_duration_ms,
             "signals": self.signals,
             "duplicates_suppressed": self.duplicates_suppressed,

@@ -146,3 +146,36 @@ def test_realized_vol_and_volume_zscore_on_real_candles() -> None:
             assert vol[i, j] == pytest.approx(expected, rel=RTOL)
             w = volume[i, j - window + 1 : j + 1]
             assert z[i, j] == pytest.approx((w[-1] - w.mean()) / w.std(), rel=RTOL, abs=RTOL)
+
+
+@pytest.mark.parametrize(("folder", "symbols"), SETS, ids=[s[0] for s in SETS])
+def test_fused_scan_matches_talib_on_real_candles(folder: str, symbols: tuple[str, ...]) -> None:
+    """The fused scan kernel (every indicator in one pass) against TA-Lib at every bar."""
+    high, low, close, volume = padded_rows(folder, symbols)
+    _, series = indicators.compute_scan(high, low, close, volume, series=True)
+    assert series is not None
+    out = dict(zip(indicators.OUTPUTS, series, strict=True))
+    assert_matches("EMA 12", out["ema_fast"], per_row(lambda c: talib.EMA(c, 12), close))
+    assert_matches("EMA 26", out["ema_slow"], per_row(lambda c: talib.EMA(c, 26), close))
+    assert_matches("SMA", out["sma"], per_row(lambda c: talib.SMA(c, 20), close))
+    assert_matches("RSI", out["rsi"], per_row(lambda c: talib.RSI(c, 14), close))
+    assert_matches(
+        "ATR", out["atr"], per_row(lambda h, lo, c: talib.ATR(h, lo, c, 14), high, low, close)
+    )
+    assert_matches(
+        "ADX", out["adx"], per_row(lambda h, lo, c: talib.ADX(h, lo, c, 14), high, low, close)
+    )
+
+    def width(c: Array) -> Array:
+        upper, middle, lower = talib.BBANDS(c, 20, 2.0, 2.0)
+        return (upper - lower) / middle
+
+    assert_matches("BBANDS width", out["bb_width"], per_row(width, close))
+    for k, name in enumerate(("macd", "macd_signal", "macd_hist")):
+        assert_matches(name, out[name], per_row(lambda c, k=k: talib.MACD(c, 12, 26, 9)[k], close))
+    assert_matches("ROC", out["roc"], per_row(lambda c: talib.ROC(c, 10), close))
+    # No TA-Lib reference for these: the per-indicator kernels (NumPy-checked above).
+    np.testing.assert_array_equal(out["vol"], indicators.compute_realized_vol(close, window=30))
+    np.testing.assert_array_equal(
+        out["volume_z"], indicators.compute_volume_zscore(volume, window=20)
+    )

@@ -384,3 +384,151 @@ def test_score_threshold_per_regime() -> None:
     result = select(symbols, close, volume_like(close), strict, regimes)
     assert [c.symbol for c in result.selected] == ["AUSDT"]
     assert result.dropped[SCORE_BELOW_THRESHOLD] == 1
+
+
+# --- the incremental path -----------------------------------------------------------------
+
+
+def heartbeat_market(n_sym: int, bars: int) -> dict[str, NDArray[np.float64]]:
+    rng = np.random.default_rng(77)
+    rows = {f"S{i:02d}USDT": trend_row(rng.normal(0.0, 0.004), 100 + i, bars) for i in range(n_sym)}
+    rows["LATEUSDT"] = trend_row(0.006, 3, bars)
+    rows["LATEUSDT"][: bars // 2] = np.nan  # listed half way through
+    return rows
+
+
+async def run_heartbeats(config: ScannerConfig, gap_at: int | None = None) -> tuple[
+    list[tuple[str, ...]], list[SignalGenerated], list[NDArray[np.float64]], Scanner
+]:  # fmt: skip
+    """Feed the market bar by bar (every symbol each time, except one symbol that misses the
+    bar ``gap_at`` and gets two the next time), scanning after each heartbeat."""
+    rows = heartbeat_market(12, WINDOW)
+    clock = ManualClock()
+    bus = EventBus(clock=clock)
+    seen = Seen(bus)
+    state = MarketState(list(rows), capacity=WINDOW)
+    scanner = Scanner(bus=bus, clock=clock, state=state, config=config)
+    selected: list[tuple[str, ...]] = []
+    indicator_values: list[NDArray[np.float64]] = []
+    held: list[Bar] = []
+    for t in range(WINDOW):
+        ts = T0_MS + t * BAR_MS
+        for symbol, row in rows.items():
+            if np.isnan(row[t]):
+                continue
+            bar = as_bars(row[t : t + 1], ts)
+            if symbol == "S01USDT" and t == gap_at:
+                held = bar
+                continue
+            state.append(symbol, held + bar if symbol == "S01USDT" else bar)
+            if symbol == "S01USDT":
+                held = []
+        clock.advance(60)
+        result = await scanner.scan()
+        selected.append(tuple(c.symbol for c in result.selected))
+        assert result.indicators is not None
+        indicator_values.append(result.indicators)
+    return selected, seen.signals(), indicator_values, scanner
+
+
+async def test_heartbeat_scans_update_incrementally_and_signal_as_the_full_path() -> None:
+    config = ScannerConfig(top_n=3, min_abs_score=0.3, window=WINDOW)
+    inc_selected, inc_signals, inc_values, inc_scanner = await run_heartbeats(config)
+    full_config = msgspec.structs.replace(config, incremental=False)
+    full_selected, full_signals, full_values, full_scanner = await run_heartbeats(full_config)
+
+    assert inc_scanner.full_recomputes == 1  # the first scan only
+    assert inc_scanner.incremental_updates == WINDOW - 1
+    assert full_scanner.incremental_updates == 0 and full_scanner.full_recomputes == WINDOW
+    assert inc_selected == full_selected
+    assert [s.signal_id for s in inc_signals] == [s.signal_id for s in full_signals]
+    assert [s.score for s in inc_signals] == [s.score for s in full_signals]
+    assert len(inc_signals) > 0
+    for t, (a, b) in enumerate(zip(inc_values, full_values, strict=True)):
+        np.testing.assert_array_equal(a, b, err_msg=f"bar {t}")
+
+
+async def test_a_missed_bar_falls_back_to_the_full_recomputation() -> None:
+    config = ScannerConfig(top_n=3, min_abs_score=0.3, window=WINDOW)
+    _, signals, values, scanner = await run_heartbeats(config, gap_at=150)
+    _, full_signals, full_values, _ = await run_heartbeats(
+        msgspec.structs.replace(config, incremental=False), gap_at=150
+    )
+    # Bar 150: S01 has no new bar (full pass); bar 151: it gets two (full pass again).
+    assert scanner.full_recomputes == 3
+    assert scanner.incremental_updates == WINDOW - 3
+    assert [s.signal_id for s in signals] == [s.signal_id for s in full_signals]
+    for t, (a, b) in enumerate(zip(values, full_values, strict=True)):
+        np.testing.assert_array_equal(a, b, err_msg=f"bar {t}")
+
+
+async def test_rescan_without_a_new_bar_reuses_and_a_new_symbol_recomputes() -> None:
+    clock = ManualClock()
+    bus = EventBus(clock=clock)
+    state = MarketState(["BTCUSDT", "ETHUSDT"], capacity=300)
+    up, down = trend_row(0.005, 41), trend_row(-0.005, 42)
+    state.append("BTCUSDT", as_bars(up, T0_MS))
+    state.append("ETHUSDT", as_bars(down, T0_MS))
+    scanner = Scanner(bus=bus, clock=clock, state=state, config=ScannerConfig(window=300))
+    first = await scanner.scan()
+    again = await scanner.scan()
+    assert scanner.full_recomputes == 1 and scanner.incremental_updates == 0
+    np.testing.assert_array_equal(first.scores, again.scores)
+    state.add_symbols(["SOLUSDT"])
+    await scanner.scan()
+    assert scanner.full_recomputes == 2
+    last_ts = T0_MS + (WINDOW - 1) * BAR_MS
+    for symbol, row in (("BTCUSDT", up), ("ETHUSDT", down)):
+        state.append(symbol, as_bars(row[-1:] * 1.001, last_ts + BAR_MS))
+    result = await scanner.scan()  # SOLUSDT still has no bar: it may stay empty
+    assert scanner.incremental_updates == 1
+    cols = state.columns(300)
+    expected = select(
+        list(state.symbols), cols.close, cols.volume, ScannerConfig(window=300),
+        high=cols.high, low=cols.low,
+    )  # fmt: skip
+    np.testing.assert_array_equal(result.scores, expected.scores)
+    assert result.indicators is not None and expected.indicators is not None
+    np.testing.assert_array_equal(result.indicators, expected.indicators)
+    assert scanner.metrics()["incremental_updates"] == 1
+
+
+def test_decorrelated_ranking_matches_a_brute_force_walk() -> None:
+    """Families of near-copies: the walk must skip many correlated candidates (beyond the
+    first 4 x top_n it ranks) and still keep what a full sort and walk would."""
+    import math
+
+    rng = np.random.default_rng(5)
+    rows: dict[str, NDArray[np.float64]] = {}
+    for f in range(6):
+        base = trend_row(rng.normal(0.0, 0.004), 500 + f)
+        for k in range(25):  # 25 near-copies per family, slightly different drifts
+            tilt = np.exp(np.cumsum(np.full(WINDOW, rng.normal(0.0, 0.0004))))
+            noise = np.exp(rng.normal(0.0, 0.0005, WINDOW))
+            rows[f"F{f}K{k:02d}USDT"] = base * tilt * noise
+    symbols, close = market(rows)
+    config = ScannerConfig(top_n=5, min_abs_score=0.0, max_correlation=0.8)
+    result = select(symbols, close, volume_like(close), config)
+
+    scores = result.scores
+    ranked = sorted((-abs(float(scores[i])), symbols[i], i) for i in range(len(symbols)))
+    returns = np.diff(np.log(close[:, -51:]), axis=1)
+    kept: list[int] = []
+    correlated = 0
+    for _, _, i in ranked:
+        if len(kept) == config.top_n:
+            break
+        too_close = False
+        for j in kept:
+            a = returns[i] - returns[i].mean()
+            b = returns[j] - returns[j].mean()
+            if abs(a @ b) / math.sqrt((a @ a) * (b @ b)) > config.max_correlation:
+                too_close = True
+                break
+        correlated += too_close
+        if not too_close:
+            kept.append(i)
+    assert correlated > 4 * config.top_n  # the premise: the first prefix is not enough
+    assert [c.symbol for c in result.selected] == [symbols[i] for i in kept]
+    assert result.dropped[CORRELATED] == correlated
+    assert result.dropped[OUTSIDE_TOP_N] == len(symbols) - correlated - config.top_n
