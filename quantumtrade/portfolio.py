@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 
 import msgspec
 
@@ -65,6 +66,7 @@ class Portfolio:
         self.bus = bus
         self.clock = clock
         self._positions: dict[str, Position] = {}
+        self._view = MappingProxyType(self._positions)
         self._marks: dict[str, float] = {}
         self.last_fill_seq = 0
         """Seq of the newest fill applied (fills arrive in seq order); the risk manager uses it
@@ -105,6 +107,11 @@ class Portfolio:
     def positions(self) -> dict[str, Position]:
         """Every symbol ever traded, flat ones included (they keep realised PnL and fees)."""
         return dict(self._positions)
+
+    def positions_view(self) -> Mapping[str, Position]:
+        """The same, read-only and live, without a copy (for per-fill checks such as the
+        risk manager's drawdown)."""
+        return self._view
 
     def notional(self, symbol: str, price: float) -> float:
         """Absolute value of the position at ``price``."""

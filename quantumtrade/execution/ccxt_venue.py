@@ -40,6 +40,7 @@ from quantumtrade.execution.venue import (
     OrderStatus,
     OutcomeUnknown,
     VenueOrder,
+    round_to_step,
 )
 
 if TYPE_CHECKING:  # config.py composes configs, so import it for types only
@@ -67,6 +68,11 @@ _UNIFIED_STATUS: dict[str, OrderStatus] = {
     "rejected": OrderStatus.REJECTED,
 }
 DUPLICATE_MARKERS = ("duplicate order",)
+# ccxt's names for our order types and sides (looked up: an enum's ``.value`` costs more).
+_CCXT_TYPE = {OrderType.MARKET: "market", OrderType.LIMIT: "limit"}
+_CCXT_SIDE = {Side.BUY: "buy", Side.SELL: "sell"}
+# ccxt's precision modes (ccxt.base.decimal_to_precision): how ``precision['amount']`` reads.
+_DECIMAL_PLACES, _TICK_SIZE = 2, 4
 
 
 class CcxtVenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -152,6 +158,11 @@ class CcxtVenue:
         if credentials.password:
             self._exchange.password = credentials.password
         self._unified: dict[str, str] = {}  # our name (BTCUSDT) → ccxt's (BTC/USDT)
+        self._assets: dict[str, tuple[str, str]] = {}  # our name → (base, quote)
+        self._steps: dict[str, float] = {}  # our name → lot step (absent: not known)
+        # Free balance by asset as last fetched, moved by our own fills since (None: never
+        # fetched, so the router does not check balances for this venue).
+        self._free: dict[str, float] | None = None
         # client order id → our symbol: every order this venue sent, for cancels and queries.
         self._symbols: OrderedDict[str, str] = OrderedDict()
         # client order id → the first submit's answer, shared by concurrent resubmits.
@@ -165,12 +176,29 @@ class CcxtVenue:
             markets: dict[str, Any] = await self._exchange.load_markets()
         except ccxt_async.BaseError as exc:
             raise VenueError(f"{self.name} load_markets: {type(exc).__name__}: {exc}") from exc
-        self._unified = {
-            f"{m['base']}{m['quote']}".upper(): symbol
-            for symbol, m in markets.items()
-            if m.get("spot") and m.get("active") is not False
-        }
+        self._unified = {}
+        for symbol, m in markets.items():
+            if not m.get("spot") or m.get("active") is False:
+                continue
+            ours = f"{m['base']}{m['quote']}".upper()
+            self._unified[ours] = symbol
+            self._assets[ours] = (str(m["base"]), str(m["quote"]))
+            step = self._lot_step(m)
+            if step is not None:
+                self._steps[ours] = step
         log.info("ccxt_venue_started", exchange=self.name, markets=len(self._unified))
+
+    def _lot_step(self, market: dict[str, Any]) -> float | None:
+        """The market's amount step, as ccxt's precision mode spells it (None: unknown)."""
+        amount = (market.get("precision") or {}).get("amount")
+        if amount is None:
+            return None
+        mode = self._exchange.precisionMode
+        if mode == _TICK_SIZE:
+            return float(amount)
+        if mode == _DECIMAL_PLACES:
+            return 10.0 ** -int(amount)
+        return None  # significant digits: no fixed step
 
     async def close(self) -> None:
         """Close ccxt's HTTP session (ccxt warns about an unclosed client)."""
@@ -197,14 +225,28 @@ class CcxtVenue:
     def listed(self, symbol: str) -> bool:
         return symbol in self._unified
 
+    def tradable_quantity(self, symbol: str, quantity: float) -> float:
+        step = self._steps.get(symbol)
+        return quantity if step is None else round_to_step(quantity, step)
+
+    def assets(self, symbol: str) -> tuple[str, str] | None:
+        return self._assets.get(symbol)
+
+    def free_balance(self, asset: str) -> float | None:
+        free = self._free
+        return None if free is None else free.get(asset, 0.0)
+
     async def order_book(self, symbol: str, depth: int = 20) -> OrderBook | None:
         if not self.listed(symbol):
             return None
-        if self._books is None:
+        books = self._books
+        if books is None:
             return await self._fetch_book(symbol, depth)
-        return await self._books.get_or_load(
-            (symbol, depth), lambda: self._fetch_book(symbol, depth)
-        )
+        key = (symbol, depth)
+        cached = books.peek(key)  # the common case, without the loader's coroutine
+        if cached is not None:
+            return cached
+        return await books.get_or_load(key, lambda: self._fetch_book(symbol, depth))
 
     async def _fetch_book(self, symbol: str, depth: int) -> OrderBook:
         with self._as_venue_error("fetch_order_book", symbol):
@@ -303,11 +345,33 @@ class CcxtVenue:
         return found
 
     async def balance(self) -> dict[str, float]:
-        """Total holdings by asset (free plus locked in open orders), zero balances left out."""
+        """Total holdings by asset (free plus locked in open orders), zero balances left out.
+
+        The free part is kept for the router's balance check (reconciliation calls this at
+        start and periodically, which keeps it current).
+        """
         with self._as_venue_error("fetch_balance", None):
             answer = await self._exchange.fetch_balance()
+        free: dict[str, Any] = answer.get("free") or {}
+        self._free = {asset: float(qty) for asset, qty in free.items() if qty is not None}
         totals: dict[str, Any] = answer.get("total") or {}
         return {asset: float(qty) for asset, qty in totals.items() if qty}
+
+    def _spend(self, symbol: str, side: Side, execution: Execution) -> None:
+        """Move the cached free balances by an order's fills (until the next fetch)."""
+        free = self._free
+        pair = self._assets.get(symbol)
+        if free is None or pair is None or not execution.fills:
+            return
+        base, quote = pair
+        qty = cost = fees = 0.0
+        for f in execution.fills:
+            qty += f.quantity
+            cost += f.quantity * f.price
+            fees += f.fee
+        sign = side.sign
+        free[base] = free.get(base, 0.0) + sign * qty
+        free[quote] = free.get(quote, 0.0) - sign * cost - fees
 
     # --- internals ------------------------------------------------------------------------
 
@@ -336,6 +400,7 @@ class CcxtVenue:
             raise
         finally:
             self._answers.pop(cid, None)
+        self._spend(intent.symbol, intent.side, execution)
         answer.set_result(execution)
         return execution
 
@@ -354,27 +419,34 @@ class CcxtVenue:
     async def _place(self, intent: OrderIntent, params: dict[str, Any]) -> Execution:
         price = intent.limit_price if intent.order_type is OrderType.LIMIT else None
         cid = intent.client_order_id
-        bound = log.bind(exchange=self.name, symbol=intent.symbol, client_order_id=cid)
         try:
             order = await self._exchange.create_order(
                 self._unified[intent.symbol],
-                intent.order_type.value.lower(),
-                intent.side.value.lower(),
+                _CCXT_TYPE[intent.order_type],
+                _CCXT_SIDE[intent.side],
                 intent.quantity,
                 price,
                 params,
             )
         except ccxt_async.OperationFailed as exc:
             # Timeout, disconnect, 5xx, 429, garbled answer: the order may be at the exchange.
-            bound.warning("submit_outcome_unknown", error=f"{type(exc).__name__}: {exc}")
+            self._log(intent).warning(
+                "submit_outcome_unknown", error=f"{type(exc).__name__}: {exc}"
+            )
             return await self._resolve(cid, intent.symbol, absent_reason=type(exc).__name__)
         except ccxt_async.ExchangeError as exc:
             if _is_duplicate(exc):
-                bound.warning("submit_duplicate_id")
+                self._log(intent).warning("submit_duplicate_id")
                 return await self._resolve(cid, intent.symbol, absent_reason="duplicate_id")
-            bound.info("submit_rejected", error=f"{type(exc).__name__}: {exc}")
+            self._log(intent).info("submit_rejected", error=f"{type(exc).__name__}: {exc}")
             return self._rejected(cid, _reason(exc), detail=str(exc))
         return self._execution(cid, order)
+
+    def _log(self, intent: OrderIntent) -> Any:
+        """A logger bound to the order (built on the rare paths that log, not per order)."""
+        return log.bind(
+            exchange=self.name, symbol=intent.symbol, client_order_id=intent.client_order_id
+        )
 
     async def _resubmitted(self, cid: str, first: asyncio.Future[Execution] | None) -> Execution:
         if first is not None:

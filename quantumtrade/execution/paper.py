@@ -13,7 +13,16 @@ import msgspec
 from quantumtrade.clock import Clock
 from quantumtrade.data.source import OrderBook
 from quantumtrade.events import OrderIntent, OrderType, Side
-from quantumtrade.execution.venue import Execution, Fill, OrderStatus, is_complete, take_levels
+from quantumtrade.execution.venue import (
+    FILL_TOLERANCE,
+    Execution,
+    Fill,
+    OrderStatus,
+    is_complete,
+    round_to_step,
+    split_symbol,
+    take_levels,
+)
 
 
 class PaperVenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -25,6 +34,12 @@ class PaperVenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Levels a side an order may walk; deeper liquidity is treated as absent."""
     order_memory: Annotated[int, msgspec.Meta(ge=1)] = 100_000
     """Answers kept for idempotent resubmits; the oldest are forgotten past this."""
+    quantity_step: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    """Lot step: order quantities must be whole multiples of it, as on an exchange (0: any)."""
+    balances: dict[str, float] = {}
+    """Free balance by asset, spent and credited by fills, checked before each order (a BUY
+    needs its cost plus fee in the quote asset, a SELL its quantity in the base asset).
+    Empty: unlimited, and the venue reports no balances."""
 
 
 class PaperVenue:
@@ -35,7 +50,9 @@ class PaperVenue:
     cancelled. An order the book cannot fully fill comes back CANCELLED with its partial fills
     (reason ``insufficient_liquidity``, or ``limit_price`` when the limit cut the walk short).
     A resubmitted ``client_order_id`` returns the first answer and never fills again, even while
-    the first submit is still in flight.
+    the first submit is still in flight. With ``quantity_step`` a quantity off the lot step is
+    REJECTED (``lot_size``); with ``balances`` an order they do not cover is REJECTED
+    (``insufficient_balance``) and fills move them.
     """
 
     def __init__(
@@ -56,9 +73,27 @@ class PaperVenue:
         self._symbols = frozenset(symbols) if symbols is not None else None
         self._answers: OrderedDict[str, asyncio.Future[Execution]] = OrderedDict()
         self._next_id = 0
+        self._balances: dict[str, float] | None = (
+            dict(self.config.balances) if self.config.balances else None
+        )
 
     def listed(self, symbol: str) -> bool:
         return self._symbols is None or symbol in self._symbols
+
+    def tradable_quantity(self, symbol: str, quantity: float) -> float:
+        return round_to_step(quantity, self.config.quantity_step)
+
+    def assets(self, symbol: str) -> tuple[str, str] | None:
+        return split_symbol(symbol)
+
+    def free_balance(self, asset: str) -> float | None:
+        if self._balances is None:
+            return None
+        return self._balances.get(asset, 0.0)
+
+    def balances(self) -> dict[str, float] | None:
+        """Free balance by asset (None: unlimited)."""
+        return None if self._balances is None else dict(self._balances)
 
     async def order_book(self, symbol: str, depth: int = 20) -> OrderBook | None:
         if not self.listed(symbol):
@@ -112,6 +147,11 @@ class PaperVenue:
 
         if not (math.isfinite(intent.quantity) and intent.quantity > 0):
             return reject("invalid_quantity")
+        step = self.config.quantity_step
+        if step > 0 and not math.isclose(
+            round_to_step(intent.quantity, step), intent.quantity, rel_tol=FILL_TOLERANCE
+        ):
+            return reject("lot_size")
         limit = intent.limit_price
         if intent.order_type is OrderType.LIMIT and not (
             limit is not None and math.isfinite(limit) and limit > 0
@@ -141,6 +181,8 @@ class PaperVenue:
             Fill(quantity=q, price=p, fee=q * p * fee_rate)
             for q, p in take_levels(levels, intent.quantity)
         )
+        if self._balances is not None and not self._settle(intent, fills):
+            return reject("insufficient_balance")
         filled = sum(f.quantity for f in fills)
         if is_complete(filled, intent.quantity):
             status, reason = OrderStatus.FILLED, ""
@@ -154,3 +196,26 @@ class PaperVenue:
             fills=fills,
             reason=reason,
         )
+
+    def _settle(self, intent: OrderIntent, fills: tuple[Fill, ...]) -> bool:
+        """Move the fills' assets (False, nothing moved, when the balance does not cover them)."""
+        assert self._balances is not None
+        pair = split_symbol(intent.symbol)
+        if pair is None:
+            return False
+        base, quote = pair
+        qty = sum(f.quantity for f in fills)
+        cost = sum(f.quantity * f.price for f in fills)
+        fees = sum(f.fee for f in fills)
+        balances = self._balances
+        if intent.side is Side.BUY:
+            if cost + fees > balances.get(quote, 0.0) * (1.0 + FILL_TOLERANCE):
+                return False
+            balances[quote] = balances.get(quote, 0.0) - cost - fees
+            balances[base] = balances.get(base, 0.0) + qty
+        else:
+            if intent.quantity > balances.get(base, 0.0) * (1.0 + FILL_TOLERANCE):
+                return False
+            balances[base] = balances.get(base, 0.0) - qty
+            balances[quote] = balances.get(quote, 0.0) + cost - fees
+        return True

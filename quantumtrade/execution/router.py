@@ -1,21 +1,32 @@
 """Smart order routing: rank venues by expected all-in cost, split, submit, publish outcomes.
 
-Cost of a venue, in bps of its mid: taker fee + slippage of walking its book for the whole
-quantity + a latency penalty (EWMA of measured submit latency * ``latency_penalty_bps_per_ms``)
-+ its record of realised minus expected slippage (EWMA) + a reliability penalty
-(``reliability_penalty_bps`` * (reject/error rate EWMA + fill shortfall EWMA)). Venues that can
-fill the whole quantity rank before those that cannot.
+Eligible venues: listed, breaker not open, book fetched, the order at least one of the
+venue's lot steps, and the venue's free balance enough for it (BUY: the quote asset for the
+book-walk cost plus fee; SELL: the base quantity; a venue that reports no balances is not
+checked). The others are in the decision's ``excluded`` with the reason.
+
+Cost of a venue, in bps of one reference mid (the median of the eligible venues' mids, so
+books at different prices compare in price): taker fee + slippage of walking its book for the
+whole quantity + a latency penalty (EWMA of measured submit latency *
+``latency_penalty_bps_per_ms``) + its record of realised minus expected slippage (EWMA) + a
+reliability penalty (``reliability_penalty_bps`` * (reject/error rate EWMA + fill shortfall
+EWMA)). Venues that can fill the whole quantity rank before those that cannot.
 
 Splitting: every level of every eligible venue's book (the best ``max_children`` venues) is
 priced per unit with that venue's per-unit costs (fee, latency penalty, record corrections)
 and levels are taken cheapest first until the quantity is done: greedy marginal-cost
-allocation, which is optimal because all these costs grow with quantity. The split is used when
+allocation, which is optimal because all these costs grow with quantity. Each book is cut
+where its sizes reach the order's quantity (deeper levels are never taken), and when the best
+venue's dearest level needed costs no more than every other venue's best level, the order
+goes whole to it without pricing any level (the common small order). The split is used when
 it saves at least ``min_split_saving_bps`` against the best single venue, or when it fills more
 than any one venue can. Each child is an order of its own with a deterministic client order id
 (``<parent>-<n>``, so a redelivered intent maps to the same ids) and events that carry
 ``parent_id``; the parent's state is derived from them: filled when the children's fills add up
 to its quantity, else cancelled (or rejected) once every child has ended. An order that goes to
-one venue is its own only child (no ``parent_id``).
+one venue is its own only child (no ``parent_id``). Every order is sent with its quantity
+rounded down to the venue's lot step (a child share below one step is left out), and is
+filled when the venue filled all that was sent.
 
 A submit whose outcome the venue cannot tell (``OutcomeUnknown``) leaves its order in flight:
 ``OrderSubmitted`` without fills; reconciliation resolves it by querying the venue. Resting
@@ -92,10 +103,12 @@ class RouterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class VenueQuote(msgspec.Struct, frozen=True, kw_only=True):
-    """One venue's expected cost for the whole order, in bps of its mid."""
+    """One venue's expected cost for the whole order, in bps of the reference mid."""
 
     venue: str
     mid: float
+    """The reference every venue of the decision is priced against: the median of their mids
+    (so a venue's slippage includes how far its book sits from the others')."""
     expected_price: float
     fillable_quantity: float
     fee_bps: float
@@ -106,6 +119,9 @@ class VenueQuote(msgspec.Struct, frozen=True, kw_only=True):
     total_bps: float
     complete: bool
     """True when the book holds the whole quantity."""
+    quantity: float = 0.0
+    """What this venue would be sent for the whole order: its quantity rounded down to the
+    venue's lot step."""
 
     @property
     def unit_cost_bps(self) -> float:
@@ -130,7 +146,8 @@ class RoutingDecision(msgspec.Struct, frozen=True, kw_only=True):
     ranking: tuple[VenueQuote, ...]
     """Eligible venues, cheapest first."""
     excluded: dict[str, str]
-    """Ineligible venue → why (not_listed, breaker_open, no_book, book_error)."""
+    """Ineligible venue → why (not_listed, breaker_open, book_error, no_book, below_lot_size,
+    ``insufficient_balance: needs <amount> <asset>, has <free>``)."""
     children: tuple[ChildOrder, ...] = ()
     """What will be sent where: one child (the order itself) or a split."""
     split_saving_bps: float = 0.0
@@ -202,7 +219,56 @@ class _VenueRecord:
 
 def _slippage_bps(side: Side, price: float, mid: float) -> float:
     """Cost of paying ``price`` against ``mid``, in bps (positive is worse)."""
-    return (price - mid) / mid * 1e4 * side.sign
+    cost = (price - mid) / mid * 1e4
+    return cost if side is Side.BUY else -cost
+
+
+def _median(values: list[float]) -> float:
+    """The median (0.0 of nothing); one value, the common case, is its own."""
+    n = len(values)
+    if n < 2:
+        return values[0] if n else 0.0
+    values.sort()
+    half = n // 2
+    return values[half] if n % 2 else (values[half - 1] + values[half]) / 2
+
+
+def _order_log(intent: OrderIntent, venue: str) -> Any:
+    """A logger bound to one order: built on the paths that log, not for every order."""
+    return log.bind(client_order_id=intent.client_order_id, venue=venue, symbol=intent.symbol)
+
+
+def _balance_shortfall(venue: Venue, intent: OrderIntent, quote: VenueQuote) -> str:
+    """Why the venue's free balance cannot pay for the order ("" when it can or is unknown).
+
+    A BUY needs the quote asset for what the book walk costs plus the taker fee; a SELL
+    needs the base asset for the whole quantity.
+    """
+    pair = venue.assets(intent.symbol)
+    if pair is None:
+        return ""
+    if intent.side is Side.BUY:
+        asset = pair[1]
+        need = quote.fillable_quantity * quote.expected_price * (1.0 + quote.fee_bps / 1e4)
+    else:
+        asset, need = pair[0], intent.quantity
+    free = venue.free_balance(asset)
+    if free is None or free >= need * (1.0 - FILL_TOLERANCE):
+        return ""
+    return f"insufficient_balance: needs {need:.8g} {asset}, has {free:.8g}"
+
+
+def _levels_for(quantity: float, levels: Levels) -> Levels:
+    """The best levels whose sizes first add up to ``quantity`` (all of them if they never do):
+    no allocation of ``quantity`` takes a deeper level of the same book."""
+    total = 0.0
+    goal = quantity * (1.0 - FILL_TOLERANCE)
+    for i, (_, size) in enumerate(levels):
+        if size > 0:
+            total += size
+            if total >= goal:
+                return levels[: i + 1]
+    return levels
 
 
 def _marketable(intent: OrderIntent, levels: Levels) -> Levels:
@@ -213,6 +279,30 @@ def _marketable(intent: OrderIntent, levels: Levels) -> Levels:
     if intent.side is Side.BUY:
         return tuple(lv for lv in levels if lv[0] <= limit)
     return tuple(lv for lv in levels if lv[0] >= limit)
+
+
+def _best_takes_all(
+    intent: OrderIntent, ranking: Sequence[VenueQuote], books: dict[str, Levels]
+) -> bool:
+    """True when greedy allocation would take the whole order from the best venue alone: it
+    fills the order from its book, and its dearest level needed costs no more per unit than
+    the first level of every other candidate (ties go to the best venue, as in the greedy
+    sort). The common small order is then decided without pricing every level."""
+    best = ranking[0]
+    if not best.complete:
+        return False
+    sign = intent.side.sign
+    needed = _levels_for(intent.quantity, _marketable(intent, books[best.venue]))
+    if not needed or not is_complete(sum(size for _, size in needed if size > 0), intent.quantity):
+        return False
+    worst = sign * needed[-1][0] * (1.0 + sign * best.unit_cost_bps / 1e4)
+    for quote in ranking[1:]:
+        for price, size in _marketable(intent, books[quote.venue]):
+            if size > 0:
+                if sign * price * (1.0 + sign * quote.unit_cost_bps / 1e4) < worst:
+                    return False
+                break
+    return True
 
 
 class OrderRouter:
@@ -265,6 +355,8 @@ class OrderRouter:
         quotes: list[VenueQuote] = []
         excluded: dict[str, str] = {}
         books: dict[str, Levels] = {}
+        found: list[tuple[Venue, float, Levels, float]] = []  # (venue, mid, levels, sendable)
+        buy = intent.side is Side.BUY
         for name, venue in self.venues.items():
             if not venue.listed(intent.symbol):
                 excluded[name] = "not_listed"
@@ -282,13 +374,29 @@ class OrderRouter:
                 continue
             if breaker.state is BreakerState.CLOSED:
                 breaker.record_success()  # resets the consecutive count; a probe is an order
-            levels = () if book is None else (book.asks if intent.side is Side.BUY else book.bids)
-            if book is None or not levels or not (math.isfinite(book.mid) and book.mid > 0):
+            levels = () if book is None else (book.asks if buy else book.bids)
+            mid = math.nan if book is None else book.mid
+            if not levels or not (math.isfinite(mid) and mid > 0):
                 excluded[name] = "no_book"
                 continue
-            books[name] = levels
-            quotes.append(self._quote(venue, intent, book.mid, levels))
-        quotes.sort(key=lambda q: (not q.complete, q.total_bps))
+            sendable = venue.tradable_quantity(intent.symbol, intent.quantity)
+            if sendable <= 0:
+                excluded[name] = "below_lot_size"
+                continue
+            found.append((venue, mid, levels, sendable))
+        # One reference for every venue (the median of their mids): costs in bps of each
+        # venue's own mid would rank a dearer book first when its mid is higher.
+        reference = _median([mid for _, mid, _, _ in found])
+        for venue, _, ladder, sendable in found:
+            quote = self._quote(venue, intent, reference, ladder, sendable)
+            shortfall = _balance_shortfall(venue, intent, quote)
+            if shortfall:
+                excluded[venue.name] = shortfall
+                continue
+            books[venue.name] = ladder
+            quotes.append(quote)
+        if len(quotes) > 1:
+            quotes.sort(key=lambda q: (not q.complete, q.total_bps))
         ranking = tuple(quotes)
         children, saving = self._allocate(intent, ranking, books)
         decision = RoutingDecision(
@@ -303,7 +411,9 @@ class OrderRouter:
         )
         return decision, books
 
-    def _quote(self, venue: Venue, intent: OrderIntent, mid: float, levels: Levels) -> VenueQuote:
+    def _quote(
+        self, venue: Venue, intent: OrderIntent, mid: float, levels: Levels, sendable: float
+    ) -> VenueQuote:
         filled, avg = walk_book(levels, intent.quantity)
         slippage = _slippage_bps(intent.side, avg, mid)
         record = self._records[venue.name]
@@ -324,6 +434,7 @@ class OrderRouter:
             reliability_penalty_bps=reliability,
             total_bps=venue.taker_fee_bps + slippage + latency_penalty + correction + reliability,
             complete=is_complete(filled, intent.quantity),
+            quantity=sendable,
         )
 
     def _allocate(
@@ -342,17 +453,20 @@ class OrderRouter:
             ChildOrder(
                 venue=best.venue,
                 client_order_id=intent.client_order_id,
-                quantity=intent.quantity,
+                quantity=best.quantity,
                 expected_price=best.expected_price,
             ),
         )
-        if self.config.max_children < 2 or len(ranking) < 2:
+        candidates = ranking[: self.config.max_children]
+        if len(candidates) < 2 or _best_takes_all(intent, candidates, books):
             return single, 0.0
         sign = intent.side.sign
         units: list[tuple[float, float, float, str]] = []  # (signed unit cost, price, size, venue)
-        for quote in ranking[: self.config.max_children]:
+        for quote in candidates:
             extra = quote.unit_cost_bps / 1e4
-            for price, size in _marketable(intent, books[quote.venue]):
+            for price, size in _levels_for(
+                intent.quantity, _marketable(intent, books[quote.venue])
+            ):
                 if size > 0:
                     units.append((sign * price * (1.0 + sign * extra), price, size, quote.venue))
         units.sort(key=lambda u: u[0])
@@ -384,18 +498,21 @@ class OrderRouter:
         elif not split_filled > best.fillable_quantity * (1.0 + FILL_TOLERANCE):
             return single, 0.0
         order = {q.venue: i for i, q in enumerate(ranking)}
-        children = tuple(
-            ChildOrder(
-                venue=venue,
-                client_order_id=child_order_id(intent.client_order_id, n),
-                quantity=share[0],
-                expected_price=share[1] / share[0],
-            )
-            for n, (venue, share) in enumerate(
-                sorted(taken.items(), key=lambda kv: order[kv[0]]), start=1
-            )
-        )
-        return children, saving
+        children: list[ChildOrder] = []
+        for venue, share in sorted(taken.items(), key=lambda kv: order[kv[0]]):
+            quantity = self.venues[venue].tradable_quantity(intent.symbol, share[0])
+            if quantity > 0:  # a share below the venue's lot step is left out
+                children.append(
+                    ChildOrder(
+                        venue=venue,
+                        client_order_id=child_order_id(intent.client_order_id, len(children) + 1),
+                        quantity=quantity,
+                        expected_price=share[1] / share[0],
+                    )
+                )
+        if len(children) < 2:
+            return single, 0.0
+        return tuple(children), saving
 
     # --- execution --------------------------------------------------------------------
 
@@ -420,10 +537,16 @@ class OrderRouter:
         quotes = {q.venue: q for q in decision.ranking}
         if len(children) == 1:
             child = children[0]
+            # What the venue can trade: the quantity rounded down to its lot step.
+            sent = (
+                intent
+                if child.quantity == intent.quantity
+                else msgspec.structs.replace(intent, quantity=child.quantity, seq=0)
+            )
             self.in_progress.add(intent.client_order_id)
             try:
-                execution = await self._send(intent, self.venues[child.venue])
-                await self._publish(intent, quotes[child.venue], child, execution, "")
+                execution = await self._send(sent, self.venues[child.venue])
+                await self._publish(sent, quotes[child.venue], child, execution, "")
             finally:
                 self.in_progress.discard(intent.client_order_id)
             return
@@ -503,9 +626,6 @@ class OrderRouter:
         record = self._records[venue.name]
         record.orders += 1
         record.requested_quantity += intent.quantity
-        bound = log.bind(
-            client_order_id=intent.client_order_id, venue=venue.name, symbol=intent.symbol
-        )
         alpha = self.config.ewma_alpha
         t0 = self.clock.now_ns()
         try:
@@ -516,6 +636,7 @@ class OrderRouter:
             record.consecutive_errors += 1
             record.failure_ewma += alpha * (1.0 - record.failure_ewma)
             self.breakers[venue.name].record_failure()
+            bound = _order_log(intent, venue.name)
             if isinstance(exc, OutcomeUnknown):
                 record.unknown += 1
                 bound.warning("venue_submit_outcome_unknown", error=str(exc))
@@ -538,7 +659,7 @@ class OrderRouter:
             try:
                 await venue.cancel(intent.client_order_id)
             except Exception:
-                bound.exception("venue_cancel_failed")
+                _order_log(intent, venue.name).exception("venue_cancel_failed")
             execution = msgspec.structs.replace(
                 execution, status=OrderStatus.CANCELLED, reason="resting_not_supported"
             )
@@ -608,10 +729,8 @@ class OrderRouter:
             )
         record.filled_quantity += cumulative
         if intent.order_type is OrderType.MARKET:
-            # A child was sized from the book; a whole order expects what its book holds.
-            expected_fill = (
-                child.quantity if parent_id else min(quote.fillable_quantity, intent.quantity)
-            )
+            # What the book held of what was sent (a child was sized from the book).
+            expected_fill = min(quote.fillable_quantity, child.quantity)
             self._record_quality(record, intent, quote, child, execution, cumulative, expected_fill)
         if not is_complete(cumulative, intent.quantity):
             await self.bus.publish(

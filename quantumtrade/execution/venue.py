@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from decimal import Decimal
 from enum import StrEnum
 from typing import Protocol
 
@@ -14,6 +16,8 @@ from quantumtrade.events import OrderIntent, Side
 
 # A remainder below this fraction of the order counts as filled (float dust from level sums).
 FILL_TOLERANCE = 1e-9
+# Quote assets a symbol name may end with, longest match first (BTCUSDT → BTC, USDT).
+QUOTE_ASSETS: tuple[str, ...] = ("FDUSD", "USDT", "USDC", "BUSD", "EUR", "USD", "BTC", "ETH", "BNB")
 
 
 class OutcomeUnknown(VenueError):
@@ -95,6 +99,50 @@ class Venue(Protocol):
 
     def listed(self, symbol: str) -> bool: ...
 
+    def tradable_quantity(self, symbol: str, quantity: float) -> float:
+        """``quantity`` rounded down to the venue's lot step (0.0 when below one step).
+
+        An exchange trades whole lot steps only (ccxt truncates to them silently), so the
+        router sends this and counts an order filled when the venue filled all of it.
+        """
+        ...
+
+    def assets(self, symbol: str) -> tuple[str, str] | None:
+        """(base, quote) of a listed symbol; None when the venue cannot tell."""
+        ...
+
+    def free_balance(self, asset: str) -> float | None:
+        """What the venue last reported free of ``asset``; None when it reports no balances
+        (the router then does not check balances for it)."""
+        ...
+
+
+def split_symbol(symbol: str) -> tuple[str, str] | None:
+    """(base, quote) of an exchange-style symbol name, or None when no known quote ends it."""
+    for quote in QUOTE_ASSETS:
+        if symbol.endswith(quote) and len(symbol) > len(quote):
+            return symbol[: -len(quote)], quote
+    return None
+
+
+def round_to_step(quantity: float, step: float) -> float:
+    """``quantity`` rounded down to a multiple of ``step`` (``step`` <= 0: unchanged).
+
+    A quantity within a millionth of a step below the next multiple counts as that multiple
+    (float division dust), and the result is the float nearest the decimal multiple, so it
+    prints as that multiple and ccxt's own truncation keeps it.
+    """
+    if step <= 0 or not math.isfinite(quantity):
+        return quantity
+    steps = math.floor(quantity / step + 1e-6)
+    if steps <= 0:
+        return 0.0
+    per_unit = 1.0 / step
+    whole = round(per_unit)
+    if whole >= 1 and abs(per_unit - whole) <= 1e-9 * whole:
+        return steps / whole  # 1/step is whole (10^-k, 0.25, …): one correctly rounded division
+    return float(Decimal(steps) * Decimal(repr(step)))
+
 
 def take_levels(
     levels: Sequence[tuple[float, float]], quantity: float
@@ -115,6 +163,10 @@ def take_levels(
 
 def walk_book(levels: Sequence[tuple[float, float]], quantity: float) -> tuple[float, float]:
     """(filled quantity, average price) of taking ``quantity`` from ``levels``; (0, 0) if empty."""
+    if levels and quantity > 0:
+        price, size = levels[0]
+        if size >= quantity:  # the common small order: the best level holds all of it
+            return quantity, price
     taken = take_levels(levels, quantity)
     filled = sum(q for q, _ in taken)
     if filled <= 0:

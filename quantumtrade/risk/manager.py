@@ -13,6 +13,7 @@ move the state to HALTED; only an explicit ``set_state`` (an admin action) re-ar
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -84,7 +85,8 @@ class ProposedOrder(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def signed_quantity(self) -> float:
-        return self.quantity * self.side.sign
+        # Read by most checks: one comparison instead of a second property (Side.sign).
+        return self.quantity if self.side is Side.BUY else -self.quantity
 
     @property
     def notional(self) -> float:
@@ -224,28 +226,27 @@ class RiskManager:
         self._returns: dict[str, deque[tuple[int, float]]] = {}
         # Outcomes of our own orders, newest last: True for a venue or router rejection.
         self._outcomes: deque[bool] = deque(maxlen=self.limits.error_window)
+        self._errors_in_window = 0  # True entries of _outcomes, kept as they come and go
         self.equity_peak = 0.0
         # A kill switch that tripped inline, waiting for a coroutine to publish the HALT.
         self._trip_reason: str | None = None
+        self._trip_tasks: set[asyncio.Task[None]] = set()
         self.kill_switch_trips: dict[str, int] = {}
 
     def order_handlers(self) -> list[tuple[type[Event], Callable[[Any], object]]]:
         """Every (event type, handler) pair the risk manager needs on the bus.
 
-        The plain ones run inline: they keep in-flight exposure, order outcomes and last closes
-        current and judge the kill switches on every event (so a dip between two awaits is
-        not missed). Publishing the HALT needs a coroutine: ``publish_trip`` runs in its own
-        mailbox after them (and ``on_signal`` runs it first, so no order slips in between).
+        All run inline: they keep in-flight exposure, order outcomes and last closes current
+        and judge the kill switches on every event (so a dip between two awaits is not
+        missed). Publishing the HALT needs a coroutine: a tripped switch starts a task that
+        runs ``publish_trip`` (and ``on_signal`` runs it first, so no order slips in between).
+        A task per trip, not a mailbox that wakes on every fill, cancel, reject and bar.
         """
         return [
             (OrderFilled, self.on_order_filled),
             (OrderCancelled, self.on_order_cancelled),
             (OrderRejected, self.on_order_rejected),
             (BarsUpdated, self.on_bars),
-            (BarsUpdated, self.publish_trip),
-            (OrderRejected, self.publish_trip),
-            (OrderFilled, self.publish_trip),
-            (OrderCancelled, self.publish_trip),
         ]
 
     # --- exposure ---------------------------------------------------------------------
@@ -259,14 +260,19 @@ class RiskManager:
         """Signed position + fills not yet in the portfolio + unfilled in-flight quantity."""
         self._drop_applied()
         qty = self.portfolio.position(symbol).quantity
-        qty += sum(q for _, s, q in self._unapplied if s == symbol)
-        qty += sum(f.remaining for f in self._in_flight.values() if f.symbol == symbol)
+        # Plain loops: both are usually empty or hold one entry, where a generator costs more.
+        for _, s, q in self._unapplied:
+            if s == symbol:
+                qty += q
+        for f in self._in_flight.values():
+            if f.symbol == symbol:
+                qty += f.remaining
         return qty
 
     def exposures(self) -> dict[str, float]:
         """Signed exposure of every symbol with a position, an unapplied fill or an open order."""
         self._drop_applied()
-        out = {s: p.quantity for s, p in self.portfolio.positions().items() if p.quantity}
+        out = {s: p.quantity for s, p in self.portfolio.positions_view().items() if p.quantity}
         for _, symbol, qty in self._unapplied:
             out[symbol] = out.get(symbol, 0.0) + qty
         for f in self._in_flight.values():
@@ -313,8 +319,7 @@ class RiskManager:
                 return
         if fill.parent_id or fill.leaves_quantity <= 0.0:
             del self._in_flight[order_id]
-            self._outcomes.append(False)
-            self._judge_kill_switches()
+            self._record_outcome(False)
         else:
             pending.remaining = fill.leaves_quantity * fill.side.sign
 
@@ -324,8 +329,7 @@ class RiskManager:
         if event.parent_id:
             return
         if self._in_flight.pop(event.client_order_id, None) is not None:
-            self._outcomes.append(False)
-            self._judge_kill_switches()
+            self._record_outcome(False)
 
     def on_order_rejected(self, event: OrderRejected) -> None:
         # Our own duplicate refusal names an order that is (maybe) still in flight: keep it.
@@ -333,8 +337,16 @@ class RiskManager:
             return
         # Only an order we let through can be in flight, so this is the router or a venue.
         if self._in_flight.pop(event.client_order_id, None) is not None:
-            self._outcomes.append(True)
-            self._judge_kill_switches()
+            self._record_outcome(True)
+
+    def _record_outcome(self, error: bool) -> None:
+        """Count an order's outcome in the error window and judge the kill switches."""
+        outcomes = self._outcomes
+        if len(outcomes) == outcomes.maxlen:
+            self._errors_in_window -= outcomes[0]  # the oldest is about to leave the window
+        outcomes.append(error)
+        self._errors_in_window += error
+        self._judge_kill_switches()
 
     # --- market -----------------------------------------------------------------------
 
@@ -366,7 +378,7 @@ class RiskManager:
     def equity(self) -> float:
         """Net PnL: realised - fees + unrealised at the last closes (no close: no unrealised)."""
         total = 0.0
-        for symbol, p in self.portfolio.positions().items():
+        for symbol, p in self.portfolio.positions_view().items():
             total += p.realized_pnl - p.fees
             if p.quantity:
                 total += p.quantity * (self._last_close.get(symbol, p.avg_price) - p.avg_price)
@@ -379,7 +391,7 @@ class RiskManager:
 
     def error_rate(self) -> float:
         """Share of venue or router rejections among the last ``error_window`` outcomes."""
-        return sum(self._outcomes) / len(self._outcomes) if self._outcomes else 0.0
+        return self._errors_in_window / len(self._outcomes) if self._outcomes else 0.0
 
     def value_at_risk(self, confidences: Sequence[float] = DEFAULT_CONFIDENCES) -> VarReport:
         """One-bar VaR of the held positions at their marks, on bar times every one of them has."""
@@ -412,6 +424,25 @@ class RiskManager:
     def _judge_kill_switches(self) -> None:
         if self.state is not TradingState.HALTED and self._trip_reason is None:
             self._trip_reason = self._tripped()
+            if self._trip_reason is not None:
+                self._schedule_trip()
+
+    def _schedule_trip(self) -> None:
+        """Publish the HALT from a task (without a running loop, the next ``on_signal`` or
+        ``publish_trip`` call publishes it)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(self.publish_trip(), name="risk:publish-trip")
+        self._trip_tasks.add(task)
+        task.add_done_callback(self._trip_published)
+
+    def _trip_published(self, task: asyncio.Task[None]) -> None:
+        self._trip_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # The state is HALTED already; only its event did not reach the bus.
+            log.error("halt_publish_failed", error=repr(task.exception()))
 
     async def publish_trip(self, event: Event | None = None) -> None:
         """Move to HALTED (and publish it) if a kill switch has tripped since the last call."""
@@ -438,7 +469,8 @@ class RiskManager:
 
     async def on_signal(self, signal: SignalGenerated) -> None:
         self.signals += 1
-        await self.publish_trip()
+        if self._trip_reason is not None:
+            await self.publish_trip()
         client_order_id = f"qt-{signal.signal_id}"
         if client_order_id in self._recent:
             await self._refuse(signal, client_order_id, 0.0, DUPLICATE_ORDER)
@@ -446,14 +478,16 @@ class RiskManager:
         if not (math.isfinite(signal.price) and signal.price > 0) or math.isnan(signal.volatility):
             await self._refuse(signal, client_order_id, 0.0, "invalid_signal")
             return
+        exposure = self.exposure(signal.symbol)
         await self._decide(
             client_order_id=client_order_id,
             symbol=signal.symbol,
             side=signal.side,
-            quantity=self._size(signal, self.exposure(signal.symbol)),
+            quantity=self._size(signal, exposure),
             price=signal.price,
             signal_id=signal.signal_id,
             refuse=lambda quantity, reason: self._refuse(signal, client_order_id, quantity, reason),
+            exposure=exposure,
         )
 
     async def submit_order(
@@ -518,10 +552,15 @@ class RiskManager:
         signal_id: str | None = None,
         order_type: OrderType = OrderType.MARKET,
         limit_price: float | None = None,
+        exposure: float | None = None,
     ) -> OrderIntent | None:
-        """Run every check; publish the intent (returned) or refuse through ``refuse``."""
+        """Run every check; publish the intent (returned) or refuse through ``refuse``.
+
+        ``exposure``: the symbol's exposure if the caller has just computed it (nothing can
+        change it between that and here: no await in between)."""
         now = self.clock.now_ns()
-        exposure = self.exposure(symbol)
+        if exposure is None:
+            exposure = self.exposure(symbol)
         other_gross, other_cluster = self._book_exposure(symbol)
         order = ProposedOrder(symbol=symbol, side=side, quantity=quantity, price=price)
         view = RiskView(
@@ -598,6 +637,7 @@ class RiskManager:
         if self.state is TradingState.HALTED:
             self.equity_peak = self.equity()
             self._outcomes.clear()
+            self._errors_in_window = 0
             self._trip_reason = None
         return await self._change_state(state, reason)
 

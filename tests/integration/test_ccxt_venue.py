@@ -16,11 +16,13 @@ import ccxt.async_support as ccxt_async
 import msgspec
 import pytest
 
+from quantumtrade.bus import EventBus
 from quantumtrade.clock import ManualClock
 from quantumtrade.config import Credentials
 from quantumtrade.errors import VenueError
 from quantumtrade.events import OrderIntent, OrderType, Side
 from quantumtrade.execution.ccxt_venue import CcxtVenue, CcxtVenueConfig
+from quantumtrade.execution.router import OrderRouter
 from quantumtrade.execution.venue import OrderStatus, Venue
 from tests.support.loopback_binance import Fault, LoopbackBinance, Market, market
 from tests.support.loopback_binance_private import (
@@ -336,3 +338,49 @@ async def test_concurrent_submits_of_one_id_send_one_order(
     assert first.result().status is second.result().status is OrderStatus.FILLED
     assert first.result().venue_order_id == second.result().venue_order_id
     assert book.order_posts == 1 and len(book.orders) == 1
+
+
+# --- lot steps and balances for the router --------------------------------------------------
+
+
+async def test_lot_step_and_assets_come_from_the_exchange_markets(
+    venue: CcxtVenue, book: PrivateBook
+) -> None:
+    assert venue.assets("BTCUSDT") == ("BTC", "USDT") and venue.assets("DOGEUSDT") is None
+    # The loopback server's LOT_SIZE step is 0.00001: ccxt would truncate 1/60 to 0.01666.
+    assert venue.tradable_quantity("BTCUSDT", 1.0 / 60.0) == 0.01666
+    assert venue.tradable_quantity("BTCUSDT", 0.000009) == 0.0
+    ex = await venue.submit(buy("lot-1", venue.tradable_quantity("BTCUSDT", 1.0 / 60.0)))
+    assert ex.status is OrderStatus.FILLED and ex.filled_quantity == pytest.approx(0.01666)
+    assert book.orders["lot-1"].orig_qty == 0.01666
+
+
+async def test_free_balances_are_fetched_then_moved_by_our_fills(venue: CcxtVenue) -> None:
+    assert venue.free_balance("USDT") is None  # never fetched: the router does not check
+    await venue.balance()
+    assert venue.free_balance("USDT") == pytest.approx(10_000.0)
+    assert venue.free_balance("BTC") == pytest.approx(1.0)
+    assert venue.free_balance("ETH") == 0.0
+    await venue.submit(buy("bal-1", 2.0))  # 100 + 101 USDT plus the fee
+    assert venue.free_balance("USDT") == pytest.approx(10_000.0 - 201.0 * (1 + FEE))
+    assert venue.free_balance("BTC") == pytest.approx(3.0)
+    await venue.submit(sell("bal-2", 1.0))  # 99 USDT less the fee
+    assert venue.free_balance("BTC") == pytest.approx(2.0)
+    await venue.balance()  # the exchange agrees with what the fills moved
+    assert venue.free_balance("USDT") == pytest.approx(
+        10_000.0 - 201.0 * (1 + FEE) + 99.0 * (1 - FEE)
+    )
+
+
+async def test_the_router_skips_the_venue_once_its_fetched_balance_falls_short(
+    venue: CcxtVenue, book: PrivateBook
+) -> None:
+    clock = ManualClock(start_ns=START_MS * 1_000_000)
+    router = OrderRouter(bus=EventBus(clock=clock), clock=clock, venues=[venue])
+    order = buy("r-1", 1.5)  # 100 + 0.5 * 101 = 150.5 USDT plus 10 bps
+    assert (await router.route(order)).excluded == {}  # balances unknown: not checked
+    book.balances["USDT"].free = 150.0  # someone spent it; the next fetch sees it
+    await venue.balance()
+    decision = await router.route(order)
+    assert decision.children == ()
+    assert decision.excluded == {"binance": "insufficient_balance: needs 150.6505 USDT, has 150"}

@@ -101,7 +101,12 @@ async def test_live_daemon_routes_to_the_exchange_and_reconciles_after_restart(
                 await daemon.bus.drain()
                 bar = daemon.state.latest("BTCUSDT")
                 assert bar is not None
-                quantity = round(500.0 / bar.close, 4)  # within the lot size step
+                # Off the exchange's lot step (0.00001) on purpose: the router sends the
+                # quantity rounded down to it, and the order is filled when all of that is.
+                quantity = 500.0 / bar.close
+                (venue,) = daemon.ccxt_venues
+                sent = venue.tradable_quantity("BTCUSDT", quantity)
+                assert 0 < sent < quantity and sent == round(sent, 5)
                 async with aiohttp.ClientSession() as http:
                     async with http.post(
                         f"{daemon.admin.url}/api/trading/order-router",
@@ -120,8 +125,10 @@ async def test_live_daemon_routes_to_the_exchange_and_reconciles_after_restart(
                         answer = await resp.json()
                         assert resp.status == 200, answer
                 assert answer["order"]["status"] == "FILLED", answer
+                assert answer["order"]["filled_quantity"] == pytest.approx(sent)
                 assert answer["order"]["venue"] == "binance"
                 assert answer["routing"]["children"][0]["venue"] == "binance"
+                assert answer["routing"]["children"][0]["quantity"] == sent
 
                 # Accepted by the exchange, answered 503, and both queries fail: in flight.
                 book.order_faults.append(OrderFault(OrderFaultKind.SERVER_ERROR, accept=True))
@@ -138,10 +145,11 @@ async def test_live_daemon_routes_to_the_exchange_and_reconciles_after_restart(
             finally:
                 await daemon.stop()
         position_before = daemon.portfolio.position("BTCUSDT").quantity
-        assert position_before == pytest.approx(quantity)  # op-2's fill is not known yet
+        assert position_before == pytest.approx(sent)  # op-2's fill is not known yet
 
         assert set(book.orders) == {"op-1", "op-2"}
         assert book.orders["op-1"].status == "FILLED"
+        assert book.orders["op-1"].orig_qty == book.orders["op-2"].orig_qty == sent
         submitted = await logged(tmp_path, "OrderSubmitted")
         assert {e.client_order_id for e in submitted if isinstance(e, OrderSubmitted)} == {
             "op-1",
@@ -180,8 +188,8 @@ async def test_live_daemon_routes_to_the_exchange_and_reconciles_after_restart(
                 await restarted.stop()
         assert not restarted.ledger.open
         assert [e["client_order_id"] for e in status["external_orders"]] == ["by-hand-1"]
-        assert status["balances"]["binance"]["BTC"] == pytest.approx(2 * quantity + 0.0, rel=1e-6)
-        assert restarted.portfolio.position("BTCUSDT").quantity == pytest.approx(2 * quantity)
+        assert status["balances"]["binance"]["BTC"] == pytest.approx(2 * sent, rel=1e-9)
+        assert restarted.portfolio.position("BTCUSDT").quantity == pytest.approx(2 * sent)
 
     fills = [e for e in await logged(tmp_path, "OrderFilled") if isinstance(e, OrderFilled)]
     assert sorted(f.client_order_id for f in fills) == ["op-1", "op-2"]

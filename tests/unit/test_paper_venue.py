@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from quantumtrade.clock import ManualClock
 from quantumtrade.data.source import OrderBook
 from quantumtrade.events import OrderIntent, OrderType, Side
 from quantumtrade.execution.paper import PaperVenue, PaperVenueConfig
-from quantumtrade.execution.venue import OrderStatus, walk_book
+from quantumtrade.execution.venue import OrderStatus, round_to_step, walk_book
 
 BOOK = OrderBook(
     symbol="BTCUSDT",
@@ -167,3 +170,65 @@ async def test_a_failing_book_source_raises_and_the_id_can_be_retried() -> None:
         await v.submit(intent(coid="r"))
     ex = await v.submit(intent(coid="r"))
     assert ex.status is OrderStatus.FILLED
+
+
+async def test_a_quantity_off_the_lot_step_is_rejected_and_one_on_it_fills() -> None:
+    v = venue(quantity_step=0.01)
+    off = await v.submit(intent(quantity=0.015, coid="off"))
+    assert off.status is OrderStatus.REJECTED and off.reason == "lot_size"
+    assert v.tradable_quantity("BTCUSDT", 0.015) == 0.01
+    assert v.tradable_quantity("BTCUSDT", 0.3) == 0.3  # 0.3 / 0.01 is 29.999…: still 30 steps
+    assert v.tradable_quantity("BTCUSDT", 0.004) == 0.0
+    on = await v.submit(intent(quantity=0.3, coid="on"))
+    assert on.status is OrderStatus.FILLED and on.filled_quantity == pytest.approx(0.3)
+
+
+async def test_balances_are_checked_and_moved_by_fills() -> None:
+    v = PaperVenue(
+        clock=ManualClock(),
+        books=Books(BOOK),
+        config=PaperVenueConfig(taker_fee_bps=10.0, balances={"USDT": 500.0, "BTC": 0.5}),
+    )
+    assert v.assets("BTCUSDT") == ("BTC", "USDT")
+    assert v.free_balance("USDT") == 500.0 and v.free_balance("ETH") == 0.0
+    # 1 @ 101 + 1.5 @ 102 = 254 USDT, plus 10 bps.
+    bought = await v.submit(intent(Side.BUY, 2.5, coid="b1"))
+    assert bought.status is OrderStatus.FILLED
+    assert v.free_balance("USDT") == pytest.approx(500.0 - 254.0 * 1.001)
+    assert v.free_balance("BTC") == pytest.approx(3.0)
+    too_dear = await v.submit(intent(Side.BUY, 3.0, coid="b2"))  # 101 + 204 + 0: > 245.7
+    assert too_dear.status is OrderStatus.REJECTED and too_dear.reason == "insufficient_balance"
+    too_big = await v.submit(intent(Side.SELL, 3.5, coid="s1"))
+    assert too_big.status is OrderStatus.REJECTED and too_big.reason == "insufficient_balance"
+    sold = await v.submit(intent(Side.SELL, 3.0, coid="s2"))  # 99 + 196 + 0: the whole book
+    assert sold.status is OrderStatus.FILLED and v.free_balance("BTC") == pytest.approx(0.0)
+    assert v.balances() == pytest.approx(
+        {"USDT": 500.0 - 254.0 * 1.001 + (99.0 + 196.0) * 0.999, "BTC": 0.0}
+    )
+
+
+async def test_without_balances_the_venue_reports_none() -> None:
+    v = venue()
+    assert v.free_balance("USDT") is None and v.balances() is None
+
+
+@given(
+    units=st.integers(min_value=0, max_value=10**9),
+    dust=st.floats(min_value=0.0, max_value=0.999),
+    step=st.sampled_from(["0.00000001", "0.00001", "0.001", "0.1", "1", "10", "0.25", "0.003"]),
+)
+def test_round_to_step_is_the_decimal_floor(units: int, dust: float, step: str) -> None:
+    """The quantity an exchange would take: the decimal multiple of the step at or below it,
+    as the float that prints as that decimal (what ccxt then sends unchanged)."""
+    quantity = float((Decimal(units) + Decimal(repr(dust))) * Decimal(step))
+    expected = float(Decimal(int(Decimal(repr(quantity)) / Decimal(step))) * Decimal(step))
+    got = round_to_step(quantity, float(step))
+    assert got == expected and repr(got) == repr(expected)
+    assert got <= quantity
+
+
+def test_round_to_step_edges() -> None:
+    assert round_to_step(1.0 / 60.0, 1e-5) == 0.01666 and repr(0.01666) == "0.01666"
+    assert round_to_step(0.3, 0.1) == 0.3  # 0.3 / 0.1 is 2.9999999999999996
+    assert round_to_step(0.000009, 1e-5) == 0.0
+    assert round_to_step(1.23, 0.0) == 1.23  # no step

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from quantumtrade.breaker import BreakerConfig
 from quantumtrade.bus import EventBus
@@ -24,6 +27,7 @@ from quantumtrade.events import (
 from quantumtrade.execution.paper import PaperVenue, PaperVenueConfig
 from quantumtrade.execution.router import MAX_CLIENT_ID, OrderRouter, RouterConfig, child_order_id
 from quantumtrade.execution.tracker import OrderTracker
+from quantumtrade.execution.venue import take_levels
 from quantumtrade.portfolio import Portfolio
 from quantumtrade.risk.manager import RiskManager, subscribe_decision_path
 
@@ -58,12 +62,19 @@ def paper(
     fee_bps: float,
     latency_ms: float = 0.0,
     symbols: set[str] | None = None,
+    balances: dict[str, float] | None = None,
+    quantity_step: float = 0.0,
 ) -> PaperVenue:
     return PaperVenue(
         name,
         clock=clock,
         books=books if isinstance(books, Books) else Books(books),
-        config=PaperVenueConfig(taker_fee_bps=fee_bps, latency_ms=latency_ms),
+        config=PaperVenueConfig(
+            taker_fee_bps=fee_bps,
+            latency_ms=latency_ms,
+            balances=balances or {},
+            quantity_step=quantity_step,
+        ),
         symbols=symbols,
     )
 
@@ -390,3 +401,213 @@ async def test_moves_away_from_a_failing_venue_and_back_once_it_recovers() -> No
     assert await venue_of_next_order() == "cheap"  # the probe succeeds and closes it
     assert h.router.breakers["cheap"].state == "CLOSED"
     assert await venue_of_next_order() == "cheap"
+
+
+# --- balances ---------------------------------------------------------------------------------
+
+
+async def test_a_venue_whose_quote_balance_cannot_pay_is_skipped_with_the_reason() -> None:
+    clock = ManualClock()
+    # 1 BTC at 100.05 plus 5 bps costs 100.100025 USDT: cheap has 100.1, so it is short.
+    cheap = paper("cheap", clock, DEEP, 5.0, balances={"USDT": 100.1})
+    dear = paper("dear", clock, DEEP, 10.0, balances={"USDT": 1_000.0})
+    h = Harness(clock, [cheap, dear])
+    decision = await h.router.route(intent(1.0))
+    assert [q.venue for q in decision.ranking] == ["dear"]
+    assert decision.excluded["cheap"].startswith("insufficient_balance: needs 100.10002")
+    assert decision.excluded["cheap"].endswith("USDT, has 100.1")
+    assert [c.venue for c in decision.children] == ["dear"]
+    # A smaller order fits the cheaper venue's balance again.
+    small = await h.router.route(intent(0.5))
+    assert small.excluded == {} and small.children[0].venue == "cheap"
+
+
+async def test_fills_spend_the_balance_until_the_venue_is_skipped() -> None:
+    clock = ManualClock()
+    cheap = paper("cheap", clock, DEEP, 0.0, balances={"USDT": 250.0})
+    dear = paper("dear", clock, DEEP, 10.0, balances={"USDT": 1_000.0})
+    h = Harness(clock, [cheap, dear])
+    venues = []
+    for _ in range(3):
+        before = len(h.seen)
+        await h.router.on_intent(intent(1.0))
+        submitted = h.seen[before]
+        assert isinstance(submitted, OrderSubmitted)
+        venues.append(submitted.venue)
+    assert venues == ["cheap", "cheap", "dear"]  # 250 - 2 * 100.05 leaves 49.9 USDT
+    assert cheap.free_balance("USDT") == pytest.approx(250.0 - 2 * 100.05)
+    assert cheap.free_balance("BTC") == pytest.approx(2.0)
+
+
+async def test_a_sell_needs_the_base_asset_and_no_venue_with_it_rejects_the_order() -> None:
+    clock = ManualClock()
+    a = paper("a", clock, DEEP, 5.0, balances={"USDT": 1e6, "BTC": 0.4})
+    b = paper("b", clock, DEEP, 10.0, balances={"USDT": 1e6})
+    h = Harness(clock, [a, b])
+    decision = await h.router.route(intent(0.4, side=Side.SELL))
+    assert decision.children[0].venue == "a" and decision.excluded["b"].startswith(
+        "insufficient_balance: needs 0.4 BTC, has 0"
+    )
+    order = intent(0.5, side=Side.SELL)
+    await h.router.on_intent(order)
+    (rejected,) = h.seen
+    assert isinstance(rejected, OrderRejected) and rejected.reason == "no_eligible_venue"
+    assert "a: insufficient_balance: needs 0.5 BTC, has 0.4" in rejected.detail
+    assert "b: insufficient_balance" in rejected.detail
+    assert h.router.metrics()["unroutable"] == 1
+
+
+async def test_venues_without_balances_are_not_checked() -> None:
+    clock = ManualClock()
+    h = Harness(clock, [paper("a", clock, DEEP, 5.0)])
+    decision = await h.router.route(intent(50.0, side=Side.SELL))
+    assert decision.excluded == {} and decision.children[0].venue == "a"
+
+
+# --- lot steps ----------------------------------------------------------------------------
+
+
+async def test_the_quantity_sent_is_rounded_down_to_the_lot_step_and_ends_filled() -> None:
+    clock = ManualClock()
+    h = Harness(clock, [paper("a", clock, DEEP, 5.0, quantity_step=0.001)])
+    tracker = OrderTracker()
+    for t, handler in (
+        (OrderFilled, tracker.on_filled),
+        (OrderCancelled, tracker.on_cancelled),
+        (OrderRejected, tracker.on_rejected),
+    ):
+        h.bus.subscribe(t, handler)
+    order = intent(1000.0 / 60_000.0)  # 0.0166666…: the venue trades 0.016
+    done = tracker.watch(order.client_order_id)
+    await h.router.on_intent(order)
+    submitted, filled = h.seen
+    assert isinstance(submitted, OrderSubmitted) and submitted.quantity == 0.016
+    assert isinstance(filled, OrderFilled) and filled.quantity == pytest.approx(0.016)
+    assert filled.leaves_quantity == 0.0
+    outcome = await done
+    assert outcome.status == "FILLED" and outcome.filled_quantity == pytest.approx(0.016)
+    assert h.router.metrics()["venues"]["a"]["fill_shortfall_ewma"] == 0.0
+
+
+async def test_an_order_below_every_lot_step_is_rejected_with_the_reason() -> None:
+    clock = ManualClock()
+    h = Harness(clock, [paper("a", clock, DEEP, 5.0, quantity_step=0.01)])
+    decision = await h.router.route(intent(0.004))
+    assert decision.excluded == {"a": "below_lot_size"} and decision.children == ()
+    await h.router.on_intent(intent(0.004))
+    (rejected,) = h.seen
+    assert isinstance(rejected, OrderRejected) and rejected.detail == "a: below_lot_size"
+
+
+async def test_split_children_are_rounded_to_each_venues_lot_step() -> None:
+    clock = ManualClock()
+    books = {"BTCUSDT": book("BTCUSDT", ((100.05, 1.0), (100.5, 100.0)))}
+    venues = [
+        paper("b", clock, books, 10.0, quantity_step=0.1),
+        paper("a", clock, books, 2.0, quantity_step=0.25),
+    ]
+    h = Harness(clock, venues)
+    decision = await h.router.route(intent(2.37))
+    # Cheapest units first: a's 1.0 at 100.05 (+2 bps), b's 1.0 at 100.05 (+10 bps), then the
+    # last 0.37 at a's 100.5 (+2 bps, cheaper than b's 100.5 + 10 bps). a's 1.37 rounds down to
+    # its 0.25 step, b's 1.0 is already on its 0.1 step.
+    assert [(c.venue, c.quantity) for c in decision.children] == [("a", 1.25), ("b", 1.0)]
+    await h.router.on_intent(intent(2.37))
+    assert not any(isinstance(e, OrderRejected) for e in h.seen)  # both steps respected
+
+
+# --- allocation against a brute-force oracle --------------------------------------------------
+
+
+def _greedy_oracle(
+    books: dict[str, tuple[tuple[float, float], ...]], fees: dict[str, float], quantity: float
+) -> dict[str, float]:
+    """Every level of every venue priced per unit (price plus fee), cheapest taken first."""
+    units = sorted(
+        (price * (1 + fees[v] / 1e4), size, v) for v, asks in books.items() for price, size in asks
+    )
+    taken: dict[str, float] = {}
+    remaining = quantity
+    for _, size, venue in units:
+        if remaining <= quantity * 1e-9:
+            break
+        take = min(size, remaining)
+        taken[venue] = taken.get(venue, 0.0) + take
+        remaining -= take
+    return taken
+
+
+@st.composite
+def _venue_books(
+    draw: st.DrawFn,
+) -> tuple[dict[str, tuple[tuple[float, float], ...]], dict[str, float]]:
+    books: dict[str, tuple[tuple[float, float], ...]] = {}
+    fees: dict[str, float] = {}
+    for v in range(draw(st.integers(min_value=2, max_value=3))):
+        price = 100.0 + draw(st.floats(min_value=0.01, max_value=0.5))
+        levels = []
+        for _ in range(draw(st.integers(min_value=1, max_value=6))):
+            levels.append((price, draw(st.floats(min_value=0.1, max_value=3.0))))
+            price += draw(st.floats(min_value=0.01, max_value=0.7))
+        books[f"v{v}"] = tuple(levels)
+        fees[f"v{v}"] = draw(st.floats(min_value=0.0, max_value=20.0))
+    return books, fees
+
+
+@settings(max_examples=200, deadline=None)
+@given(venue_books=_venue_books(), share=st.floats(min_value=0.01, max_value=1.0))
+async def test_allocation_matches_the_brute_force_greedy(
+    venue_books: tuple[dict[str, tuple[tuple[float, float], ...]], dict[str, float]],
+    share: float,
+) -> None:
+    """The fast path (the best venue alone) and the level cut-off never change the plan: with
+    no saving threshold, the children are exactly the greedy's shares over every level."""
+    books, fees = venue_books
+    costs = sorted(p * (1 + fees[v] / 1e4) for v, asks in books.items() for p, _ in asks)
+    assume(all(b - a > 1e-9 for a, b in itertools.pairwise(costs)))  # ties may go either way
+    quantity = share * min(sum(size for _, size in asks) for asks in books.values())
+    clock = ManualClock()
+    venues = [
+        paper(v, clock, {"BTCUSDT": book("BTCUSDT", asks)}, fees[v]) for v, asks in books.items()
+    ]
+    router = OrderRouter(
+        bus=EventBus(clock=clock),
+        clock=clock,
+        venues=venues,
+        config=RouterConfig(min_split_saving_bps=0.0),
+    )
+    decision = await router.route(intent(quantity))
+    planned = {c.venue: c.quantity for c in decision.children}
+    expected = _greedy_oracle(books, fees, quantity)
+    if len(expected) > 1:
+        assert planned == pytest.approx(expected)
+        return
+    # One venue: the best of the ranking, which adds fee and slippage in bps where the greedy
+    # multiplies price by fee, so a venue within a hair (< 1 bp) of the cheapest may rank first.
+    best = decision.ranking[0].venue
+    assert planned == pytest.approx({best: quantity})
+    whole = {
+        v: sum(q * p for q, p in take_levels(asks, quantity)) * (1 + fees[v] / 1e4)
+        for v, asks in books.items()
+    }
+    cheapest = min(whole, key=whole.__getitem__)
+    assert best == cheapest or whole[best] - whole[cheapest] < whole[cheapest] * 1e-4
+
+
+async def test_venues_are_priced_against_one_reference_mid() -> None:
+    """cheap's book sits lower: 100.125 + 13 bps of fee beats dear's 100.375 without fee, even
+    though against its own (higher) mid dear's ask looks closer."""
+    clock = ManualClock()
+    h = Harness(
+        clock,
+        [
+            paper("dear", clock, {"BTCUSDT": book("BTCUSDT", ((100.375, 1.0),))}, 0.0),
+            paper("cheap", clock, {"BTCUSDT": book("BTCUSDT", ((100.125, 1.0),))}, 13.0),
+        ],
+    )
+    decision = await h.router.route(intent(1.0))
+    assert [q.venue for q in decision.ranking] == ["cheap", "dear"]
+    reference = (100.0375 + 100.1625) / 2  # the median of the two mids
+    assert all(q.mid == pytest.approx(reference) for q in decision.ranking)
+    assert decision.ranking[0].slippage_bps == pytest.approx((100.125 / reference - 1) * 1e4)
+    assert [c.venue for c in decision.children] == ["cheap"]
