@@ -358,15 +358,17 @@ class RiskManager:
         returns = self._returns.get(symbol)
         if returns is None:
             returns = self._returns[symbol] = deque(maxlen=self.limits.var_window)
-        for bar in event.bars:
-            # A bar seen before (a re-fetch) or a bad close would add a false return.
-            if (last_ms is not None and bar.ts_ms <= last_ms) or not (
-                math.isfinite(bar.close) and bar.close > 0
-            ):
-                continue
-            if prev is not None:
-                returns.append((bar.ts_ms, bar.close / prev - 1.0))
-            prev, last_ms = bar.close, bar.ts_ms
+        ts, close = event.bars.ts(), event.bars.rows()[:, 3]
+        # A bar seen before (a re-fetch) or a bad close would add a false return; of a long
+        # history only the newest var_window returns can stay in the deque.
+        keep = np.isfinite(close) & (close > 0)
+        if last_ms is not None:
+            keep &= ts > last_ms
+        picked = np.flatnonzero(keep)[-(self.limits.var_window + 1) :]
+        for bar_ms, price in zip(ts[picked].tolist(), close[picked].tolist(), strict=True):
+            if prev is not None and (last_ms is None or bar_ms > last_ms):
+                returns.append((bar_ms, price / prev - 1.0))
+            prev, last_ms = price, bar_ms
         if prev is not None and last_ms is not None:
             self._last_close[symbol] = prev
             self._last_bar_ms[symbol] = last_ms
