@@ -14,6 +14,7 @@ from quantumtrade.bus import EventBus
 from quantumtrade.clock import ManualClock
 from quantumtrade.events import (
     Bar,
+    BarBlock,
     BarsUpdated,
     OrderCancelled,
     OrderFilled,
@@ -91,7 +92,7 @@ class Harness:
                 ts_ns=self.clock.now_ns(),
                 symbol=symbol,
                 source="test",
-                bars=(Bar(bar_ms, close, close, close, close, 1.0),),
+                bars=BarBlock.from_bars([Bar(bar_ms, close, close, close, close, 1.0)]),
             )
         )
 
