@@ -50,15 +50,25 @@ def _append_run(
         ts[row, c] = ts[row, c + n]
         for f in range(5):
             prices[f, row, c] = prices[f, row, c + n]
-    c = cap
-    i = b - 1
-    while c > cap - n:
-        if codes[i] == OK:
-            c -= 1
-            ts[row, c] = new_ts[i]
-            for f in range(5):
-                prices[f, row, c] = new_prices[i, f]
-        i -= 1
+    if k == b - a:
+        # Every bar passed (the usual case): one sequential stream per column.
+        first = b - n
+        for t in range(n):
+            ts[row, cap - n + t] = new_ts[first + t]
+        for f in range(5):
+            column = prices[f, row]
+            for t in range(n):
+                column[cap - n + t] = new_prices[first + t, f]
+    else:
+        c = cap
+        i = b - 1
+        while c > cap - n:
+            if codes[i] == OK:
+                c -= 1
+                ts[row, c] = new_ts[i]
+                for f in range(5):
+                    prices[f, row, c] = new_prices[i, f]
+            i -= 1
     lengths[row] = keep + n
 
 

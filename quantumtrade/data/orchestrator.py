@@ -76,7 +76,7 @@ class OrchestratorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     """Bound of the fetch queue; symbols that do not fit stay due for the next heartbeat."""
     book_depth: Annotated[int, msgspec.Meta(ge=1)] = 20
     """Levels a side for ``Orchestrator.order_book``."""
-    batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 512
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1024
     """Symbols one worker fetches in one call from a source that supports batches."""
     ticker_interval_ms: Annotated[int, msgspec.Meta(ge=0)] = 5_000
     """How often every active symbol's ticker is fetched (one call per source; 0: never)."""

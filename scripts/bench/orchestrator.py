@@ -109,8 +109,9 @@ def hold(n: int, bars: int) -> None:
         state = MarketState(source.symbols(), bars)
         until = clock.now_ns() // 1_000_000
         symbols = source.symbols()
-        for i in range(0, n, 512):
-            chunk = symbols[i : i + 512]
+        size = OrchestratorConfig().batch_size  # as the workers fetch
+        for i in range(0, n, size):
+            chunk = symbols[i : i + size]
             batch = await source.fetch_bar_batch(chunk, [None] * len(chunk), until)
             state.append_batch(batch, validate_batch(batch, state.last_ts_array(chunk)))
 
