@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
 from quantumtrade.clock import Clock
@@ -47,6 +47,37 @@ class L1Cache(Generic[V]):
             del self._entries[key]
         self.misses += 1
         return None
+
+    def get_many(self, keys: Sequence[Hashable]) -> list[V | None]:
+        """``get`` for many keys with one clock reading (a batch of thousands of symbols)."""
+        now = self.clock.now_ns()
+        entries = self._entries
+        out: list[V | None] = []
+        hits = 0
+        for key in keys:
+            entry = entries.get(key)
+            if entry is not None:
+                if entry[0] > now:
+                    entries.move_to_end(key)
+                    hits += 1
+                    out.append(entry[1])
+                    continue
+                del entries[key]
+            out.append(None)
+        self.hits += hits
+        self.misses += len(keys) - hits
+        return out
+
+    def set_many(self, items: Sequence[tuple[Hashable, V]]) -> None:
+        """``set`` for many entries with one clock reading."""
+        expires = self.clock.now_ns() + self.ttl_ns
+        entries = self._entries
+        for key, value in items:
+            entries[key] = (expires, value)
+            entries.move_to_end(key)
+        while len(entries) > self.max_entries:
+            entries.popitem(last=False)
+            self.evictions += 1
 
     def peek(self, key: Hashable, *, stale_ok: bool = False) -> V | None:
         """The fresh value for ``key`` without counting a hit or miss or touching LRU order;

@@ -137,7 +137,7 @@ class TieredCache(Generic[V]):
         ``i`` (e.g. not new enough), which is then looked up in L2 too. No single-flight:
         callers fetch disjoint keys."""
         l1 = self.l1
-        values: list[V | None] = [l1.get(key) for key in keys]
+        values = l1.get_many(keys)
         if usable is not None:
             values = [v if v is None or usable(i, v) else None for i, v in enumerate(values)]
         missing = [i for i, v in enumerate(values) if v is None]
@@ -158,8 +158,7 @@ class TieredCache(Generic[V]):
 
     async def set_many(self, items: Sequence[tuple[str, V]]) -> None:
         """Store every (key, value) in L1 and, in one pipeline, in L2."""
-        for key, value in items:
-            self.l1.set(key, value)
+        self.l1.set_many(items)
         if not items or self.l2 is None or not self.breaker.allow():
             return
         encode = self._encoder.encode

@@ -14,9 +14,8 @@ per symbol, ``DataRejected`` per bad bar, ``SourceFailed`` on a fault and every
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any, cast
 
@@ -123,6 +122,59 @@ class CachedBars(msgspec.Struct, frozen=True, array_like=True):
         return ts[start:], prices[:, start:]
 
 
+class _Schedule:
+    """Symbols due for a fetch, most urgent priority first and FIFO within one; bounded.
+
+    What ``asyncio.PriorityQueue`` did, for three fixed priorities: a deque each, so a full
+    refresh of thousands of symbols costs a deque append and pop per symbol, not a heap push,
+    a heap pop and a waiter wake-up each. ``join`` waits until every symbol taken is done.
+    """
+
+    def __init__(self, levels: int) -> None:
+        self._levels: list[deque[str]] = [deque() for _ in range(levels)]
+        self._size = 0
+        self._unfinished = 0
+        self._ready = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def qsize(self) -> int:
+        return self._size
+
+    def put(self, priority: int, symbol: str) -> None:
+        self._levels[priority].append(symbol)
+        self._size += 1
+        self._unfinished += 1
+        self._idle.clear()
+        self._ready.set()
+
+    async def get(self) -> str:
+        """The most urgent symbol, waiting until there is one."""
+        while not self._size:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._pop()
+
+    def get_nowait(self) -> str | None:
+        return self._pop() if self._size else None
+
+    def _pop(self) -> str:
+        for level in self._levels:
+            if level:
+                self._size -= 1
+                return level.popleft()
+        raise AssertionError("schedule size out of step with its levels")
+
+    def task_done(self, n: int = 1) -> None:
+        self._unfinished -= n
+        if self._unfinished <= 0:
+            self._unfinished = 0
+            self._idle.set()
+
+    async def join(self) -> None:
+        await self._idle.wait()
+
+
 class _Flow:
     """Scheduling state of one symbol."""
 
@@ -189,10 +241,7 @@ class Orchestrator:
         }
         self._timeout_s = config.fetch_timeout_ms / 1000.0
         # Bounded: refresh_due() never waits; what does not fit stays due for the next tick.
-        self._queue: asyncio.PriorityQueue[tuple[int, int, str]] = asyncio.PriorityQueue(
-            maxsize=config.queue_size
-        )
-        self._seq = itertools.count()
+        self._queue = _Schedule(levels=max(PRIORITY.values()) + 1)
         self._flows: dict[str, _Flow] = {}
         for symbol in state.symbols:
             self._flows[symbol] = self._new_flow(symbol)
@@ -241,8 +290,7 @@ class Orchestrator:
             except asyncio.CancelledError:
                 if not task.cancelled():  # stop() itself was cancelled
                     raise
-        while not self._queue.empty():
-            _, _, symbol = self._queue.get_nowait()
+        while (symbol := self._queue.get_nowait()) is not None:
             self._flows[symbol].queued = False
             self._queue.task_done()
 
@@ -257,8 +305,7 @@ class Orchestrator:
         """Enqueue every active symbol whose cadence has elapsed; returns how many."""
         now = self.clock.now_ns()
         cadence = self._cadence_ns
-        put = self._queue.put_nowait
-        seq = self._seq
+        put = self._queue.put
         room = self.config.queue_size - self._queue.qsize()
         enqueued = 0
         for flow in self._flows.values():
@@ -270,7 +317,7 @@ class Orchestrator:
             if enqueued >= room:
                 self.deferred += 1
                 continue
-            put((PRIORITY[flow.regime], next(seq), flow.symbol))
+            put(PRIORITY[flow.regime], flow.symbol)
             flow.queued = True
             enqueued += 1
         return enqueued
@@ -347,12 +394,11 @@ class Orchestrator:
         queue = self._queue
         flows = self._flows
         while True:
-            _, _, symbol = await queue.get()
-            taken = [flows[symbol]]
+            taken = [flows[await queue.get()]]
             if self._batched[taken[0].source]:
                 limit = self.config.batch_size
-                while len(taken) < limit and not queue.empty():
-                    taken.append(flows[queue.get_nowait()[2]])
+                while len(taken) < limit and (more := queue.get_nowait()) is not None:
+                    taken.append(flows[more])
             try:
                 groups: dict[str, list[_Flow]] = {}
                 for flow in taken:
@@ -368,7 +414,7 @@ class Orchestrator:
             finally:
                 for flow in taken:
                     flow.queued = False
-                    queue.task_done()
+                queue.task_done(len(taken))
 
     def _crashed(self, source_name: str, flows: list[_Flow]) -> None:
         """One crash policy: log with context, count, feed the breaker, take the next symbol."""

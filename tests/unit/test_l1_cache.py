@@ -88,3 +88,35 @@ def test_peek_neither_counts_nor_reorders() -> None:
     assert cache.peek("a") is None and cache.peek("b") == 2
     clock.advance(0.2)
     assert cache.peek("b") is None
+
+
+def test_batch_get_and_set_behave_like_single_calls() -> None:
+    """get_many/set_many (one clock reading per batch) keep TTL, LRU order and counters."""
+    clocks = ManualClock(), ManualClock()
+    single: L1Cache[int] = L1Cache(clock=clocks[0], ttl_ms=100, max_entries=4)
+    batch: L1Cache[int] = L1Cache(clock=clocks[1], ttl_ms=100, max_entries=4)
+    steps: list[tuple[str, list[str], float]] = [
+        ("set", ["a", "b", "c"], 0.0),
+        ("get", ["a", "x", "c"], 0.05),
+        ("set", ["d", "e"], 0.0),  # five entries: the least recently used (b) goes
+        ("get", ["a", "b", "c", "d", "e"], 0.06),  # a and c expired at 0.11
+        ("set", ["f", "a"], 0.0),
+        ("get", ["f", "a", "d", "e"], 0.0),
+    ]
+    for op, keys, advance in steps:
+        for clock in clocks:
+            clock.advance(advance)
+        if op == "set":
+            items = [(k, ord(k)) for k in keys]
+            for k, v in items:
+                single.set(k, v)
+            batch.set_many(items)
+        else:
+            assert batch.get_many(keys) == [single.get(k) for k in keys]
+    assert (batch.hits, batch.misses, batch.evictions) == (
+        single.hits,
+        single.misses,
+        single.evictions,
+    )
+    assert batch.hits > 0 and batch.misses > 0 and batch.evictions > 0
+    assert list(batch._entries) == list(single._entries)
