@@ -529,13 +529,16 @@ class Orchestrator:
     def _cache_entries(
         self, keys: list[str], since: list[int | None], until_ms: int, batch: BarBatch
     ) -> list[tuple[str, CachedBars]]:
-        """Each symbol of a fresh (frozen) answer as a cache entry of at most ``cache_bars``
-        bars, extending the previous entry when the answer starts right after it (so a cold
-        reader gets a window, not one bar). An answer's newest bars are a contiguous run of
-        the batch: the entry is a view of it, not a copy."""
+        """Each symbol of a fresh answer as a cache entry of at most ``cache_bars`` bars,
+        extending the previous entry when the answer starts right after it (so a cold reader
+        gets a window, not one bar). The entries share one packed copy of the answers' tails
+        (views of the whole answer would keep all of it alive)."""
         window = self.config.cache_bars
-        ts_view, price_view = byte_view(batch.ts_ms), byte_view(batch.prices)
-        offsets = batch.offsets.tolist()
+        tail = batch.tail(window)
+        tail.freeze()
+        ts_view, price_view = byte_view(tail.ts_ms), byte_view(tail.prices)
+        offsets = tail.offsets.tolist()
+        full = batch.offsets.tolist()
         ts_all = batch.ts_ms
         assert self._cache is not None
         peek = self._cache.peek_stale
@@ -543,7 +546,8 @@ class Orchestrator:
         for i, key in enumerate(keys):
             after = since[i]
             a, b = offsets[i], offsets[i + 1]
-            previous = peek(key) if after is not None and b - a < window else None
+            cut = full[i + 1] - full[i] > window
+            previous = peek(key) if after is not None and not cut else None
             if previous is not None and previous.newest_ts() == after:
                 old_ts, old_rows = previous.bars.ts(), previous.bars.rows()
                 keep = min(len(old_ts), window - (b - a))  # old bars that still fit
@@ -551,13 +555,12 @@ class Orchestrator:
                     after = int(old_ts[len(old_ts) - keep - 1])
                 else:
                     after = previous.since_ms
-                ts = np.concatenate((old_ts[len(old_ts) - keep :], ts_all[a:b]))
-                rows = np.concatenate((old_rows[len(old_rows) - keep :], batch.prices[a:b]))
+                ts = np.concatenate((old_ts[len(old_ts) - keep :], tail.ts_ms[a:b]))
+                rows = np.concatenate((old_rows[len(old_rows) - keep :], tail.prices[a:b]))
                 block = BarBlock(memoryview(ts.tobytes()), memoryview(rows.tobytes()))
             else:
-                if b - a > window:  # cut to the window: it starts after the last dropped bar
-                    a = b - window
-                    after = int(ts_all[a - 1])
+                if cut:  # the entry starts after the answer's last dropped bar
+                    after = int(ts_all[full[i + 1] - window - 1])
                 block = BarBlock(ts_view[8 * a : 8 * b], price_view[40 * a : 40 * b])
             entries.append((key, CachedBars(since_ms=after, until_ms=until_ms, bars=block)))
         return entries

@@ -92,6 +92,17 @@ class BarBatch:
     def count(self, j: int) -> int:
         return int(self.offsets[j + 1] - self.offsets[j])
 
+    def tail(self, window: int) -> BarBatch:
+        """A new, packed batch of each symbol's newest ``window`` bars (a copy, so the
+        whole batch need not stay alive for them)."""
+        counts = np.minimum(np.diff(self.offsets), window)
+        offsets = np.zeros_like(self.offsets)
+        np.cumsum(counts, out=offsets[1:])
+        # Row indices of every kept bar: for symbol j, offsets[j+1] - counts[j] ... offsets[j+1].
+        starts = self.offsets[1:] - counts
+        rows = np.repeat(starts - offsets[:-1], counts) + np.arange(int(offsets[-1]))
+        return BarBatch(self.symbols, self.ts_ms[rows], self.prices[rows], offsets)
+
     def columns(self, j: int) -> NDArray[np.float64]:
         """Symbol ``j``'s (5, k) open/high/low/close/volume rows (a view)."""
         a, b = int(self.offsets[j]), int(self.offsets[j + 1])
