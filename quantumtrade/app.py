@@ -23,10 +23,11 @@ from quantumtrade.cache.l1 import L1Cache
 from quantumtrade.cache.tiered import RedisL2, TieredCache
 from quantumtrade.clock import Clock
 from quantumtrade.config import AppConfig, Mode, Secrets, describe
+from quantumtrade.data.bar_cache import CachedBars
 from quantumtrade.data.ccxt_source import CcxtSource
 from quantumtrade.data.factory import active_symbols, build_source
 from quantumtrade.data.market_state import MarketState
-from quantumtrade.data.orchestrator import CachedBars, Orchestrator
+from quantumtrade.data.orchestrator import Orchestrator
 from quantumtrade.data.source import OrderBook, Source
 from quantumtrade.errors import SourceUnavailable, StoreUnavailable
 from quantumtrade.events import (

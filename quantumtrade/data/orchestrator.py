@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any, cast
 
@@ -28,7 +28,9 @@ from quantumtrade.breaker import BreakerConfig, CircuitBreaker
 from quantumtrade.bus import EventBus
 from quantumtrade.cache.tiered import TieredCache
 from quantumtrade.clock import Clock
+from quantumtrade.data.bar_cache import CachedBars
 from quantumtrade.data.market_state import MarketState
+from quantumtrade.data.schedule import Schedule
 from quantumtrade.data.source import BarBatch, BatchSource, OrderBook, Source, Ticker
 from quantumtrade.data.validation import NO_BAR, OK, REASONS
 from quantumtrade.events import (
@@ -91,88 +93,6 @@ class OrchestratorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True
             raise ValueError(f"cadence_ms: unknown regimes {unknown}; expected {sorted(names)}")
         if any(ms < 1 for ms in self.cadence_ms.values()):
             raise ValueError("cadence_ms: every cadence must be at least 1 ms")
-
-
-class CachedBars(msgspec.Struct, frozen=True, array_like=True):
-    """A symbol's newest bars as a source answered them: every closed bar opened after
-    ``since_ms`` (None: the source's default history) up to the fetch at ``until_ms``."""
-
-    since_ms: int | None
-    until_ms: int
-    bars: BarBlock
-
-    def newest_ts(self) -> int | None:
-        n = len(self.bars)
-        return int(self.bars.ts()[n - 1]) if n else None
-
-    def covers(self, since_ms: int | None) -> bool:
-        """Whether this entry holds every bar a fetch after ``since_ms`` would return."""
-        if since_ms is None:
-            return self.since_ms is None
-        if self.since_ms is not None:
-            return self.since_ms <= since_ms
-        return len(self.bars) > 0 and int(self.bars.ts()[0]) <= since_ms
-
-    def after(self, since_ms: int | None) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-        """(ts, (5, k) prices) of the bars opened after ``since_ms``."""
-        ts, prices = self.bars.ts(), self.bars.columns()
-        if since_ms is None:
-            return ts, prices
-        start = int(np.searchsorted(ts, since_ms, side="right"))
-        return ts[start:], prices[:, start:]
-
-
-class _Schedule:
-    """Symbols due for a fetch, most urgent priority first and FIFO within one; bounded.
-
-    What ``asyncio.PriorityQueue`` did, for three fixed priorities: a deque each, so a full
-    refresh of thousands of symbols costs a deque append and pop per symbol, not a heap push,
-    a heap pop and a waiter wake-up each. ``join`` waits until every symbol taken is done.
-    """
-
-    def __init__(self, levels: int) -> None:
-        self._levels: list[deque[str]] = [deque() for _ in range(levels)]
-        self._size = 0
-        self._unfinished = 0
-        self._ready = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def qsize(self) -> int:
-        return self._size
-
-    def put(self, priority: int, symbol: str) -> None:
-        self._levels[priority].append(symbol)
-        self._size += 1
-        self._unfinished += 1
-        self._idle.clear()
-        self._ready.set()
-
-    async def get(self) -> str:
-        """The most urgent symbol, waiting until there is one."""
-        while not self._size:
-            self._ready.clear()
-            await self._ready.wait()
-        return self._pop()
-
-    def get_nowait(self) -> str | None:
-        return self._pop() if self._size else None
-
-    def _pop(self) -> str:
-        for level in self._levels:
-            if level:
-                self._size -= 1
-                return level.popleft()
-        raise AssertionError("schedule size out of step with its levels")
-
-    def task_done(self, n: int = 1) -> None:
-        self._unfinished -= n
-        if self._unfinished <= 0:
-            self._unfinished = 0
-            self._idle.set()
-
-    async def join(self) -> None:
-        await self._idle.wait()
 
 
 class _Flow:
@@ -241,7 +161,7 @@ class Orchestrator:
         }
         self._timeout_s = config.fetch_timeout_ms / 1000.0
         # Bounded: refresh_due() never waits; what does not fit stays due for the next tick.
-        self._queue = _Schedule(levels=max(PRIORITY.values()) + 1)
+        self._queue = Schedule(levels=max(PRIORITY.values()) + 1)
         self._flows: dict[str, _Flow] = {}
         for symbol in state.symbols:
             self._flows[symbol] = self._new_flow(symbol)

@@ -12,8 +12,9 @@ from quantumtrade.bus import EventBus
 from quantumtrade.cache.l1 import L1Cache
 from quantumtrade.cache.tiered import RedisL2, TieredCache
 from quantumtrade.clock import ManualClock
+from quantumtrade.data.bar_cache import CachedBars
 from quantumtrade.data.market_state import MarketState
-from quantumtrade.data.orchestrator import CachedBars, Orchestrator, OrchestratorConfig
+from quantumtrade.data.orchestrator import Orchestrator, OrchestratorConfig
 from quantumtrade.data.synthetic import SyntheticConfig, SyntheticSource
 from quantumtrade.events import BarsUpdated, Event, SourceFailed
 
