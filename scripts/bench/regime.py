@@ -1,8 +1,10 @@
 """Regime classification speed, beside the previous implementation measured in the same run.
 
 * full: ``engine.classify`` on N symbols x B bars (every bar labelled), against the previous
-  engine (rolling sorted-window medians, features then filter in two passes), loaded from git
-  at commit ``BASELINE_COMMIT``;
+  engine (one symbol at a time through a scalar per-bar step with libm logs and exps), loaded
+  from git at commit ``BASELINE_COMMIT``; also how often both engines give the same label
+  (the new one runs the filter in float32 and approximates log/exp, so a few borderline bars
+  may differ);
 * current only: the same classification writing only the newest bar (``RegimeTracker.reset``);
 * incremental: one new bar on every symbol through ``RegimeTracker.update``, against
   reclassifying the whole window as the detector did before (with the new engine).
@@ -32,7 +34,7 @@ from numpy.typing import NDArray
 from quantumtrade.regime import engine
 
 Array = NDArray[np.float64]
-BASELINE_COMMIT = "41684fe"
+BASELINE_COMMIT = "546051f"  # the engine before the lock-step blocks
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -86,11 +88,13 @@ def main() -> None:
     args = parser.parse_args()
     n, bars, repeat = args.symbols, args.bars, args.repeat
     close, high, low, volume = market(n, bars + 1)
+    # Contiguous copies, made once: a strided view would make every call (both engines) copy
+    # 160 MB first, which is not the classification's cost.
     window: tuple[Array, Array, Array, Array] = (
-        close[:, :bars],
-        high[:, :bars],
-        low[:, :bars],
-        volume[:, :bars],
+        np.ascontiguousarray(close[:, :bars]),
+        np.ascontiguousarray(high[:, :bars]),
+        np.ascontiguousarray(low[:, :bars]),
+        np.ascontiguousarray(volume[:, :bars]),
     )
     last: tuple[Array, Array, Array, Array] = (
         close[:, bars].copy(),
@@ -123,11 +127,17 @@ def main() -> None:
 
     old = previous_engine()
     baseline_ms = float("nan")
+    agreement = float("nan")
     if old is not None:
         old.classify(*(a[:2, :200] for a in window))  # compile (or load its cache)
         baseline_ms = best_ms(lambda: old.classify(*window), max(2, repeat // 2))
+        ours, theirs = engine.classify(*window), old.classify(*window)
+        agreement = float(np.mean(ours.labels == theirs.labels))
     print(f"{n} symbols x {bars} bars, best of {repeat}")
-    print(f"full classify (every bar): {full_ms:9.1f} ms   previous engine {baseline_ms:9.1f} ms")
+    print(
+        f"full classify (every bar): {full_ms:9.1f} ms   previous engine {baseline_ms:9.1f} ms"
+        f"   ({baseline_ms / full_ms:.1f}x; same label on {agreement:.4%} of bars)"
+    )
     print(f"current regime only:       {current_ms:9.1f} ms")
     print(
         f"incremental, one bar:      {incremental_ms:9.3f} ms   full reclassify {full_ms:9.1f} ms"
@@ -139,6 +149,8 @@ def main() -> None:
                 "full_classify_ms": round(full_ms, 2),
                 "previous_full_classify_ms": round(baseline_ms, 2),
                 "ratio_vs_previous": round(baseline_ms / full_ms, 2),
+                "label_agreement_vs_previous": round(agreement, 6),
+                "baseline_commit": BASELINE_COMMIT,
                 "current_only_ms": round(current_ms, 2),
                 "incremental_ms": round(incremental_ms, 4),
                 "ratio_incremental_vs_full": round(full_ms / incremental_ms, 1),

@@ -187,3 +187,45 @@ async def test_detector_reclassifies_after_a_gap_and_for_new_symbols() -> None:
             REGIME_ORDER[int(window.labels[i, -1])],
             float(window.confidence[i, -1]),
         )
+
+
+def test_a_bad_bar_inside_a_series_leaves_the_state_untouched() -> None:
+    """Bad bars (NaN, or a high below its low) inserted into a series change nothing: every
+    other bar gets the label and confidence of the series without them, and a bad bar carries
+    the previous label with confidence 0. (Each block's ring has one head for all its lanes, so
+    this is the path that keeps a lane's ring as it was while the others move on.)"""
+    close, high, low, volume = regime_market(7, 500, seed=6)
+    base = classify(close, high, low, volume, CFG)
+    at = [90, 200, 200, 333]  # insert before these columns (two bad bars in a row at 200)
+    gapped = [np.insert(a, at, np.nan, axis=1) for a in (close, high, low, volume)]
+    bad = np.zeros(gapped[0].shape[1], dtype=bool)
+    bad[np.asarray(at) + np.arange(len(at))] = True
+    # Row 1's bad bar at 333 is a finite bar with its high below its low.
+    j = 333 + 3
+    gapped[0][1, j], gapped[1][1, j], gapped[2][1, j], gapped[3][1, j] = 10.0, 9.0, 11.0, 5.0
+    got = classify(gapped[0], gapped[1], gapped[2], gapped[3], CFG)
+    np.testing.assert_array_equal(got.labels[:, ~bad], base.labels)
+    np.testing.assert_array_equal(got.confidence[:, ~bad], base.confidence)
+    np.testing.assert_array_equal(got.labels[:, bad], got.labels[:, np.flatnonzero(bad) - 1])
+    assert (got.confidence[:, bad] == 0.0).all()
+
+
+def test_rows_reset_from_other_windows_then_updated_follow_their_own_history() -> None:
+    """Rows re-classified over windows of another length (so their blocks' ring heads differ
+    from the tracker's) and then updated bar by bar equal the full classification of those
+    windows; the rows around them (two blocks here) are unaffected."""
+    close, high, low, volume = regime_market(70, 400, seed=7)
+    full = classify(close, high, low, volume, CFG)
+    tracker = RegimeTracker(CFG)
+    tracker.reset(close[:, :300], high[:, :300], low[:, :300], volume[:, :300])
+    rows = np.array([66, 3, 10])
+    tracker.reset(close[rows, 7:300], high[rows, 7:300], low[rows, 7:300], volume[rows, 7:300],
+                  rows=rows)  # fmt: skip
+    own = classify(close[rows, 7:], high[rows, 7:], low[rows, 7:], volume[rows, 7:], CFG)
+    others = np.setdiff1d(np.arange(70), rows)
+    for j in range(300, 400):
+        labels, conf = tracker.update(close[:, j], high[:, j], low[:, j], volume[:, j])
+        np.testing.assert_array_equal(labels[rows], own.labels[:, j - 7])
+        np.testing.assert_array_equal(conf[rows], own.confidence[:, j - 7])
+        np.testing.assert_array_equal(labels[others], full.labels[others, j])
+        np.testing.assert_array_equal(conf[others], full.confidence[others, j])
