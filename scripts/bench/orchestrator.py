@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -79,9 +80,7 @@ async def refresh(n: int, bars: int, workers: int, batch_size: int) -> float:
         clock=clock,
         state=state,
         sources={source.name: source},
-        config=OrchestratorConfig(
-            max_workers=workers, queue_size=max(n, 1), batch_size=batch_size
-        ),
+        config=OrchestratorConfig(max_workers=workers, queue_size=max(n, 1), batch_size=batch_size),
         breaker_config=BreakerConfig(),
         cache=cache,
     )
@@ -163,6 +162,11 @@ def main() -> None:
         "refresh_ms": round(min(ref) * 1000, 1),
         "generation_ms": round(min(gen) * 1000, 1),
         "refresh_ratio_vs_generation": round(min(ref) / min(gen), 3),
+        # Each round runs generation then refresh back to back: the median of those pairs'
+        # ratios shows how much the best-of figures owe to load drifting between rounds.
+        "paired_ratio_median": round(
+            statistics.median(r / g for r, g in zip(ref, gen, strict=True)), 3
+        ),
         "peak_rss_mb": round(rss, 1),
     }
     print(
