@@ -204,6 +204,7 @@ def test_classify_clear_trend_and_range(kind: str, expected: int) -> None:
     result = classify(close, high, low, volume, RegimeConfig())
     labels, conf = result.labels[0], result.confidence[0]
     assert result.labels.dtype == np.int8
+    assert result.confidence.dtype == np.float32  # as the filter computes it
     assert (labels[: RegimeConfig().warmup - 1] == NO_LABEL).all()
     assert ((conf >= 0.0) & (conf <= 1.0)).all()
     tail = labels[bars // 2 + 20 :]
