@@ -70,8 +70,13 @@ def previous_engine() -> ModuleType | None:
     except (OSError, subprocess.CalledProcessError) as exc:
         print(f"baseline unavailable ({exc}); only our figures are printed")
         return None
-    path = Path(tempfile.mkdtemp(prefix="qt_regime_baseline_")) / "regime_engine_baseline.py"
-    path.write_text(source)
+    # One directory per baseline commit, reused: numba caches the baseline's compiled kernels
+    # beside it, and runs do not leave a directory each behind.
+    folder = Path(tempfile.gettempdir()) / f"qt_regime_baseline_{BASELINE_COMMIT}"
+    folder.mkdir(exist_ok=True)
+    path = folder / "regime_engine_baseline.py"
+    if not path.exists() or path.read_text() != source:
+        path.write_text(source)
     spec = importlib.util.spec_from_file_location("regime_engine_baseline", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
