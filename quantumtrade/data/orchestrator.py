@@ -81,7 +81,7 @@ class OrchestratorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     """Symbols one worker fetches in one call from a source that supports batches."""
     ticker_interval_ms: Annotated[int, msgspec.Meta(ge=0)] = 5_000
     """How often every active symbol's ticker is fetched (one call per source; 0: never)."""
-    cache_bars: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 200
+    cache_bars: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 64
     """Newest bars per symbol kept in the market-data cache (L1 and Redis): what a peer or a
     fetch during an outage can be served from. Each refresh rewrites it, so with Redis
     it bounds the bytes written per symbol and heartbeat (48 per bar)."""

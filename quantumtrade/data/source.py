@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import msgspec
+import numba
 import numpy as np
 from numpy.typing import NDArray
 
@@ -61,6 +62,25 @@ class OrderBook(msgspec.Struct, frozen=True):
         return (self.best_bid + self.best_ask) / 2.0
 
 
+@numba.njit(cache=True, nogil=True)
+def _copy_tails(
+    ts: NDArray[np.int64],
+    prices: NDArray[np.float64],
+    offsets: NDArray[np.int64],
+    new_offsets: NDArray[np.int64],
+    out_ts: NDArray[np.int64],
+    out_prices: NDArray[np.float64],
+) -> None:
+    """Copy the last new_offsets[j+1] - new_offsets[j] rows of each symbol's run (contiguous
+    row copies; numpy's fancy indexing of the (n, 5) rows cost ~25 ns a row)."""
+    for j in range(offsets.shape[0] - 1):
+        c = new_offsets[j + 1] - new_offsets[j]
+        src = offsets[j + 1] - c
+        dst = new_offsets[j]
+        out_ts[dst : dst + c] = ts[src : src + c]
+        out_prices[dst : dst + c] = prices[src : src + c]
+
+
 @dataclass(frozen=True, slots=True)
 class BarBatch:
     """Bars of several symbols, packed: symbol ``j`` owns rows ``offsets[j]:offsets[j + 1]``
@@ -98,10 +118,11 @@ class BarBatch:
         counts = np.minimum(np.diff(self.offsets), window)
         offsets = np.zeros_like(self.offsets)
         np.cumsum(counts, out=offsets[1:])
-        # Row indices of every kept bar: for symbol j, offsets[j+1] - counts[j] ... offsets[j+1].
-        starts = self.offsets[1:] - counts
-        rows = np.repeat(starts - offsets[:-1], counts) + np.arange(int(offsets[-1]))
-        return BarBatch(self.symbols, self.ts_ms[rows], self.prices[rows], offsets)
+        total = int(offsets[-1])
+        ts = np.empty(total, dtype=np.int64)
+        prices = np.empty((total, 5))
+        _copy_tails(self.ts_ms, self.prices, self.offsets, offsets, ts, prices)
+        return BarBatch(self.symbols, ts, prices, offsets)
 
     def columns(self, j: int) -> NDArray[np.float64]:
         """Symbol ``j``'s (5, k) open/high/low/close/volume rows (a view)."""
