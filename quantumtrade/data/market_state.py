@@ -83,38 +83,23 @@ def _append_batch(
     offsets: NDArray[np.int64],
     codes: NDArray[np.int8],
     counts: NDArray[np.int64],
+    validate: bool,
 ) -> None:
-    """Append the bars coded OK of batch symbol j to row rows[j] (rows distinct)."""
-    for j in numba.prange(rows.shape[0]):
-        a, b = offsets[j], offsets[j + 1]
-        k = 0
-        for i in range(a, b):
-            if codes[i] == OK:
-                k += 1
-        counts[j] = k
-        _append_run(prices, ts, lengths, rows[j], new_ts, new_prices, a, b, codes, k)
-
-
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _validate_append(
-    prices: NDArray[np.float64],
-    ts: NDArray[np.int64],
-    lengths: NDArray[np.int64],
-    rows: NDArray[np.int64],
-    new_ts: NDArray[np.int64],
-    new_prices: NDArray[np.float64],
-    offsets: NDArray[np.int64],
-    codes: NDArray[np.int8],
-    counts: NDArray[np.int64],
-) -> None:
-    """Validate batch symbol j against row rows[j]'s newest bar and append what passes, in
-    one pass per symbol while its bars are still in cache (rows distinct)."""
+    """Append the bars coded OK of batch symbol j to row rows[j] (rows distinct). With
+    ``validate`` the codes are first computed against the row's newest bar, in the same pass
+    per symbol while its bars are still in cache."""
     cap = ts.shape[1]
     for j in numba.prange(rows.shape[0]):
         row = rows[j]
         a, b = offsets[j], offsets[j + 1]
-        last = ts[row, cap - 1] if lengths[row] > 0 else NO_BAR
-        k = validate_run(new_ts, new_prices, a, b, last, codes)
+        if validate:
+            last = ts[row, cap - 1] if lengths[row] > 0 else NO_BAR
+            k = validate_run(new_ts, new_prices, a, b, last, codes)
+        else:
+            k = 0
+            for i in range(a, b):
+                if codes[i] == OK:
+                    k += 1
         counts[j] = k
         _append_run(prices, ts, lengths, row, new_ts, new_prices, a, b, codes, k)
 
@@ -206,60 +191,56 @@ class MarketState:
         """Append every bar of ``batch`` whose validation code is ``OK`` to its symbol's row;
         returns the count appended per symbol. Symbols must be distinct and held; the bars
         must be validated against ``last_ts_array`` (newer than the stored ones, increasing)."""
-        rows = self.rows(batch.symbols)
-        if len(np.unique(rows)) != len(rows):
-            raise ValueError("append_batch: symbols must be distinct")
         if codes.shape != batch.ts_ms.shape:
             raise ValueError(f"need one code per bar ({batch.total}), got {codes.shape}")
-        counts = np.zeros(len(rows), dtype=np.int64)
-        if batch.total == 0:
-            return counts
-        last = self._last_ts(rows)
-        first = batch.offsets[:-1]
-        nonempty = batch.offsets[1:] > first
-        # Cheap guard against appending unvalidated bars: each symbol's first bar kept.
-        heads = np.flatnonzero(nonempty & (codes[np.minimum(first, batch.total - 1)] == OK))
-        stale = heads[batch.ts_ms[first[heads]] <= last[heads]]
-        if stale.size:
-            j = int(stale[0])
-            raise ValueError(
-                f"{batch.symbols[j]}: bar at {int(batch.ts_ms[first[j]])} is not newer than the "
-                f"stored {int(last[j])} (validate bars before appending)"
-            )
-        _append_batch(
-            self._prices,
-            self._ts,
-            self._lengths,
-            rows,
-            batch.ts_ms,
-            batch.prices,
-            batch.offsets,
-            codes,
-            counts,
-        )
-        return counts
+        rows = self._distinct_rows(batch, "append_batch")
+        if batch.total:
+            last = self._last_ts(rows)
+            first = batch.offsets[:-1]
+            nonempty = batch.offsets[1:] > first
+            # Cheap guard against appending unvalidated bars: each symbol's first bar kept.
+            heads = np.flatnonzero(nonempty & (codes[np.minimum(first, batch.total - 1)] == OK))
+            stale = heads[batch.ts_ms[first[heads]] <= last[heads]]
+            if stale.size:
+                j = int(stale[0])
+                raise ValueError(
+                    f"{batch.symbols[j]}: bar at {int(batch.ts_ms[first[j]])} is not newer "
+                    f"than the stored {int(last[j])} (validate bars before appending)"
+                )
+        return self._append(batch, rows, codes, validate=False)
 
     def append_validated(self, batch: BarBatch) -> tuple[NDArray[np.int8], NDArray[np.int64]]:
         """Validate ``batch`` against each symbol's newest stored bar (the rules of
         ``validate_batch``) and append what passes, in one pass. Returns the code of every
         bar and the count appended per symbol. Symbols must be distinct and held."""
+        rows = self._distinct_rows(batch, "append_validated")
+        codes = np.empty(batch.total, dtype=np.int8)
+        return codes, self._append(batch, rows, codes, validate=True)
+
+    def _distinct_rows(self, batch: BarBatch, caller: str) -> NDArray[np.int64]:
         rows = self.rows(batch.symbols)
         if len(np.unique(rows)) != len(rows):
-            raise ValueError("append_validated: symbols must be distinct")
-        codes = np.empty(batch.total, dtype=np.int8)
+            raise ValueError(f"{caller}: symbols must be distinct")
+        return rows
+
+    def _append(
+        self, batch: BarBatch, rows: NDArray[np.int64], codes: NDArray[np.int8], *, validate: bool
+    ) -> NDArray[np.int64]:
         counts = np.zeros(len(rows), dtype=np.int64)
-        _validate_append(
-            self._prices,
-            self._ts,
-            self._lengths,
-            rows,
-            batch.ts_ms,
-            batch.prices,
-            batch.offsets,
-            codes,
-            counts,
-        )
-        return codes, counts
+        if batch.total:
+            _append_batch(
+                self._prices,
+                self._ts,
+                self._lengths,
+                rows,
+                batch.ts_ms,
+                batch.prices,
+                batch.offsets,
+                codes,
+                counts,
+                validate,
+            )
+        return counts
 
     def rows(self, symbols: Sequence[str]) -> NDArray[np.int64]:
         """Rows of ``symbols`` (KeyError when one is unknown)."""
