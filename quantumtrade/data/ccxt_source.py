@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import ccxt.async_support as ccxt_async
@@ -182,7 +182,38 @@ def new_exchange(
     return client
 
 
-class CcxtSource:
+class ExchangeSession:
+    """The lifecycle a ccxt client's owner shares (``CcxtSource``, ``CcxtVenue``): ``start()``
+    loads what the owner needs, ``close()`` ends ccxt's HTTP session, and ``async with``
+    closes it even when ``start()`` fails."""
+
+    _exchange: Any
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Close ccxt's HTTP session (ccxt warns about an unclosed client)."""
+        await self._exchange.close()
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class CcxtSource(ExchangeSession):
     """A ``Source`` over one ccxt exchange; ``start()`` loads its markets, ``close()`` ends it."""
 
     def __init__(
@@ -232,26 +263,6 @@ class CcxtSource:
         if unknown:
             raise ValueError(f"{self.name} does not list {unknown}")
         log.info("ccxt_source_started", exchange=self.name, markets=len(self._ours))
-
-    async def close(self) -> None:
-        """Close ccxt's HTTP session (ccxt warns about an unclosed client)."""
-        await self._exchange.close()
-
-    async def __aenter__(self) -> CcxtSource:
-        try:
-            await self.start()
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # --- the Source protocol --------------------------------------------------------------
 

@@ -30,7 +30,7 @@ import structlog
 
 from quantumtrade.cache.l1 import L1Cache
 from quantumtrade.clock import Clock
-from quantumtrade.data.ccxt_source import EXCHANGE_IDS, ExchangeId, new_exchange
+from quantumtrade.data.ccxt_source import EXCHANGE_IDS, ExchangeId, ExchangeSession, new_exchange
 from quantumtrade.data.source import OrderBook
 from quantumtrade.errors import VenueError
 from quantumtrade.events import OrderIntent, OrderType, Side
@@ -124,7 +124,7 @@ def _reason(exc: BaseException) -> str:
     return "venue_rejected"
 
 
-class CcxtVenue:
+class CcxtVenue(ExchangeSession):
     """A ``Venue`` over one ccxt exchange with credentials; ``start()`` loads its markets."""
 
     def __init__(
@@ -199,26 +199,6 @@ class CcxtVenue:
         if mode == _DECIMAL_PLACES:
             return 10.0 ** -int(amount)
         return None  # significant digits: no fixed step
-
-    async def close(self) -> None:
-        """Close ccxt's HTTP session (ccxt warns about an unclosed client)."""
-        await self._exchange.close()
-
-    async def __aenter__(self) -> CcxtVenue:
-        try:
-            await self.start()
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # --- the Venue protocol ---------------------------------------------------------------
 
