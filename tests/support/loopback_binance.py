@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -445,31 +445,13 @@ PUBLIC_ROUTES: dict[tuple[str, str], Handler] = {
 # --- the server ---------------------------------------------------------------------------
 
 
-class LoopbackBinance:
-    """The server: ``async with LoopbackBinance(markets) as server: server.base_url``."""
+class LoopbackServer:
+    """An aiohttp server on 127.0.0.1 (a free port) that sends every request to ``_dispatch``;
+    ``async with`` starts and stops it. The exchange servers subclass it."""
 
-    def __init__(
-        self,
-        markets: Mapping[str, Market],
-        *,
-        interval: str = "1m",
-        max_klines_limit: int = 1000,
-        now_ms: Callable[[], int] | None = None,
-        routes: Mapping[tuple[str, str], Handler] | None = None,
-    ) -> None:
-        self.state = LoopbackState(
-            markets,
-            interval=interval,
-            max_klines_limit=max_klines_limit,
-            now_ms=now_ms or (lambda: time.time_ns() // 1_000_000),
-        )
-        self.routes: dict[tuple[str, str], Handler] = {**PUBLIC_ROUTES, **(routes or {})}
+    def __init__(self) -> None:
         self._runner: web.AppRunner | None = None
         self._port = 0
-
-    def add_route(self, method: str, path: str, handler: Handler) -> None:
-        """Serve ``method path`` with ``handler`` (also while running)."""
-        self.routes[(method.upper(), path)] = handler
 
     @property
     def base_url(self) -> str:
@@ -477,17 +459,8 @@ class LoopbackBinance:
             raise RuntimeError("the loopback server is not running")
         return f"http://127.0.0.1:{self._port}"
 
-    @property
-    def requests(self) -> Counter[str]:
-        """Requests received, by path (faulted ones included)."""
-        return self.state.requests
-
-    def set_fault(self, fault: Fault, path: str | None = None) -> None:
-        """Inject ``fault`` on ``path`` (None: every path without its own fault)."""
-        self.state.faults[path or ANY_PATH] = fault
-
-    def clear_faults(self) -> None:
-        self.state.faults.clear()
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        raise NotImplementedError
 
     async def start(self) -> None:
         if self._runner is not None:
@@ -514,7 +487,7 @@ class LoopbackBinance:
         if runner is not None:
             await runner.cleanup()
 
-    async def __aenter__(self) -> LoopbackBinance:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -525,6 +498,44 @@ class LoopbackBinance:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+class LoopbackBinance(LoopbackServer):
+    """The server: ``async with LoopbackBinance(markets) as server: server.base_url``."""
+
+    def __init__(
+        self,
+        markets: Mapping[str, Market],
+        *,
+        interval: str = "1m",
+        max_klines_limit: int = 1000,
+        now_ms: Callable[[], int] | None = None,
+        routes: Mapping[tuple[str, str], Handler] | None = None,
+    ) -> None:
+        self.state = LoopbackState(
+            markets,
+            interval=interval,
+            max_klines_limit=max_klines_limit,
+            now_ms=now_ms or (lambda: time.time_ns() // 1_000_000),
+        )
+        self.routes: dict[tuple[str, str], Handler] = {**PUBLIC_ROUTES, **(routes or {})}
+        super().__init__()
+
+    def add_route(self, method: str, path: str, handler: Handler) -> None:
+        """Serve ``method path`` with ``handler`` (also while running)."""
+        self.routes[(method.upper(), path)] = handler
+
+    @property
+    def requests(self) -> Counter[str]:
+        """Requests received, by path (faulted ones included)."""
+        return self.state.requests
+
+    def set_fault(self, fault: Fault, path: str | None = None) -> None:
+        """Inject ``fault`` on ``path`` (None: every path without its own fault)."""
+        self.state.faults[path or ANY_PATH] = fault
+
+    def clear_faults(self) -> None:
+        self.state.faults.clear()
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         state = self.state

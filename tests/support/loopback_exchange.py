@@ -25,8 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import ClassVar, Self
+from typing import ClassVar
 
 from aiohttp import web
 
@@ -38,6 +37,7 @@ from tests.support.loopback_binance import (
     Fault,
     Handler,
     Level,
+    LoopbackServer,
     LoopbackState,
     Market,
     corrupt,
@@ -161,7 +161,7 @@ def _compile(pattern: str) -> re.Pattern[str]:
     return re.compile("^" + "".join(parts) + "$")
 
 
-class LoopbackExchange:
+class LoopbackExchange(LoopbackServer):
     """A loopback REST exchange: ``async with Sub(markets, now_ms=...) as server: server.base_url``.
 
     Subclasses set ``name``, ``candle_routes`` and ``default_max_candles`` and implement
@@ -196,8 +196,7 @@ class LoopbackExchange:
             (method, pattern, _compile(pattern), handler)
             for (method, pattern), handler in self.routes().items()
         ]
-        self._runner: web.AppRunner | None = None
-        self._port = 0
+        super().__init__()
 
     # --- what a subclass provides ------------------------------------------------------------
 
@@ -242,12 +241,6 @@ class LoopbackExchange:
     # --- control --------------------------------------------------------------------------------
 
     @property
-    def base_url(self) -> str:
-        if self._runner is None:
-            raise RuntimeError("the loopback server is not running")
-        return f"http://127.0.0.1:{self._port}"
-
-    @property
     def candle_requests(self) -> int:
         return sum(self.hits[p] for p in self.candle_routes)
 
@@ -261,43 +254,6 @@ class LoopbackExchange:
 
     def clear_faults(self) -> None:
         self.state.faults.clear()
-
-    # --- lifecycle ------------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        if self._runner is not None:
-            raise RuntimeError("the loopback server is already running")
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        # handler_cancellation: a client that gives up cancels the handler sleeping out latency.
-        runner = web.AppRunner(
-            app,
-            handle_signals=False,
-            handler_cancellation=True,
-            shutdown_timeout=1.0,
-            access_log=None,
-        )
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        self._runner = runner
-        self._port = int(runner.addresses[0][1])
-
-    async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # --- dispatch -------------------------------------------------------------------------------
 
