@@ -390,24 +390,14 @@ class Orchestrator:
         cache = self._cache
         if cache is None:
             return await self._from_source(source_name, symbols, since, until_ms)
-        keys = [f"bars:{source_name}:{symbol}" for symbol in symbols]
-
-        def usable(j: int, entry: CachedBars) -> bool:
-            return entry.until_ms > flows[j].last_until_ms and entry.covers(since[j])
-
-        entries = await cache.get_many(keys, usable)
-        hits = [j for j, e in enumerate(entries) if e is not None and usable(j, e)]
+        keys, entries = await self._usable_entries(cache, source_name, flows, since, stale_ok=False)
+        hits = [j for j, e in enumerate(entries) if e is not None]
         self.cache_served += len(hits)
-        for j in hits:
-            entry = entries[j]
-            assert entry is not None
-            flows[j].last_until_ms = entry.until_ms
         if len(hits) == len(symbols):
             fetched = None
             missing: list[int] = []
         else:
-            hit_set = set(hits)
-            missing = [j for j in range(len(symbols)) if j not in hit_set]
+            missing = [j for j, e in enumerate(entries) if e is None]
             fetched = await self._from_source(
                 source_name, [symbols[j] for j in missing], [since[j] for j in missing], until_ms
             )
@@ -485,6 +475,37 @@ class Orchestrator:
             entries.append((key, CachedBars(since_ms=after, until_ms=until_ms, bars=block)))
         return entries
 
+    async def _usable_entries(
+        self,
+        cache: TieredCache[CachedBars],
+        source_name: str,
+        flows: list[_Flow],
+        since: list[int | None],
+        *,
+        stale_ok: bool,
+    ) -> tuple[list[str], list[CachedBars | None]]:
+        """The cache keys of ``flows`` and, for each, the entry that can answer it (else None):
+        one that covers its ``since`` and is newer than its last refresh, i.e. a peer's write
+        (with ``stale_ok``, this process's expired L1 entry too). The flows' last refresh
+        moves to the entries returned."""
+        keys = [f"bars:{source_name}:{flow.symbol}" for flow in flows]
+
+        def usable(j: int, entry: CachedBars) -> bool:
+            return entry.until_ms > flows[j].last_until_ms and entry.covers(since[j])
+
+        found = await cache.get_many(keys, usable)  # L2 values are not checked by get_many
+        entries: list[CachedBars | None] = []
+        for j, key in enumerate(keys):
+            entry = found[j]
+            if entry is None and stale_ok:
+                entry = cache.peek_stale(key)
+            if entry is not None and usable(j, entry):
+                flows[j].last_until_ms = entry.until_ms
+                entries.append(entry)
+            else:
+                entries.append(None)
+        return keys, entries
+
     async def _serve_stale(
         self, source_name: str, flows: list[_Flow], since: list[int | None]
     ) -> None:
@@ -494,18 +515,11 @@ class Orchestrator:
         cache = self._cache
         if cache is None:
             return
-        keys = [f"bars:{source_name}:{flow.symbol}" for flow in flows]
-
-        def usable(j: int, entry: CachedBars) -> bool:
-            return entry.until_ms > flows[j].last_until_ms and entry.covers(since[j])
-
-        entries = await cache.get_many(keys, usable)
+        _, entries = await self._usable_entries(cache, source_name, flows, since, stale_ok=True)
         served: list[int] = []
         blocks = []
-        for j, key in enumerate(keys):
-            entry = entries[j] or cache.peek_stale(key)
-            if entry is not None and usable(j, entry):
-                flows[j].last_until_ms = entry.until_ms
+        for j, entry in enumerate(entries):
+            if entry is not None:
                 block = entry.after(since[j])
                 if len(block[0]):
                     served.append(j)
