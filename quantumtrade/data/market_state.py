@@ -165,7 +165,9 @@ class MarketState:
             new_rows = max(len(self._symbols), 2 * rows, 8)
             prices = np.full((5, new_rows, self.capacity), np.nan)
             prices[:, :rows] = self._prices
-            ts = np.zeros((new_rows, self.capacity), dtype=np.int64)
+            # Filled, not np.zeros: the pages are touched here, at allocation, as the prices'
+            # NaN fill touches theirs, not by the first refresh's appends.
+            ts = np.full((new_rows, self.capacity), 0, dtype=np.int64)
             ts[:rows] = self._ts
             lengths = np.zeros(new_rows, dtype=np.int64)
             lengths[:rows] = self._lengths

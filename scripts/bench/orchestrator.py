@@ -114,6 +114,7 @@ def hold(n: int, bars: int) -> None:
             chunk = symbols[i : i + size]
             batch = await source.fetch_bar_batch(chunk, [None] * len(chunk), until)
             state.append_batch(batch, validate_batch(batch, state.last_ts_array(chunk)))
+            del batch  # as a worker's batch ends with its refresh, not after the next fetch
 
     uvloop.run(fill())
     print(peak_rss_mb())
