@@ -69,7 +69,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag=True):
 # --- market -------------------------------------------------------------------------------
 
 
-class BarBlock(msgspec.Struct, frozen=True, array_like=True):
+class BarBlock(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """One symbol's bars, oldest first, as packed little-endian buffers: ``ts_ms`` holds an
     int64 open time per bar, ``prices`` one float64 row (open, high, low, close, volume) per
     bar.
@@ -77,6 +77,10 @@ class BarBlock(msgspec.Struct, frozen=True, array_like=True):
     Thousands of bars are two buffers, not thousands of objects, so publishing and logging a
     full refresh stays cheap: the orchestrator hands out read-only views of the fetched batch
     (no copy), and ``ts()``/``rows()``/``columns()`` are zero-copy numpy views.
+
+    ``gc=False``: a refresh makes two blocks per symbol (event and cache entry), and the
+    collector need not track them: a block holds only buffers, so it can never be part of a
+    reference cycle (the same holds for ``BarsUpdated`` and the cache's ``CachedBars``).
     """
 
     ts_ms: memoryview
@@ -136,7 +140,7 @@ def byte_view(a: NDArray[Any]) -> memoryview:
     return a.data.cast("B") if a.size else memoryview(b"")
 
 
-class BarsUpdated(Event, frozen=True):
+class BarsUpdated(Event, frozen=True, gc=False):
     symbol: str
     source: str
     bars: BarBlock

@@ -9,7 +9,7 @@ from numpy.typing import NDArray
 from quantumtrade.events import BarBlock
 
 
-class CachedBars(msgspec.Struct, frozen=True, array_like=True):
+class CachedBars(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """A symbol's newest bars as a source answered them: every closed bar opened after
     ``since_ms`` (None: the source's default history) up to the fetch at ``until_ms``."""
 

@@ -211,19 +211,31 @@ class MarketState:
                 )
         return self._append(batch, rows, codes, validate=False)
 
-    def append_validated(self, batch: BarBatch) -> tuple[NDArray[np.int8], NDArray[np.int64]]:
+    def append_validated(
+        self, batch: BarBatch, rows: Sequence[int] | None = None
+    ) -> tuple[NDArray[np.int8], NDArray[np.int64]]:
         """Validate ``batch`` against each symbol's newest stored bar (the rules of
         ``validate_batch``) and append what passes, in one pass. Returns the code of every
-        bar and the count appended per symbol. Symbols must be distinct and held."""
-        rows = self._distinct_rows(batch, "append_validated")
+        bar and the count appended per symbol. Symbols must be distinct and held; ``rows``
+        (their ``index``, when the caller keeps them) saves looking them up."""
+        found = self._distinct_rows(batch, "append_validated", rows)
         codes = np.empty(batch.total, dtype=np.int8)
-        return codes, self._append(batch, rows, codes, validate=True)
+        return codes, self._append(batch, found, codes, validate=True)
 
-    def _distinct_rows(self, batch: BarBatch, caller: str) -> NDArray[np.int64]:
-        rows = self.rows(batch.symbols)
-        if len(np.unique(rows)) != len(rows):
+    def _distinct_rows(
+        self, batch: BarBatch, caller: str, rows: Sequence[int] | None = None
+    ) -> NDArray[np.int64]:
+        if rows is None:
+            found = self.rows(batch.symbols)
+        else:
+            found = np.asarray(rows, dtype=np.int64)
+            if found.shape != (len(batch.symbols),):
+                raise ValueError(f"{caller}: {len(found)} rows for {len(batch.symbols)} symbols")
+            if found.size and not 0 <= int(found.min()) <= int(found.max()) < len(self._symbols):
+                raise ValueError(f"{caller}: a row is out of range")
+        if len(np.unique(found)) != len(found):
             raise ValueError(f"{caller}: symbols must be distinct")
-        return rows
+        return found
 
     def _append(
         self, batch: BarBatch, rows: NDArray[np.int64], codes: NDArray[np.int8], *, validate: bool
@@ -255,6 +267,10 @@ class MarketState:
     def last_ts_array(self, symbols: Sequence[str]) -> NDArray[np.int64]:
         """Open time of each symbol's newest bar (``NO_BAR`` where none is held)."""
         return self._last_ts(self.rows(symbols))
+
+    def last_ts_rows(self, rows: Sequence[int]) -> NDArray[np.int64]:
+        """``last_ts_array`` by row (``index``) instead of by symbol."""
+        return self._last_ts(np.asarray(rows, dtype=np.int64))
 
     def length(self, symbol: str) -> int:
         """Bars held for ``symbol``."""

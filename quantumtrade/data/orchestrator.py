@@ -104,13 +104,15 @@ class _Flow:
         "last_until_ms",
         "queued",
         "regime",
+        "row",
         "source",
         "symbol",
     )
 
-    def __init__(self, symbol: str, source: str) -> None:
+    def __init__(self, symbol: str, source: str, row: int) -> None:
         self.symbol = symbol
         self.source = source
+        self.row = row  # the symbol's row in MarketState (rows are never reused)
         self.regime: Regime | None = None
         self.last_fetch_ns: int | None = None
         self.last_until_ms = -1  # the newest data this symbol was refreshed with (fetch time)
@@ -161,7 +163,7 @@ class Orchestrator:
         }
         self._timeout_s = config.fetch_timeout_ms / 1000.0
         # Bounded: refresh_due() never waits; what does not fit stays due for the next tick.
-        self._queue = Schedule(levels=max(PRIORITY.values()) + 1)
+        self._queue: Schedule[_Flow] = Schedule(levels=max(PRIORITY.values()) + 1)
         self._flows: dict[str, _Flow] = {}
         for symbol in state.symbols:
             self._flows[symbol] = self._new_flow(symbol)
@@ -187,7 +189,7 @@ class Orchestrator:
         source = self._route(symbol)
         if source not in self._sources:
             raise KeyError(f"route sends {symbol} to unknown source {source!r}")
-        return _Flow(symbol, source)
+        return _Flow(symbol, source, self.state.index(symbol))
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -210,9 +212,10 @@ class Orchestrator:
             except asyncio.CancelledError:
                 if not task.cancelled():  # stop() itself was cancelled
                     raise
-        while (symbol := self._queue.get_nowait()) is not None:
-            self._flows[symbol].queued = False
-            self._queue.task_done()
+        dropped = self._queue.take_nowait(self._queue.qsize())
+        for flow in dropped:
+            flow.queued = False
+        self._queue.task_done(len(dropped))
 
     async def join(self) -> None:
         """Wait until every enqueued fetch is done, then publish pending breaker changes."""
@@ -225,8 +228,8 @@ class Orchestrator:
         """Enqueue every active symbol whose cadence has elapsed; returns how many."""
         now = self.clock.now_ns()
         cadence = self._cadence_ns
-        put = self._queue.put
         room = self.config.queue_size - self._queue.qsize()
+        due: list[list[_Flow]] = [[] for _ in range(max(PRIORITY.values()) + 1)]
         enqueued = 0
         for flow in self._flows.values():
             if not flow.active or flow.queued:
@@ -237,9 +240,11 @@ class Orchestrator:
             if enqueued >= room:
                 self.deferred += 1
                 continue
-            put(PRIORITY[flow.regime], flow.symbol)
+            due[PRIORITY[flow.regime]].append(flow)
             flow.queued = True
             enqueued += 1
+        for priority, flows in enumerate(due):
+            self._queue.put_many(priority, flows)
         return enqueued
 
     def on_regime_changed(self, event: RegimeChanged) -> None:
@@ -312,13 +317,10 @@ class Orchestrator:
 
     async def _work(self) -> None:
         queue = self._queue
-        flows = self._flows
         while True:
-            taken = [flows[await queue.get()]]
+            taken = await queue.take(1)
             if self._batched[taken[0].source]:
-                limit = self.config.batch_size
-                while len(taken) < limit and (more := queue.get_nowait()) is not None:
-                    taken.append(flows[more])
+                taken += queue.take_nowait(self.config.batch_size - 1)
             try:
                 groups: dict[str, list[_Flow]] = {}
                 for flow in taken:
@@ -355,7 +357,7 @@ class Orchestrator:
         if not active:
             return
         symbols = [f.symbol for f in active]
-        last = self.state.last_ts_array(symbols)
+        last = self.state.last_ts_rows([f.row for f in active])
         since = [None if ts == NO_BAR else ts for ts in last.tolist()]
         if not self._breakers[source_name].allow():
             self.skipped_open += len(active)
@@ -377,7 +379,7 @@ class Orchestrator:
         self._breakers[source_name].record_success()
         for flow in active:
             flow.last_until_ms = until_ms
-        await self._store(source_name, batch, stale=False)
+        await self._store(source_name, batch, [f.row for f in active], stale=False)
         self._observe(time.perf_counter() - t0)
 
     async def _fetch(
@@ -528,7 +530,7 @@ class Orchestrator:
             return
         self.stale_served += len(served)
         batch = BarBatch.from_blocks([flows[j].symbol for j in served], blocks)
-        await self._store(source_name, batch, stale=True)
+        await self._store(source_name, batch, [flows[j].row for j in served], stale=True)
 
     async def _failed(
         self, source_name: str, symbols: list[str], exc: Exception, what: str = "bars"
@@ -558,11 +560,13 @@ class Orchestrator:
             )
         await self._publish_breaker_events()
 
-    async def _store(self, source_name: str, batch: BarBatch, *, stale: bool) -> None:
+    async def _store(
+        self, source_name: str, batch: BarBatch, rows: list[int], *, stale: bool
+    ) -> None:
         """Validate against the stored bars and append the good ones (one pass), publish
-        ``BarsUpdated`` and ``DataRejected``."""
+        ``BarsUpdated`` and ``DataRejected``. ``rows``: the batch symbols' MarketState rows."""
         batch.freeze()
-        codes, counts = self.state.append_validated(batch)
+        codes, counts = self.state.append_validated(batch, rows)
         self.bars_stored += int(counts.sum())
         if not stale:
             self._stale.difference_update(batch.symbols)

@@ -1,21 +1,25 @@
-"""The orchestrator's schedule of symbols due for a fetch."""
+"""The orchestrator's schedule of flows due for a fetch."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 
-class Schedule:
-    """Symbols due for a fetch, most urgent priority first and FIFO within one; bounded.
+class Schedule(Generic[T]):
+    """Items due for a fetch, most urgent priority first and FIFO within one.
 
-    What ``asyncio.PriorityQueue`` did, for three fixed priorities: a deque each, so a full
+    What ``asyncio.PriorityQueue`` did, for a few fixed priorities: a deque each, so a full
     refresh of thousands of symbols costs a deque append and pop per symbol, not a heap push,
-    a heap pop and a waiter wake-up each. ``join`` waits until every symbol taken is done.
+    a heap pop and a waiter wake-up each; ``take`` hands a worker a whole batch in one call.
+    ``join`` waits until every item taken is done.
     """
 
     def __init__(self, levels: int) -> None:
-        self._levels: list[deque[str]] = [deque() for _ in range(levels)]
+        self._levels: list[deque[T]] = [deque() for _ in range(levels)]
         self._size = 0
         self._unfinished = 0
         self._ready = asyncio.Event()
@@ -25,29 +29,39 @@ class Schedule:
     def qsize(self) -> int:
         return self._size
 
-    def put(self, priority: int, symbol: str) -> None:
-        self._levels[priority].append(symbol)
-        self._size += 1
-        self._unfinished += 1
+    def put(self, priority: int, item: T) -> None:
+        self.put_many(priority, (item,))
+
+    def put_many(self, priority: int, items: list[T] | tuple[T, ...]) -> None:
+        if not items:
+            return
+        self._levels[priority].extend(items)
+        self._size += len(items)
+        self._unfinished += len(items)
         self._idle.clear()
         self._ready.set()
 
-    async def get(self) -> str:
-        """The most urgent symbol, waiting until there is one."""
+    async def take(self, limit: int) -> list[T]:
+        """Up to ``limit`` (≥ 1) items, most urgent first, waiting until there is one."""
         while not self._size:
             self._ready.clear()
             await self._ready.wait()
-        return self._pop()
+        return self.take_nowait(limit)
 
-    def get_nowait(self) -> str | None:
-        return self._pop() if self._size else None
-
-    def _pop(self) -> str:
+    def take_nowait(self, limit: int) -> list[T]:
+        """Up to ``limit`` items, most urgent first; empty when none is due."""
+        taken: list[T] = []
         for level in self._levels:
-            if level:
-                self._size -= 1
-                return level.popleft()
-        raise AssertionError("schedule size out of step with its levels")
+            k = min(limit - len(taken), len(level))
+            if k == len(level):
+                taken.extend(level)
+                level.clear()
+            else:
+                taken.extend(level.popleft() for _ in range(k))
+            if len(taken) == limit:
+                break
+        self._size -= len(taken)
+        return taken
 
     def task_done(self, n: int = 1) -> None:
         self._unfinished -= n

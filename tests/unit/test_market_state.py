@@ -146,7 +146,11 @@ def test_append_validated_equals_validating_then_appending() -> None:
                 )
             rows.append(batch)
         packed = BarBatch.from_bars(symbols, rows)
-        codes, counts = one.append_validated(packed)
+        # Odd rounds pass the rows, as the orchestrator does (it keeps each symbol's row).
+        known = [one.index(s) for s in symbols] if round_ % 2 else None
+        if known is not None:
+            assert one.last_ts_rows(known).tolist() == one.last_ts_array(symbols).tolist()
+        codes, counts = one.append_validated(packed, known)
         expected = validate_batch(packed, two.last_ts_array(symbols))
         assert codes.tolist() == expected.tolist()
         assert counts.tolist() == two.append_batch(packed, expected).tolist()
@@ -155,3 +159,19 @@ def test_append_validated_equals_validating_then_appending() -> None:
     assert np.array_equal(a.ts_ms, b.ts_ms) and np.array_equal(a.lengths, b.lengths)
     assert np.array_equal(a.close, b.close, equal_nan=True)
     assert np.array_equal(a.volume, b.volume, equal_nan=True)
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [([0], "1 rows for 2 symbols"), ([0, 0], "must be distinct"), ([0, 7], "out of range")],
+)
+def test_append_validated_refuses_rows_that_do_not_fit_the_batch(
+    rows: list[int], message: str
+) -> None:
+    from quantumtrade.data.source import BarBatch
+
+    state = MarketState(["A", "B"], 8)
+    batch = BarBatch.from_bars(["A", "B"], [bars(1, 2, seed=1), bars(1, 2, seed=2)])
+    with pytest.raises(ValueError, match=message):
+        state.append_validated(batch, rows)
+    assert state.length("A") == state.length("B") == 0
