@@ -4,8 +4,10 @@ Each symbol follows a semi-Markov chain over the four regimes: a segment lasts a
 ``MIN_BARS[regime]`` plus a geometric number of extra bars, then a transition picks a different
 regime (``TRANSITIONS``). Within a segment: TRENDING drifts (toward the symbol's base price),
 RANGING mean-reverts around the level it started at with low volatility and volume, VOLATILE
-triples the volatility, and BREAKOUT compresses for its first 40% then jumps out with expanding
-volatility and volume. Every symbol has its own base price, liquidity and volatility.
+triples the volatility, and BREAKOUT is the break itself: a squeeze of a few bars
+(``synthetic_kernel.SQUEEZE_BARS``), then a jump out of it with expanding volatility and volume
+(a compression that has not broken out yet is still a range). Every symbol has its own base
+price, liquidity and volatility.
 
 Generation runs in numba kernels (``synthetic_kernel``) for many symbols at once with
 counter-based randomness, so bar ``k`` of a symbol depends only on (seed, symbol index, k),

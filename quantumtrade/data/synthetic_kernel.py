@@ -31,6 +31,13 @@ TRENDING, RANGING, VOLATILE, BREAKOUT = 0, 1, 2, 3
 MIN_BARS = np.array([30, 30, 30, 15], dtype=np.int64)
 EXTRA_MEAN = np.array([40.0, 40.0, 25.0, 10.0])
 EXTRA_CAP = 200
+# A breakout is price leaving its range with volatility and volume expanding. A BREAKOUT segment
+# is that move: the last few bars of the squeeze (range and volume drying up right before the
+# break), then the jump and its expansion. A market can stay compressed for a long time and
+# never break out, or break the other way, so a compression that has not broken yet is still a
+# range and belongs to the regime before it; labelling a long compression BREAKOUT would label
+# bars by their future.
+SQUEEZE_BARS = 3
 # Next-regime probabilities (rows: from, columns: to); a segment's own length already encodes how
 # long a regime persists, so the diagonal is zero.
 TRANSITIONS = np.array(
@@ -48,8 +55,8 @@ S_SIGMA, S_LIQ, S_LOG_BASE, S_BASE = 0, 1, 2, 3
 S_LOG_PRICE, S_LEVEL, S_X, S_DRIFT, S_JUMP, S_SIDE = 4, 5, 6, 7, 8, 9
 N_FLOAT = 10
 # int64: the next bar to generate, the segment in progress.
-I_NEXT, I_SEG, I_CODE, I_LEN, I_POS, I_SPLIT, I_FIRST_CODE = 0, 1, 2, 3, 4, 5, 6
-N_INT = 7
+I_NEXT, I_SEG, I_CODE, I_LEN, I_POS, I_FIRST_CODE = 0, 1, 2, 3, 4, 5
+N_INT = 6
 
 # Draw counters: bar k draws on counter k (streams 0-3, polar-method retries 4-7, 8-11, ...);
 # segment s on _SEGMENT + s; the symbol's profile on _PROFILE and _PROFILE + 1.
@@ -149,7 +156,6 @@ def _start_segment(key: np.uint64, fs: Array, ints: IntArray) -> None:
     ints[I_CODE] = code
     ints[I_LEN] = n
     ints[I_POS] = 0
-    ints[I_SPLIT] = max(5, (2 * n) // 5)
 
 
 @_helper
@@ -202,8 +208,8 @@ def _step(key: np.uint64, fs: Array, ints: IntArray, out: Array, o: int) -> int:
     elif code == VOLATILE:
         lc = lp + 3.0 * sigma * eps
         vol, mult = 3.0 * sigma, 1.8
-    else:  # BREAKOUT: a compressed range, then a jump out of it with expanding vol and volume
-        m = ints[I_SPLIT]
+    else:  # BREAKOUT: a short squeeze, then a jump out of it with expanding vol and volume
+        m = SQUEEZE_BARS
         if i < m:
             x = 0.7 * fs[S_X] + 0.3 * sigma * eps
             fs[S_X] = x

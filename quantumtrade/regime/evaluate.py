@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 from quantumtrade.clock import ManualClock
 from quantumtrade.data.synthetic import REGIMES, SyntheticConfig, SyntheticSource
+from quantumtrade.data.synthetic_kernel import SQUEEZE_BARS
 from quantumtrade.regime.engine import (
     N_FEATURES,
     NO_LABEL,
@@ -75,15 +76,17 @@ async def _fetch(seed: int, symbols: int, bars: int) -> MarketSample:
     close, high, low, volume = (np.full(shape, np.nan) for _ in range(4))
     truth = np.full(shape, NO_LABEL, dtype=np.int8)
     codes = {regime: code for code, regime in enumerate(REGIME_ORDER)}
-    now_ms = clock.now_ns() // 1_000_000
-    for i, symbol in enumerate(source.symbols()):
-        rows = await source.fetch_bars(symbol, None, now_ms)
-        n = len(rows)
-        close[i, :n] = [b.close for b in rows]
-        high[i, :n] = [b.high for b in rows]
-        low[i, :n] = [b.low for b in rows]
-        volume[i, :n] = [b.volume for b in rows]
-        truth[i, :n] = [codes[source.true_regime(symbol, b.ts_ms)] for b in rows]
+    names = source.symbols()
+    batch = await source.fetch_bar_batch(names, [None] * symbols, clock.now_ns() // 1_000_000)
+    for i, symbol in enumerate(names):
+        a, b = int(batch.offsets[i]), int(batch.offsets[i + 1])
+        n = b - a
+        block = batch.prices[a:b]  # open, high, low, close, volume
+        high[i, :n], low[i, :n], close[i, :n], volume[i, :n] = block[:, 1:].T
+        if n:
+            # One call per symbol, not one per bar: each call regenerates from bar 0.
+            regimes = source.true_regimes(symbol, int(batch.ts_ms[a]), n)
+            truth[i, :n] = [codes[r] for r in regimes]
     return MarketSample(close=close, high=high, low=low, volume=volume, truth=truth)
 
 
@@ -226,10 +229,10 @@ def fit_model(
 ) -> tuple[tuple[tuple[float, ...], ...], tuple[tuple[float, ...], ...]]:
     """Per-state feature means and stds from labelled training seeds (for RegimeConfig).
 
-    BREAKOUT bars split into their compressed phase (the first max(5, 2n/5) bars of a segment
-    of n, as the generator builds it) and the expansion; the first ``skip`` bars of each
-    segment, where the fast features still lag, and segments cut by the sample's edge are left
-    out.
+    BREAKOUT bars split into the squeeze and the expansion (``phase_states``). The first
+    ``skip`` bars of each phase, where the slower features still lag, are left out, except in
+    the squeeze, which is shorter than that: all its bars count, lag included, as the filter
+    sees them. Segments cut by the sample's edge are left out.
     """
     cfg = config if config is not None else RegimeConfig()
     n_state = len(STATE_REGIME)
@@ -239,20 +242,15 @@ def fit_model(
         feats = compute_features(sample.close, sample.high, sample.low, sample.volume, cfg)
         for i in range(symbols):
             row = sample.truth[i]
+            states = phase_states(row)
             edges = [0, *switches(row).tolist(), row.shape[0]]
             for a, b in itertools.pairwise(edges[1:-1]):  # whole segments only
-                code = int(row[a])
-                state = np.full(b - a, code)
-                if code == 3:
-                    m = max(5, (2 * (b - a)) // 5)
-                    state[m:] = 4
-                seg = feats[i, a:b]
+                state, seg = states[a:b], feats[i, a:b]
+                # Bars since the phase began (the expansion begins after the squeeze).
+                age = np.arange(b - a) - np.where(state == 4, SQUEEZE_BARS, 0)
+                keep = np.isfinite(seg).all(axis=1) & ((age >= skip) | (state == 3))
                 for s in range(n_state):
-                    sel = (state == s) & np.isfinite(seg).all(axis=1)
-                    sel[:skip] = False
-                    if s == 4:
-                        sel[: max(5, (2 * (b - a)) // 5) + skip] = False
-                    collected[s].append(seg[sel])
+                    collected[s].append(seg[keep & (state == s)])
     means: list[tuple[float, ...]] = []
     stds: list[tuple[float, ...]] = []
     for s in range(n_state):
@@ -263,9 +261,9 @@ def fit_model(
 
 
 def phase_states(row: Labels) -> NDArray[np.int64]:
-    """A true label row as model states: BREAKOUT bars split into the compressed phase (state
-    3: the first max(5, 2n/5) bars of a segment of n, as the generator builds it) and the
-    expansion (state 4); segments cut by the row's edges are -1 (their phase is unknown)."""
+    """A true label row as model states: BREAKOUT bars split into the squeeze (state 3: the
+    first ``SQUEEZE_BARS`` of a segment, as the generator builds it) and the expansion (state
+    4); segments cut by the row's edges are -1 (their phase is unknown)."""
     states = np.asarray(row).astype(np.int64)
     edges = [0, *switches(row).tolist(), states.shape[0]]
     for a, b in itertools.pairwise(edges):
@@ -274,7 +272,7 @@ def phase_states(row: Labels) -> NDArray[np.int64]:
         if a == 0 or b == states.shape[0]:
             states[a:b] = -1
         else:
-            states[a + max(5, (2 * (b - a)) // 5) : b] = 4
+            states[a + SQUEEZE_BARS : b] = 4
     return states
 
 

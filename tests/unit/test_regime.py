@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import gzip
 from pathlib import Path
@@ -10,6 +11,9 @@ import msgspec
 import numpy as np
 import pytest
 
+from quantumtrade.clock import ManualClock
+from quantumtrade.data.synthetic import SyntheticConfig, SyntheticSource
+from quantumtrade.data.synthetic_kernel import SQUEEZE_BARS
 from quantumtrade.events import Regime
 from quantumtrade.regime.engine import (
     N_FEATURES,
@@ -30,6 +34,7 @@ from quantumtrade.regime.evaluate import (
     scored_mask,
     switch_counts,
     switches,
+    synthetic_sample,
 )
 
 T, R, V, B = 0, 1, 2, 3
@@ -163,7 +168,9 @@ def test_phase_states_split_breakouts_and_drop_cut_segments() -> None:
     states = phase_states(truth).tolist()
     assert states[:6] == [-1] * 6  # cut by the row's start: phase unknown
     assert states[6:10] == [R] * 4
-    assert states[10:16] == [3] * 6 and states[16:25] == [4] * 9  # max(5, 2·15/5) = 6
+    # The squeeze is the segment's first SQUEEZE_BARS, the rest is the expansion.
+    assert states[10 : 10 + SQUEEZE_BARS] == [3] * SQUEEZE_BARS
+    assert states[10 + SQUEEZE_BARS : 25] == [4] * (15 - SQUEEZE_BARS)
     assert states[25:] == [T] * 3
 
 
@@ -265,6 +272,22 @@ def test_detect_csv_names_missing_columns(tmp_path: Path) -> None:
     src.write_text("timestamp,close\n1,2\n")
     with pytest.raises(ValueError, match="missing columns"):
         detect_csv(src, tmp_path / "out.csv")
+
+
+def test_synthetic_sample_is_the_sources_bars_and_true_regimes() -> None:
+    sample = synthetic_sample(seed=3, symbols=3, bars=120)
+    cfg = SyntheticConfig(seed=3, symbols=3, bar_ms=60_000, history_bars=120)
+    clock = ManualClock()
+    src = SyntheticSource(cfg, clock)
+    for i, symbol in enumerate(src.symbols()):
+        bars = asyncio.run(src.fetch_bars(symbol, None, clock.now_ns() // 1_000_000))
+        assert len(bars) == 120
+        assert sample.close[i].tolist() == [b.close for b in bars]
+        assert sample.high[i].tolist() == [b.high for b in bars]
+        assert sample.low[i].tolist() == [b.low for b in bars]
+        assert sample.volume[i].tolist() == [b.volume for b in bars]
+        truth = [REGIME_ORDER[c] for c in sample.truth[i].tolist()]
+        assert truth == [src.true_regime(symbol, b.ts_ms) for b in bars]
 
 
 def test_evaluate_small_market_runs_and_scores() -> None:

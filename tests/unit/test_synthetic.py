@@ -11,6 +11,7 @@ import pytest
 
 from quantumtrade.clock import ManualClock
 from quantumtrade.data.synthetic import MIN_BARS, REAL_SYMBOLS, SyntheticConfig, SyntheticSource
+from quantumtrade.data.synthetic_kernel import SQUEEZE_BARS
 from quantumtrade.data.validation import validate_bars
 from quantumtrade.events import Bar, Regime
 
@@ -111,6 +112,29 @@ async def test_every_regime_occurs_with_its_minimum_duration_and_character() -> 
     assert all(len(r) > 100 for r in log_returns.values())
     vol = {r: float(np.std(x)) for r, x in log_returns.items()}
     assert vol[Regime.VOLATILE] > vol[Regime.TRENDING] > vol[Regime.RANGING]
+
+
+async def test_a_breakout_is_a_short_squeeze_then_the_break() -> None:
+    """A BREAKOUT stretch starts SQUEEZE_BARS quiet bars before the break (a longer compression
+    is still a range): the break's move dwarfs them, and volume expands after it."""
+    src = source(history_bars=6_000, symbols=6)
+    breakouts = 0
+    for symbol in src.symbols():
+        bars = await src.fetch_bars(symbol, None, until(6_000))
+        labels = src.true_regimes(symbol, bars[0].ts_ms, len(bars))
+        moves = np.abs(np.log([b.close / b.open for b in bars]))
+        volume = np.asarray([b.volume for b in bars])
+        start = 0
+        for label, run in itertools.groupby(labels):
+            n = len(list(run))
+            if label is Regime.BREAKOUT and start > 0 and start + n < len(bars):  # whole ones
+                squeeze = slice(start, start + SQUEEZE_BARS)
+                after = slice(start + SQUEEZE_BARS + 1, start + n)
+                assert moves[start + SQUEEZE_BARS] > 3.0 * moves[squeeze].max()
+                assert volume[after].mean() > 2.0 * volume[squeeze].mean()
+                breakouts += 1
+            start += n
+    assert breakouts > 20
 
 
 async def test_true_regime_before_the_first_bar_is_refused_and_old_bars_regenerate() -> None:
