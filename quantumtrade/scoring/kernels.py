@@ -55,6 +55,31 @@ def _fma_intrinsic(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
 _fma = cast(Callable[[float, float, float], float], _fma_intrinsic)
 
 
+@intrinsic
+def _prefetch_intrinsic(typingctx: Any, a: Any, i: Any) -> Any:
+    """Ask the cache for the line holding ``a[i]`` (LLVM's prefetch: a hint, which never
+    faults, even past the array's end, and changes no result)."""
+    sig = types.void(a, types.intp)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        byte_ptr = ir.IntType(8).as_pointer()
+        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), byte_ptr)
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
+            builder.module, fnty, "llvm.prefetch.p0"
+        )
+        # read, keep in every cache level, data
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+_prefetch = cast(Callable[[NDArray[Any], int], None], _prefetch_intrinsic)
+
+
 def _kernel(fn: F) -> F:
     """Compile a 2-D kernel with the shared flags, parallel over symbols (typed for mypy)."""
     return cast(F, numba.jit(**_JIT, parallel=True)(fn))
