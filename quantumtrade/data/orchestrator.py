@@ -100,6 +100,7 @@ class _Flow:
 
     __slots__ = (
         "active",
+        "cache_key",
         "last_fetch_ns",
         "last_until_ms",
         "queued",
@@ -113,6 +114,7 @@ class _Flow:
         self.symbol = symbol
         self.source = source
         self.row = row  # the symbol's row in MarketState (rows are never reused)
+        self.cache_key = f"bars:{source}:{symbol}"  # its entry in the market-data cache
         self.regime: Regime | None = None
         self.last_fetch_ns: int | None = None
         self.last_until_ms = -1  # the newest data this symbol was refreshed with (fetch time)
@@ -450,15 +452,18 @@ class Orchestrator:
         tail.freeze()
         ts_view, price_view = byte_view(tail.ts_ms), byte_view(tail.prices)
         offsets = tail.offsets.tolist()
-        full = batch.offsets.tolist()
-        ts_all = batch.ts_ms
+        # Per symbol: whether the answer is longer than the window, and if so the open time of
+        # its last bar left out (where the entry then starts).
+        ends = batch.offsets[1:]
+        cuts = (np.diff(batch.offsets) > window).tolist()
+        cut_after = batch.ts_ms[np.maximum(ends - window - 1, 0)].tolist() if batch.total else []
         assert self._cache is not None
         peek = self._cache.peek_stale
         entries: list[tuple[str, CachedBars]] = []
         for i, key in enumerate(keys):
             after = since[i]
             a, b = offsets[i], offsets[i + 1]
-            cut = full[i + 1] - full[i] > window
+            cut = cuts[i]
             previous = peek(key) if after is not None and not cut else None
             if previous is not None and previous.newest_ts() == after:
                 old_ts, old_rows = previous.bars.ts(), previous.bars.rows()
@@ -471,8 +476,8 @@ class Orchestrator:
                 rows = np.concatenate((old_rows[len(old_rows) - keep :], tail.prices[a:b]))
                 block = BarBlock(memoryview(ts.tobytes()), memoryview(rows.tobytes()))
             else:
-                if cut:  # the entry starts after the answer's last dropped bar
-                    after = int(ts_all[full[i + 1] - window - 1])
+                if cut:
+                    after = cut_after[i]
                 block = BarBlock(ts_view[8 * a : 8 * b], price_view[40 * a : 40 * b])
             entries.append((key, CachedBars(since_ms=after, until_ms=until_ms, bars=block)))
         return entries
@@ -490,7 +495,7 @@ class Orchestrator:
         one that covers its ``since`` and is newer than its last refresh, i.e. a peer's write
         (with ``stale_ok``, this process's expired L1 entry too). The flows' last refresh
         moves to the entries returned."""
-        keys = [f"bars:{source_name}:{flow.symbol}" for flow in flows]
+        keys = [flow.cache_key for flow in flows]
 
         def usable(j: int, entry: CachedBars) -> bool:
             return entry.until_ms > flows[j].last_until_ms and entry.covers(since[j])
@@ -578,7 +583,8 @@ class Orchestrator:
         offsets = batch.offsets.tolist()
         now = self.clock.now_ns()
         publish = self.bus.publish
-        for j, (symbol, k) in enumerate(zip(batch.symbols, counts.tolist(), strict=True)):
+        symbols = batch.symbols
+        for j, k in enumerate(counts.tolist()):
             if not k:
                 continue
             a, b = offsets[j], offsets[j + 1]
@@ -587,7 +593,7 @@ class Orchestrator:
             else:
                 keep = codes[a:b] == OK
                 block = BarBlock.of(ts[a:b][keep], batch.columns(j)[:, keep])
-            await publish(BarsUpdated(ts_ns=now, symbol=symbol, source=source_name, bars=block))
+            await publish(BarsUpdated(ts_ns=now, symbol=symbols[j], source=source_name, bars=block))
         bad = np.flatnonzero(codes)
         if not bad.size:
             return

@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--bars", type=int, default=500)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=OrchestratorConfig().batch_size)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--hold", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.hold:
