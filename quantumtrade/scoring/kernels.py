@@ -67,8 +67,10 @@ def _prefetch_intrinsic(typingctx: Any, a: Any, i: Any) -> Any:
         ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), byte_ptr)
         i32 = ir.IntType(32)
         fnty = ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32])
+        # The overload's name follows this llvmlite's pointer mangling (p0i8 for typed
+        # pointers, which newer LLVMs remangle to p0).
         fn = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
-            builder.module, fnty, "llvm.prefetch.p0"
+            builder.module, fnty, f"llvm.prefetch.{byte_ptr.intrinsic_name}"
         )
         # read, keep in every cache level, data
         builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
