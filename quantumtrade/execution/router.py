@@ -1,9 +1,14 @@
 """Smart order routing: rank venues by expected all-in cost, split, submit, publish outcomes.
 
 Eligible venues: listed, breaker not open, book fetched, the order at least one of the
-venue's lot steps, and the venue's free balance enough for it (BUY: the quote asset for the
-book-walk cost plus fee; SELL: the base quantity; a venue that reports no balances is not
-checked). The others are in the decision's ``excluded`` with the reason.
+venue's lot steps, and the venue's free balance enough for at least one lot step of it (BUY:
+the quote asset for the book-walk cost plus fee; SELL: the base quantity; a venue that reports
+no balances is not checked). The others are in the decision's ``excluded`` with the reason. A
+venue whose balance pays for only part of the order is quoted for that part (its book cut
+where the balance runs out, ``balance_limited``, with the shortfall in the decision's
+``limited``): it ranks with the venues that cannot fill the whole order and takes part only in
+a split, which takes from it at most what it can pay; it is never sent a whole order alone (an
+order no venue, nor a split, can pay for is rejected with every venue's reason).
 
 Cost of a venue, in bps of one reference mid (the median of the eligible venues' mids, so
 books at different prices compare in price): taker fee + slippage of walking its book for the
@@ -120,8 +125,11 @@ class VenueQuote(msgspec.Struct, frozen=True, kw_only=True):
     complete: bool
     """True when the book holds the whole quantity."""
     quantity: float = 0.0
-    """What this venue would be sent for the whole order: its quantity rounded down to the
-    venue's lot step."""
+    """What this venue would be sent for the whole order: its quantity (or, when
+    ``balance_limited``, what its balance pays for) rounded down to the venue's lot step."""
+    balance_limited: bool = False
+    """True when the venue's free balance pays for less than the whole order: the quote,
+    ``fillable_quantity`` and ``quantity`` cover only what it can pay for."""
 
     @property
     def unit_cost_bps(self) -> float:
@@ -152,6 +160,9 @@ class RoutingDecision(msgspec.Struct, frozen=True, kw_only=True):
     """What will be sent where: one child (the order itself) or a split."""
     split_saving_bps: float = 0.0
     """Expected saving of the split against the best single venue (0 when not split)."""
+    limited: dict[str, str] = {}
+    """Eligible venues whose balance pays for only part of the order → the shortfall
+    (``insufficient_balance: …``); they are quoted, and split into, for the part they pay."""
 
     @property
     def best(self) -> VenueQuote | None:
@@ -258,6 +269,45 @@ def _balance_shortfall(venue: Venue, intent: OrderIntent, quote: VenueQuote) -> 
     return f"insufficient_balance: needs {need:.8g} {asset}, has {free:.8g}"
 
 
+def _affordable(venue: Venue, intent: OrderIntent, levels: Levels) -> float:
+    """How much of the order the venue's free balance pays for (inf when it reports none):
+    SELL, the free base; BUY, the quantity whose book walk plus taker fee the free quote
+    asset covers."""
+    pair = venue.assets(intent.symbol)
+    if pair is None:
+        return math.inf
+    free = venue.free_balance(pair[1] if intent.side is Side.BUY else pair[0])
+    if free is None:
+        return math.inf
+    if intent.side is Side.SELL:
+        return max(free, 0.0)
+    budget = free
+    fee = 1.0 + venue.taker_fee_bps / 1e4
+    quantity = 0.0
+    for price, size in levels:
+        if size <= 0:
+            continue
+        take = min(size, budget / (price * fee))
+        quantity += take
+        budget -= take * price * fee
+        if take < size or budget <= 0:
+            break
+    return quantity
+
+
+def _cut(levels: Levels, quantity: float) -> Levels:
+    """``levels`` holding ``quantity`` at the most: the last level taken is cut to fit."""
+    out: list[tuple[float, float]] = []
+    left = quantity
+    for price, size in levels:
+        if left <= 0:
+            break
+        if size > 0:
+            out.append((price, min(size, left)))
+            left -= size
+    return tuple(out)
+
+
 def _levels_for(quantity: float, levels: Levels) -> Levels:
     """The best levels whose sizes first add up to ``quantity`` (all of them if they never do):
     no allocation of ``quantity`` takes a deeper level of the same book."""
@@ -354,6 +404,7 @@ class OrderRouter:
     async def _rank(self, intent: OrderIntent) -> tuple[RoutingDecision, dict[str, Levels]]:
         quotes: list[VenueQuote] = []
         excluded: dict[str, str] = {}
+        limited: dict[str, str] = {}
         books: dict[str, Levels] = {}
         found: list[tuple[Venue, float, Levels, float]] = []  # (venue, mid, levels, sendable)
         buy = intent.side is Side.BUY
@@ -391,8 +442,16 @@ class OrderRouter:
             quote = self._quote(venue, intent, reference, ladder, sendable)
             shortfall = _balance_shortfall(venue, intent, quote)
             if shortfall:
-                excluded[venue.name] = shortfall
-                continue
+                # Quoted for what its balance pays for, if that is at least one lot step.
+                payable = venue.tradable_quantity(
+                    intent.symbol, min(_affordable(venue, intent, ladder), intent.quantity)
+                )
+                if payable <= 0:
+                    excluded[venue.name] = shortfall
+                    continue
+                limited[venue.name] = shortfall
+                ladder = _cut(ladder, payable)
+                quote = self._quote(venue, intent, reference, ladder, payable, balance_limited=True)
             books[venue.name] = ladder
             quotes.append(quote)
         if len(quotes) > 1:
@@ -408,11 +467,19 @@ class OrderRouter:
             excluded=excluded,
             children=children,
             split_saving_bps=saving,
+            limited=limited,
         )
         return decision, books
 
     def _quote(
-        self, venue: Venue, intent: OrderIntent, mid: float, levels: Levels, sendable: float
+        self,
+        venue: Venue,
+        intent: OrderIntent,
+        mid: float,
+        levels: Levels,
+        sendable: float,
+        *,
+        balance_limited: bool = False,
     ) -> VenueQuote:
         filled, avg = walk_book(levels, intent.quantity)
         slippage = _slippage_bps(intent.side, avg, mid)
@@ -435,6 +502,7 @@ class OrderRouter:
             total_bps=venue.taker_fee_bps + slippage + latency_penalty + correction + reliability,
             complete=is_complete(filled, intent.quantity),
             quantity=sendable,
+            balance_limited=balance_limited,
         )
 
     def _allocate(
@@ -446,17 +514,18 @@ class OrderRouter:
         cheapest units are taken first. Compared with the best single venue on the same
         per-unit costs; one child (the order itself) unless the split pays.
         """
-        if not ranking:
-            return (), 0.0
-        best = ranking[0]
-        single = (
-            ChildOrder(
-                venue=best.venue,
-                client_order_id=intent.client_order_id,
-                quantity=best.quantity,
-                expected_price=best.expected_price,
-            ),
-        )
+        # The best venue that may take the order alone: a balance-limited one only splits.
+        best = next((q for q in ranking if not q.balance_limited), None)
+        single: tuple[ChildOrder, ...] = ()
+        if best is not None:
+            single = (
+                ChildOrder(
+                    venue=best.venue,
+                    client_order_id=intent.client_order_id,
+                    quantity=best.quantity,
+                    expected_price=best.expected_price,
+                ),
+            )
         candidates = ranking[: self.config.max_children]
         if len(candidates) < 2 or _best_takes_all(intent, candidates, books):
             return single, 0.0
@@ -486,16 +555,19 @@ class OrderRouter:
             return single, 0.0
         split_filled = quantity - remaining
         split_cost = sum(share[2] for share in taken.values())
-        best_cost = sum(
-            sign * p * (1.0 + sign * best.unit_cost_bps / 1e4) * q
-            for q, p in take_levels(_marketable(intent, books[best.venue]), quantity)
-        )
         saving = 0.0
-        if best.complete and is_complete(split_filled, quantity):
+        # With no venue that can pay for the order alone, the split is the only way.
+        if best is not None and best.complete and is_complete(split_filled, quantity):
+            best_cost = sum(
+                sign * p * (1.0 + sign * best.unit_cost_bps / 1e4) * q
+                for q, p in take_levels(_marketable(intent, books[best.venue]), quantity)
+            )
             saving = (best_cost - split_cost) / (quantity * best.mid) * 1e4
             if saving < self.config.min_split_saving_bps:
                 return single, 0.0
-        elif not split_filled > best.fillable_quantity * (1.0 + FILL_TOLERANCE):
+        elif best is not None and not split_filled > best.fillable_quantity * (
+            1.0 + FILL_TOLERANCE
+        ):
             return single, 0.0
         order = {q.venue: i for i, q in enumerate(ranking)}
         children: list[ChildOrder] = []
@@ -530,7 +602,8 @@ class OrderRouter:
         children = self._admitted(intent, decision, books)
         if not children:
             self.unroutable += 1
-            detail = ", ".join(f"{v}: {why}" for v, why in decision.excluded.items())
+            reasons = {**decision.excluded, **decision.limited}
+            detail = ", ".join(f"{v}: {why}" for v, why in reasons.items())
             await self._reject(intent, "no_eligible_venue", detail or "no venues", None)
             return
         self.routed += 1

@@ -382,5 +382,7 @@ async def test_the_router_skips_the_venue_once_its_fetched_balance_falls_short(
     book.balances["USDT"].free = 150.0  # someone spent it; the next fetch sees it
     await venue.balance()
     decision = await router.route(order)
-    assert decision.children == ()
-    assert decision.excluded == {"binance": "insufficient_balance: needs 150.6505 USDT, has 150"}
+    # Quoted for what 150 USDT pays for, but never sent a whole order alone: nothing is sent.
+    assert decision.children == () and decision.excluded == {}
+    assert decision.limited == {"binance": "insufficient_balance: needs 150.6505 USDT, has 150"}
+    assert decision.ranking[0].balance_limited and decision.ranking[0].quantity < 1.5

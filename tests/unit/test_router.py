@@ -406,23 +406,48 @@ async def test_moves_away_from_a_failing_venue_and_back_once_it_recovers() -> No
 # --- balances ---------------------------------------------------------------------------------
 
 
-async def test_a_venue_whose_quote_balance_cannot_pay_is_skipped_with_the_reason() -> None:
+async def test_a_venue_whose_balance_pays_for_part_of_the_order_takes_that_part_in_a_split() -> (
+    None
+):
     clock = ManualClock()
-    # 1 BTC at 100.05 plus 5 bps costs 100.100025 USDT: cheap has 100.1, so it is short.
-    cheap = paper("cheap", clock, DEEP, 5.0, balances={"USDT": 100.1})
+    # 1 BTC at 100.05 plus 5 bps costs 100.100025 USDT; cheap's 60 USDT pay for 0.59 (lot 0.01).
+    cheap = paper("cheap", clock, DEEP, 5.0, balances={"USDT": 60.0}, quantity_step=0.01)
     dear = paper("dear", clock, DEEP, 10.0, balances={"USDT": 1_000.0})
     h = Harness(clock, [cheap, dear])
     decision = await h.router.route(intent(1.0))
-    assert [q.venue for q in decision.ranking] == ["dear"]
-    assert decision.excluded["cheap"].startswith("insufficient_balance: needs 100.10002")
-    assert decision.excluded["cheap"].endswith("USDT, has 100.1")
+    assert decision.excluded == {}
+    assert decision.limited["cheap"].startswith("insufficient_balance: needs 100.10002")
+    assert decision.limited["cheap"].endswith("USDT, has 60")
+    assert [q.venue for q in decision.ranking] == ["dear", "cheap"]  # the complete venue first
+    limited = decision.ranking[1]
+    assert limited.balance_limited and not limited.complete
+    assert limited.quantity == pytest.approx(0.59) and limited.fillable_quantity == limited.quantity
+    shares = {c.venue: c.quantity for c in decision.children}
+    assert shares == {"dear": pytest.approx(0.41), "cheap": pytest.approx(0.59)}
+    assert decision.split_saving_bps > 0
+
+    await h.router.on_intent(intent(1.0))
+    assert not [e for e in h.seen if isinstance(e, OrderRejected)]
+    assert cheap.free_balance("USDT") == pytest.approx(60.0 - 0.59 * 100.05 * 1.0005)
+    assert cheap.free_balance("BTC") == pytest.approx(0.59)
+    assert dear.free_balance("BTC") == pytest.approx(0.41)
+
+
+async def test_a_venue_whose_balance_pays_for_less_than_a_lot_step_is_skipped_with_the_reason() -> (
+    None
+):
+    clock = ManualClock()
+    poor = paper("poor", clock, DEEP, 1.0, balances={"USDT": 0.5}, quantity_step=0.01)
+    dear = paper("dear", clock, DEEP, 10.0, balances={"USDT": 1_000.0})
+    h = Harness(clock, [poor, dear])
+    decision = await h.router.route(intent(1.0))
+    assert [q.venue for q in decision.ranking] == ["dear"] and decision.limited == {}
+    assert decision.excluded["poor"].startswith("insufficient_balance: needs 100.06")
+    assert decision.excluded["poor"].endswith("USDT, has 0.5")
     assert [c.venue for c in decision.children] == ["dear"]
-    # A smaller order fits the cheaper venue's balance again.
-    small = await h.router.route(intent(0.5))
-    assert small.excluded == {} and small.children[0].venue == "cheap"
 
 
-async def test_fills_spend_the_balance_until_the_venue_is_skipped() -> None:
+async def test_fills_spend_the_balance_until_the_venue_only_takes_what_is_left() -> None:
     clock = ManualClock()
     cheap = paper("cheap", clock, DEEP, 0.0, balances={"USDT": 250.0})
     dear = paper("dear", clock, DEEP, 10.0, balances={"USDT": 1_000.0})
@@ -431,12 +456,13 @@ async def test_fills_spend_the_balance_until_the_venue_is_skipped() -> None:
     for _ in range(3):
         before = len(h.seen)
         await h.router.on_intent(intent(1.0))
-        submitted = h.seen[before]
-        assert isinstance(submitted, OrderSubmitted)
-        venues.append(submitted.venue)
-    assert venues == ["cheap", "cheap", "dear"]  # 250 - 2 * 100.05 leaves 49.9 USDT
-    assert cheap.free_balance("USDT") == pytest.approx(250.0 - 2 * 100.05)
-    assert cheap.free_balance("BTC") == pytest.approx(2.0)
+        venues.append(sorted({e.venue for e in h.seen[before:] if isinstance(e, OrderSubmitted)}))
+    # 250 - 2 * 100.05 leaves 49.9 USDT: the third order takes what that pays for from cheap.
+    assert venues == [["cheap"], ["cheap"], ["cheap", "dear"]]
+    assert not [e for e in h.seen if isinstance(e, OrderRejected)]
+    assert cheap.free_balance("USDT") == pytest.approx(0.0, abs=1e-9)
+    assert cheap.free_balance("BTC") == pytest.approx(2.0 + 49.9 / 100.05)
+    assert dear.free_balance("BTC") == pytest.approx(1.0 - 49.9 / 100.05)
 
 
 async def test_a_sell_needs_the_base_asset_and_no_venue_with_it_rejects_the_order() -> None:
@@ -592,6 +618,45 @@ async def test_allocation_matches_the_brute_force_greedy(
     }
     cheapest = min(whole, key=whole.__getitem__)
     assert best == cheapest or whole[best] - whole[cheapest] < whole[cheapest] * 1e-4
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    venue_books=_venue_books(),
+    share=st.floats(min_value=0.01, max_value=1.0),
+    funds=st.lists(st.floats(min_value=0.0, max_value=400.0), min_size=3, max_size=3),
+)
+async def test_no_child_costs_more_than_its_venues_balance(
+    venue_books: tuple[dict[str, tuple[tuple[float, float], ...]], dict[str, float]],
+    share: float,
+    funds: list[float],
+) -> None:
+    """Whatever the balances, every child's book walk plus fee is within its venue's free quote
+    balance, a venue that pays for part of the order is never sent one alone, and every order
+    sent fills without an insufficient-balance reject."""
+    books, fees = venue_books
+    quantity = share * min(sum(size for _, size in asks) for asks in books.values())
+    clock = ManualClock()
+    venues = {
+        v: paper(v, clock, {"BTCUSDT": book("BTCUSDT", asks)}, fees[v], balances={"USDT": f})
+        for (v, asks), f in zip(books.items(), funds, strict=False)
+    }
+    h = Harness(clock, list(venues.values()))
+    decision = await h.router.route(intent(quantity))
+    limited = {q.venue for q in decision.ranking if q.balance_limited}
+    assert limited == set(decision.limited)
+    if len(decision.children) == 1:
+        assert decision.children[0].venue not in limited
+    for child in decision.children:
+        venue = venues[child.venue]
+        cost = sum(q * p for q, p in take_levels(books[child.venue], child.quantity))
+        assert cost * (1 + fees[child.venue] / 1e4) <= venue.free_balance("USDT") * (1 + 1e-9)
+    await h.router.on_intent(intent(quantity))
+    rejected = [e for e in h.seen if isinstance(e, OrderRejected)]
+    if decision.children:
+        assert not rejected
+    else:
+        assert [r.reason for r in rejected] == ["no_eligible_venue"]
 
 
 async def test_venues_are_priced_against_one_reference_mid() -> None:
