@@ -9,7 +9,7 @@ from quantumtrade.bus import EventBus
 from quantumtrade.clock import ManualClock
 from quantumtrade.data.market_state import MarketState
 from quantumtrade.events import Bar, RegimeChanged
-from quantumtrade.regime.detector import RegimeDetector
+from quantumtrade.regime.detector import MAX_STEPS, RegimeDetector
 from quantumtrade.regime.engine import (
     NO_LABEL,
     REGIME_ORDER,
@@ -158,31 +158,42 @@ async def test_detector_publishes_the_full_classification_changes() -> None:
         assert conf == full.confidence[i, -1]
 
 
-async def test_detector_reclassifies_after_a_gap_and_for_new_symbols() -> None:
-    close, high, low, volume = regime_market(3, 400, seed=5)
+async def test_detector_steps_over_a_few_new_bars_and_reclassifies_after_a_long_gap() -> None:
+    """A symbol with a few new bars (a slower cadence) is advanced by each of them, so its
+    labels stay those of its whole history; one whose last seen bar has left the newest
+    MAX_STEPS + 1 (a long gap), and a new symbol, are classified over their window."""
+    close, high, low, volume = regime_market(4, 500, seed=5)
     clock = ManualClock()
     bus = EventBus(clock=clock)
-    state = MarketState(["S0", "S1"], capacity=250)
+    state = MarketState(["S0", "S1", "S2"], capacity=250)
     detector = RegimeDetector(bus=bus, clock=clock, state=state, config=CFG)
-    for i in range(2):
+    for i in range(3):
         state.append(f"S{i}", _bars(close, high, low, volume, i, 0, 300))
     await detector.update()
-    # S0 gets one bar (incremental); S1 three (a gap: reclassified over its window); S2 is new.
+    assert detector.reclassified_rows == 3
+    gap = MAX_STEPS + 10
     state.append("S0", _bars(close, high, low, volume, 0, 300, 301))
     state.append("S1", _bars(close, high, low, volume, 1, 300, 303))
-    state.add_symbols(["S2"])
-    state.append("S2", _bars(close, high, low, volume, 2, 0, 200))
+    state.append("S2", _bars(close, high, low, volume, 2, 300, 300 + gap))
+    state.add_symbols(["S3"])
+    state.append("S3", _bars(close, high, low, volume, 3, 0, 200))
     await detector.update()
     await bus.stop()
-    assert detector.incremental_rows == 1
-    assert detector.reclassified_rows == 2 + 2
+    assert detector.incremental_rows == 2
+    assert detector.reclassified_rows == 3 + 2
+    # S0 and S1 carried on from their first 250-bar window (bars 50..299) bar by bar.
+    for i, end in ((0, 301), (1, 303)):
+        whole = classify(
+            close[i : i + 1, 50:end], high[i : i + 1, 50:end], low[i : i + 1, 50:end],
+            volume[i : i + 1, 50:end], CFG,
+        )  # fmt: skip
+        assert detector.regime(f"S{i}") == (
+            REGIME_ORDER[int(whole.labels[0, -1])],
+            float(whole.confidence[0, -1]),
+        )
     cols = state.columns()
     window = classify(cols.close, cols.high, cols.low, cols.volume, CFG)
-    whole_s0 = classify(close[:1, 50:301], high[:1, 50:301], low[:1, 50:301], volume[:1, 50:301],
-                        CFG)  # fmt: skip
-    # S0 carried on from its first 250-bar window (bars 50..299) plus bar 300.
-    assert detector.regime("S0")[1] == whole_s0.confidence[0, -1]
-    for i in (1, 2):
+    for i in (2, 3):
         assert detector.regime(f"S{i}") == (
             REGIME_ORDER[int(window.labels[i, -1])],
             float(window.confidence[i, -1]),
