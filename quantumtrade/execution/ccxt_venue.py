@@ -1,24 +1,30 @@
 """A live trading venue through ``ccxt.async_support``: orders, cancels, order state and balances.
 
-Every order carries our ``client_order_id`` to the exchange (Binance: ``newClientOrderId``), and
-that id is how the venue finds the order again. A submit whose outcome is unknown (timeout,
-dropped connection, 5xx, 429, a garbled answer) is never sent again: the venue queries the order
-by its client id, a few times, and answers what the exchange holds. Only an answer that proves
-the exchange did not take the order (an explicit reject, or "order does not exist" to that query)
-comes back REJECTED; when even the queries fail, ``submit`` raises ``VenueError`` and the order
-stays known, so a later submit or ``fetch_order`` with the same id resolves it by querying again.
-A duplicate-id error from the exchange means an earlier submit got through, and is resolved the
-same way.
+Every order carries our ``client_order_id`` to the exchange (Binance: ``newClientOrderId``; OKX:
+``clOrdId``; KuCoin: ``clientOid``), mapped by ``exchange_client_id`` to the characters and
+length the exchange accepts, and that id is how the venue finds the order again. An exchange
+that only acknowledges a placed order (OKX, KuCoin) is asked for the order's state and fills by
+that id straight away. A submit whose outcome is
+unknown (timeout, dropped connection, 5xx, 429, a garbled answer) is never sent again: the venue
+queries the order by its client id, a few times, and answers what the exchange holds. Only an
+answer that proves the exchange did not take the order (an explicit reject, or "order does not
+exist" to that query) comes back REJECTED; when even the queries fail, ``submit`` raises
+``VenueError`` and the order stays known, so a later submit or ``fetch_order`` with the same id
+resolves it by querying again. A duplicate-id error from the exchange means an earlier submit got
+through, and is resolved the same way.
 
-Fees: a fill's fee is the exchange's commission when it is charged in the quote asset, else
-(and for fills known only from an order query, which carries no trades) the configured taker fee
-on the fill's notional.
+Fees, in the quote asset: a fill's fee is the exchange's commission (a trade's, or for fills
+known only from an order query, which carries no trades, the order's total) when it is charged
+in the quote asset, or in the base asset at the fill's price; else the configured taker fee on
+the fill's notional.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
+import re
 from collections import OrderedDict
 from types import TracebackType
 from typing import TYPE_CHECKING, Annotated, Any
@@ -59,6 +65,7 @@ _VENUE_STATUS: dict[str, OrderStatus] = {
     "EXPIRED_IN_MATCH": OrderStatus.CANCELLED,
     "REJECTED": OrderStatus.REJECTED,
 }
+_OPEN = (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)
 # ccxt's unified states, for exchanges whose raw status we do not know.
 _UNIFIED_STATUS: dict[str, OrderStatus] = {
     "open": OrderStatus.NEW,
@@ -67,7 +74,20 @@ _UNIFIED_STATUS: dict[str, OrderStatus] = {
     "expired": OrderStatus.CANCELLED,
     "rejected": OrderStatus.REJECTED,
 }
-DUPLICATE_MARKERS = ("duplicate order",)
+# Binance's, OKX's (51016) and KuCoin's (400100) answers to a client order id already used.
+DUPLICATE_MARKERS = ("duplicate order", "duplicated clordid", "clientoidduplicated")
+# How each exchange's ccxt client takes our client order id: (create_order param, fetch_order
+# and cancel_order param). Others take ccxt's unified ``clientOrderId`` (okx's client, given
+# Binance's names, sends them on as unknown fields and a broker-prefixed id of its own).
+_CLIENT_ID_PARAMS: dict[str, tuple[str, str]] = {
+    "binance": ("newClientOrderId", "origClientOrderId"),
+}
+# What each exchange accepts as a client order id where the router's ids (letters, digits,
+# ``.``, ``_``, ``-``, up to 36) may not pass: (a valid id, a refused character, longest id).
+_CLIENT_ID_RULES: dict[str, tuple[re.Pattern[str], re.Pattern[str], int]] = {
+    "okx": (re.compile(r"[A-Za-z0-9]{1,32}"), re.compile(r"[^A-Za-z0-9]"), 32),
+    "kucoin": (re.compile(r"[A-Za-z0-9_-]{1,40}"), re.compile(r"[^A-Za-z0-9_-]"), 40),
+}
 # ccxt's names for our order types and sides (looked up: an enum's ``.value`` costs more).
 _CCXT_TYPE = {OrderType.MARKET: "market", OrderType.LIMIT: "limit"}
 _CCXT_SIDE = {Side.BUY: "buy", Side.SELL: "sell"}
@@ -107,6 +127,40 @@ class CcxtVenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError(f"api_url {self.api_url!r}: expected an http(s) URL")
         if self.sandbox and self.api_url:
             raise ValueError("sandbox and api_url exclude each other: api_url names the host")
+
+
+def exchange_client_id(exchange: str, cid: str) -> str:
+    """Our client order id as ``exchange`` accepts it (OKX: 1-32 letters and digits; KuCoin: 1-40
+    letters, digits, ``_`` and ``-``; the others: unchanged).
+
+    An id the exchange accepts goes unchanged; any other (the router's ``parent-n`` children on
+    OKX, ids with ``.``) becomes its accepted characters, cut to leave room, plus 12 hex digits
+    of its digest: the same id maps to the same exchange id in every process (a restarted one
+    finds its orders), and two ids collide only if 48 bits of their digests do.
+    """
+    rule = _CLIENT_ID_RULES.get(exchange)
+    if rule is None:
+        return cid
+    valid, refused, longest = rule
+    if valid.fullmatch(cid):
+        return cid
+    digest = hashlib.blake2b(cid.encode(), digest_size=6).hexdigest()
+    return refused.sub("", cid)[: longest - len(digest)] + digest
+
+
+def _quote_fee(
+    fee: dict[str, Any] | None, pair: tuple[str, str], price: float, fallback: float
+) -> float:
+    """A ccxt fee in the quote asset: as charged in it, or charged in the base asset (OKX and
+    Binance take a buy's fee from what it receives) at the fill's price; else ``fallback``."""
+    if not fee or fee.get("cost") is None:
+        return fallback
+    currency = fee.get("currency")
+    if currency == pair[1]:
+        return float(fee["cost"])
+    if currency == pair[0]:
+        return float(fee["cost"]) * price
+    return fallback
 
 
 def _is_duplicate(exc: BaseException) -> bool:
@@ -153,6 +207,9 @@ class CcxtVenue(ExchangeSession):
         # Reconciliation lists open orders across symbols; Binance's client refuses that
         # unless told the (heavier) request is meant.
         self._exchange.options["warnOnFetchOpenOrdersWithoutSymbol"] = False
+        self._create_id_param, self._query_id_param = _CLIENT_ID_PARAMS.get(
+            config.exchange, ("clientOrderId", "clientOrderId")
+        )
         if config.sandbox:
             self._exchange.set_sandbox_mode(True)
         if credentials.password:
@@ -165,6 +222,8 @@ class CcxtVenue(ExchangeSession):
         self._free: dict[str, float] | None = None
         # client order id → our symbol: every order this venue sent, for cancels and queries.
         self._symbols: OrderedDict[str, str] = OrderedDict()
+        # The exchange's client order id → ours, for the ids ``exchange_client_id`` changed.
+        self._ours: dict[str, str] = {}
         # client order id → the first submit's answer, shared by concurrent resubmits.
         self._answers: dict[str, asyncio.Future[Execution]] = {}
 
@@ -260,7 +319,7 @@ class CcxtVenue(ExchangeSession):
         try:
             with self._as_venue_error("cancel_order", symbol):
                 await self._exchange.cancel_order(
-                    None, self._unified[symbol], {"origClientOrderId": client_order_id}
+                    None, self._unified[symbol], self._query_params(client_order_id)
                 )
         except VenueError as exc:
             if isinstance(exc.__cause__, ccxt_async.OrderNotFound):
@@ -279,7 +338,7 @@ class CcxtVenue(ExchangeSession):
             raise KeyError(f"no symbol known for client order id {client_order_id!r}")
         with self._as_venue_error("fetch_order", symbol):
             order = await self._exchange.fetch_order(
-                None, self._unified[symbol], {"origClientOrderId": client_order_id}
+                None, self._unified[symbol], self._query_params(client_order_id)
             )
         return self._execution(client_order_id, order)
 
@@ -300,28 +359,45 @@ class CcxtVenue(ExchangeSession):
 
     async def open_orders(self) -> list[VenueOrder]:
         """Every order open at the exchange on this account, in any listed symbol."""
-        with self._as_venue_error("fetch_open_orders", None):
-            orders: list[dict[str, Any]] = await self._exchange.fetch_open_orders()
         ours = {unified: symbol for symbol, unified in self._unified.items()}
+        with self._as_venue_error("fetch_open_orders", None):
+            orders = await self._fetch_open_orders(ours)
         found: list[VenueOrder] = []
         for order in orders:
             symbol = ours.get(str(order.get("symbol")))
-            cid = order.get("clientOrderId")
-            if symbol is None or not cid:
+            raw = order.get("clientOrderId")
+            if symbol is None or not raw:
                 continue  # a market we do not trade, or an order without our kind of id
+            cid = self._ours.get(str(raw), str(raw))
             price = order.get("price")
             found.append(
                 VenueOrder(
-                    client_order_id=str(cid),
+                    client_order_id=cid,
                     venue_order_id=str(order.get("id") or ""),
                     symbol=symbol,
                     side=Side(str(order.get("side")).upper()),
                     quantity=float(order.get("amount") or 0.0),
                     filled_quantity=float(order.get("filled") or 0.0),
                     price=float(price) if price else None,
-                    status=self._execution(str(cid), order).status,
+                    status=self._execution(cid, order).status,
                 )
             )
+        return found
+
+    async def _fetch_open_orders(self, ours: dict[str, str]) -> list[dict[str, Any]]:
+        exchange = self._exchange
+        if self.name != "kucoin" or not exchange.options.get("hf"):
+            orders: list[dict[str, Any]] = await exchange.fetch_open_orders()
+            return orders
+        # KuCoin lists a high-frequency account's open orders one symbol at a time (ccxt refuses
+        # the call without one): ask which symbols have any, then list those we trade.
+        answer = await exchange.privateGetHfOrdersActiveSymbols()
+        natives = (answer.get("data") or {}).get("symbols") or []
+        found = []
+        for native in natives:
+            unified = exchange.safe_symbol(native, None, "-")
+            if unified in ours:
+                found += await exchange.fetch_open_orders(unified)
         return found
 
     async def balance(self) -> dict[str, float]:
@@ -366,7 +442,7 @@ class CcxtVenue(ExchangeSession):
         self._answers[cid] = answer
         # Remembered for good, rejected or not: a resubmit asks the exchange, never resends.
         self._remember(cid, intent.symbol)
-        params: dict[str, Any] = {"newClientOrderId": cid}
+        params: dict[str, Any] = {self._create_id_param: self._exchange_id(cid)}
         if intent.order_type is OrderType.LIMIT:
             params["timeInForce"] = time_in_force
         try:
@@ -420,6 +496,11 @@ class CcxtVenue(ExchangeSession):
                 return await self._resolve(cid, intent.symbol, absent_reason="duplicate_id")
             self._log(intent).info("submit_rejected", error=f"{type(exc).__name__}: {exc}")
             return self._rejected(cid, _reason(exc), detail=str(exc))
+        if order.get("status") is None:
+            # An acknowledgement only (OKX, KuCoin answer a place with ids, no state): ask for the
+            # order, and ask again while an order that cannot rest is still matching.
+            settle = params.get("timeInForce") != "GTC"
+            return await self._resolve(cid, intent.symbol, absent_reason=None, settle=settle)
         return self._execution(cid, order)
 
     def _log(self, intent: OrderIntent) -> Any:
@@ -438,18 +519,29 @@ class CcxtVenue(ExchangeSession):
                 return execution
         return await self._resolve(cid, self._symbols[cid], absent_reason="not_found")
 
-    async def _resolve(self, cid: str, symbol: str, *, absent_reason: str) -> Execution:
-        """Query the order until the exchange says what it holds; REJECTED if it holds none."""
+    async def _resolve(
+        self, cid: str, symbol: str, *, absent_reason: str | None, settle: bool = False
+    ) -> Execution:
+        """Query the order until the exchange says what it holds; REJECTED if it holds none.
+
+        ``absent_reason`` None: the exchange acknowledged the order, so "not found" only means
+        not visible yet and is asked again. ``settle``: an open answer is asked again too (the
+        last attempt's answer stands).
+        """
+        attempts = self.config.resolve_attempts
         backoff_s = self.config.resolve_backoff_ms / 1000.0
         last: Exception | None = None
-        for attempt in range(self.config.resolve_attempts):
+        for attempt in range(attempts):
             if attempt:
                 await self.clock.sleep(backoff_s * 2 ** (attempt - 1))
             try:
                 order = await self._exchange.fetch_order(
-                    None, self._unified[symbol], {"origClientOrderId": cid}
+                    None, self._unified[symbol], self._query_params(cid)
                 )
-            except ccxt_async.OrderNotFound:
+            except ccxt_async.OrderNotFound as exc:
+                if absent_reason is None:
+                    last = exc
+                    continue
                 return self._rejected(cid, absent_reason, detail="order not found at the venue")
             except ccxt_async.OperationFailed as exc:
                 last = exc
@@ -463,10 +555,12 @@ class CcxtVenue(ExchangeSession):
                 continue
             except ccxt_async.ExchangeError as exc:
                 raise VenueError(f"{self.name} fetch_order {cid}: {exc}") from exc
-            return self._execution(cid, order)
+            execution = self._execution(cid, order)
+            if settle and execution.status in _OPEN and attempt + 1 < attempts:
+                continue
+            return execution
         raise OutcomeUnknown(
-            f"{self.name}: outcome of order {cid} unknown after "
-            f"{self.config.resolve_attempts} queries: {last}"
+            f"{self.name}: outcome of order {cid} unknown after {attempts} queries: {last}"
         ) from last
 
     def _execution(self, cid: str, order: dict[str, Any]) -> Execution:
@@ -487,22 +581,21 @@ class CcxtVenue(ExchangeSession):
 
     def _fills(self, order: dict[str, Any]) -> tuple[Fill, ...]:
         fee_rate = self.config.taker_fee_bps / 1e4
-        quote = str(order.get("symbol") or "").partition("/")[2].partition(":")[0]
+        base, _, rest = str(order.get("symbol") or "").partition("/")
+        pair = (base, rest.partition(":")[0])
         fills: list[Fill] = []
         for trade in order.get("trades") or ():
             qty, price = float(trade["amount"]), float(trade["price"])
-            fee = trade.get("fee") or {}
-            if fee.get("cost") is not None and fee.get("currency") == quote:
-                cost = float(fee["cost"])
-            else:
-                cost = qty * price * fee_rate
-            fills.append(Fill(quantity=qty, price=price, fee=cost))
+            fee = _quote_fee(trade.get("fee"), pair, price, qty * price * fee_rate)
+            fills.append(Fill(quantity=qty, price=price, fee=fee))
         filled = float(order.get("filled") or 0.0)
         if not fills and filled > 0:
-            # An order query carries totals only: one fill at the average price.
+            # An order query carries totals only: one fill at the average price, with the
+            # order's own fee if it has one (OKX's has).
             average = order.get("average")
             price = float(average) if average else float(order.get("cost") or 0.0) / filled
-            fills.append(Fill(quantity=filled, price=price, fee=filled * price * fee_rate))
+            fee = _quote_fee(order.get("fee"), pair, price, filled * price * fee_rate)
+            fills.append(Fill(quantity=filled, price=price, fee=fee))
         return tuple(fills)
 
     def _rejected(self, cid: str, reason: str, *, detail: str = "") -> Execution:
@@ -514,8 +607,20 @@ class CcxtVenue(ExchangeSession):
 
     def _remember(self, cid: str, symbol: str) -> None:
         self._symbols[cid] = symbol
+        theirs = self._exchange_id(cid)
+        if theirs != cid:
+            self._ours[theirs] = cid
         while len(self._symbols) > self.config.order_memory:
-            self._symbols.popitem(last=False)
+            forgotten, _ = self._symbols.popitem(last=False)
+            self._ours.pop(self._exchange_id(forgotten), None)
+
+    def _exchange_id(self, cid: str) -> str:
+        """Our client order id as the exchange takes it."""
+        return exchange_client_id(self.name, cid)
+
+    def _query_params(self, cid: str) -> dict[str, str]:
+        """ccxt params naming an order by our client order id (fetch_order, cancel_order)."""
+        return {self._query_id_param: self._exchange_id(cid)}
 
     def _as_venue_error(self, call: str, symbol: str | None) -> _VenueErrors:
         return _VenueErrors(f"{self.name} {call}" + (f" {symbol}" if symbol else ""))
