@@ -1,17 +1,27 @@
 """A live trading venue through ``ccxt.async_support``: orders, cancels, order state and balances.
 
 Every order carries our ``client_order_id`` to the exchange (Binance: ``newClientOrderId``; OKX:
-``clOrdId``; KuCoin: ``clientOid``), mapped by ``exchange_client_id`` to the characters and
-length the exchange accepts, and that id is how the venue finds the order again. An exchange
-that only acknowledges a placed order (OKX, KuCoin) is asked for the order's state and fills by
-that id straight away. A submit whose outcome is
-unknown (timeout, dropped connection, 5xx, 429, a garbled answer) is never sent again: the venue
-queries the order by its client id, a few times, and answers what the exchange holds. Only an
-answer that proves the exchange did not take the order (an explicit reject, or "order does not
-exist" to that query) comes back REJECTED; when even the queries fail, ``submit`` raises
-``VenueError`` and the order stays known, so a later submit or ``fetch_order`` with the same id
-resolves it by querying again. A duplicate-id error from the exchange means an earlier submit got
-through, and is resolved the same way.
+``clOrdId``; KuCoin: ``clientOid``; Kraken: ``cl_ord_id``), mapped by ``exchange_client_id`` to
+the characters and length the exchange accepts, and that id is how the venue finds the order
+again (Kraken, whose order query takes only its own order ids: in its open, then its closed
+order list, both filtered by ``cl_ord_id``). An exchange that only acknowledges a placed order
+(OKX, KuCoin, Kraken) is asked for the order's state and fills by that id straight away. A
+submit whose outcome is unknown (timeout, dropped connection, 5xx, 429, a garbled answer) is
+never sent again: the venue queries the order by its client id, a few times, and answers what
+the exchange holds. Only an answer that proves the exchange did not take the order (an explicit
+reject, or "order does not exist" to that query) comes back REJECTED; when even the queries
+fail, ``submit`` raises ``VenueError`` and the order stays known, so a later submit or
+``fetch_order`` with the same id resolves it by querying again. A duplicate-id error from the
+exchange means an earlier submit got through, and is resolved the same way.
+
+Kraken's limit: it keeps a ``cl_ord_id`` unique among open orders only (and documents no
+duplicate error), so that last guard does not hold there. A process that has forgotten an id (a
+restart, or more than ``order_memory`` orders since) and is asked to submit it again sends a
+second order when the first has closed, and reads Kraken's refusal as a reject when the first is
+still open: ask ``lookup`` first for ids that may have been sent before (reconciliation does).
+
+Coinbase is refused (``UNSUPPORTED``): ccxt's client replaces our client order id with its own,
+Coinbase's order query takes only its own order ids, and ccxt wants a price for market buys.
 
 Fees, in the quote asset: a fill's fee is the exchange's commission (a trade's, or for fills
 known only from an order query, which carries no trades, the order's total) when it is charged
@@ -87,6 +97,20 @@ _CLIENT_ID_PARAMS: dict[str, tuple[str, str]] = {
 _CLIENT_ID_RULES: dict[str, tuple[re.Pattern[str], re.Pattern[str], int]] = {
     "okx": (re.compile(r"[A-Za-z0-9]{1,32}"), re.compile(r"[^A-Za-z0-9]"), 32),
     "kucoin": (re.compile(r"[A-Za-z0-9_-]{1,40}"), re.compile(r"[^A-Za-z0-9_-]"), 40),
+    # Kraken's free-text ``cl_ord_id`` (its other form, a UUID, would not keep our ids legible).
+    "kraken": (re.compile(r"[A-Za-z0-9_.-]{1,18}"), re.compile(r"[^A-Za-z0-9_.-]"), 18),
+}
+# Exchange answers that ccxt leaves as a plain ``ExchangeError`` but that mean the credentials are
+# wrong: Kraken's wrong secret (ccxt maps its unknown key, "EAPI:Invalid key", already).
+_AUTH_ERRORS: dict[str, tuple[str, ...]] = {"kraken": ("EAPI:Invalid signature",)}
+# Exchanges this venue refuses, and why (market data through ``CcxtSource`` is not affected).
+UNSUPPORTED: dict[str, str] = {
+    "coinbase": (
+        "ccxt's coinbase client sends an id of its own instead of our client order id, and "
+        "Coinbase looks orders up by its own order id only, so an order whose submit times out "
+        "could not be found again (and ccxt refuses market buys without a price); use it for "
+        "market data ([data.ccxt]) only"
+    ),
 }
 # ccxt's names for our order types and sides (looked up: an enum's ``.value`` costs more).
 _CCXT_TYPE = {OrderType.MARKET: "market", OrderType.LIMIT: "limit"}
@@ -123,6 +147,9 @@ class CcxtVenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         if self.exchange not in EXCHANGE_IDS:
             raise ValueError(f"exchange {self.exchange!r}: expected one of {list(EXCHANGE_IDS)}")
+        refusal = UNSUPPORTED.get(self.exchange)
+        if refusal:
+            raise ValueError(f"exchange {self.exchange!r} cannot trade live: {refusal}")
         if self.api_url and urlsplit(self.api_url).scheme not in ("http", "https"):
             raise ValueError(f"api_url {self.api_url!r}: expected an http(s) URL")
         if self.sandbox and self.api_url:
@@ -131,7 +158,7 @@ class CcxtVenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 def exchange_client_id(exchange: str, cid: str) -> str:
     """Our client order id as ``exchange`` accepts it (OKX: 1-32 letters and digits; KuCoin: 1-40
-    letters, digits, ``_`` and ``-``; the others: unchanged).
+    letters, digits, ``_`` and ``-``; Kraken: 1-18 of those or ``.``; the others: unchanged).
 
     An id the exchange accepts goes unchanged; any other (the router's ``parent-n`` children on
     OKX, ids with ``.``) becomes its accepted characters, cut to leave room, plus 12 hex digits
@@ -204,6 +231,9 @@ class CcxtVenue(ExchangeSession):
             if config.book_ttl_ms
             else None
         )
+        exact = self._exchange.exceptions["exact"]  # the client's own copy
+        for message in _AUTH_ERRORS.get(config.exchange, ()):
+            exact[message] = ccxt_async.AuthenticationError
         # Reconciliation lists open orders across symbols; Binance's client refuses that
         # unless told the (heavier) request is meant.
         self._exchange.options["warnOnFetchOpenOrdersWithoutSymbol"] = False
@@ -337,9 +367,7 @@ class CcxtVenue(ExchangeSession):
         if symbol is None:
             raise KeyError(f"no symbol known for client order id {client_order_id!r}")
         with self._as_venue_error("fetch_order", symbol):
-            order = await self._exchange.fetch_order(
-                None, self._unified[symbol], self._query_params(client_order_id)
-            )
+            order = await self._query_order(client_order_id, symbol)
         return self._execution(client_order_id, order)
 
     async def lookup(self, client_order_id: str, symbol: str) -> Execution | None:
@@ -535,9 +563,7 @@ class CcxtVenue(ExchangeSession):
             if attempt:
                 await self.clock.sleep(backoff_s * 2 ** (attempt - 1))
             try:
-                order = await self._exchange.fetch_order(
-                    None, self._unified[symbol], self._query_params(cid)
-                )
+                order = await self._query_order(cid, symbol)
             except ccxt_async.OrderNotFound as exc:
                 if absent_reason is None:
                     last = exc
@@ -617,6 +643,24 @@ class CcxtVenue(ExchangeSession):
     def _exchange_id(self, cid: str) -> str:
         """Our client order id as the exchange takes it."""
         return exchange_client_id(self.name, cid)
+
+    async def _query_order(self, cid: str, symbol: str) -> dict[str, Any]:
+        """ccxt's order, found by our client order id (raises ccxt's ``OrderNotFound``)."""
+        exchange, unified = self._exchange, self._unified[symbol]
+        params = self._query_params(cid)
+        if self.name != "kraken":
+            order: dict[str, Any] = await exchange.fetch_order(None, unified, params)
+            return order
+        # Kraken's order query needs its own order id (ccxt sends ours as an int32 ``userref``,
+        # which Kraken refuses); its open and closed order lists filter by ``cl_ord_id``. Open
+        # first: an order only moves from that list to the other, so it cannot slip between.
+        for listing in (exchange.fetch_open_orders, exchange.fetch_closed_orders):
+            found: list[dict[str, Any]] = await listing(unified, None, None, params)
+            if found:
+                # Kraken keeps cl_ord_ids unique among open orders only; ours are never reused,
+                # but a closed order of the same id would be older: take the newest.
+                return max(found, key=lambda o: o.get("timestamp") or 0)
+        raise ccxt_async.OrderNotFound(f"kraken: no order with cl_ord_id {self._exchange_id(cid)}")
 
     def _query_params(self, cid: str) -> dict[str, str]:
         """ccxt params naming an order by our client order id (fetch_order, cancel_order)."""

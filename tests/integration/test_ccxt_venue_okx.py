@@ -15,12 +15,9 @@ from typing import Any
 import ccxt.async_support as ccxt_async
 import pytest
 
-from quantumtrade.bus import EventBus
-from quantumtrade.clock import ManualClock
 from quantumtrade.config import Credentials
 from quantumtrade.errors import VenueError
 from quantumtrade.events import (
-    Event,
     ExternalOrderFound,
     OrderCancelled,
     OrderFilled,
@@ -31,8 +28,7 @@ from quantumtrade.events import (
     Side,
 )
 from quantumtrade.execution.ccxt_venue import CcxtVenue, exchange_client_id
-from quantumtrade.execution.reconcile import OrderLedger, Reconciler
-from quantumtrade.execution.router import OrderRouter, child_order_id
+from quantumtrade.execution.router import child_order_id
 from quantumtrade.execution.venue import OrderStatus, OutcomeUnknown
 from tests.support.ccxt_venue_setup import (
     ASKS,
@@ -40,6 +36,7 @@ from tests.support.ccxt_venue_setup import (
     BIDS,
     SERVER_FEE_BPS,
     START_MS,
+    World,
     book_markets,
     loopback_venue,
     order,
@@ -305,27 +302,6 @@ async def test_error_answer_before_acceptance_is_rejected_after_the_query(
     ex = await venue.submit(order("r1", Side.SELL, 1.0))
     assert ex.status is OrderStatus.REJECTED and ex.reason == "ExchangeNotAvailable"
     assert not server.book.orders and server.hits[ORDER] == 1  # proof: OKX said 51603
-
-
-class World:
-    """A router and a reconciler over one OKX venue, on one bus with the order ledger."""
-
-    def __init__(self, venue: CcxtVenue) -> None:
-        clock = ManualClock(start_ns=START_MS * 1_000_000)
-        self.bus = EventBus(clock=clock)
-        self.ledger = OrderLedger()
-        self.seen: list[Event] = []
-        for event_type, handler in self.ledger.handlers():
-            self.bus.subscribe(event_type, handler)
-        for t in (OrderSubmitted, OrderFilled, OrderCancelled, OrderRejected, ExternalOrderFound):
-            self.bus.subscribe(t, self.seen.append)
-        self.router = OrderRouter(bus=self.bus, clock=clock, venues=[venue])
-        self.reconciler = Reconciler(
-            bus=self.bus, clock=clock, ledger=self.ledger, venues={venue.name: venue}
-        )
-
-    def of(self, event_type: type[Event]) -> list[Event]:
-        return [e for e in self.seen if isinstance(e, event_type)]
 
 
 async def test_a_submit_of_unknown_outcome_reconciles_to_one_order_by_client_id(

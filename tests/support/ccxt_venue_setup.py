@@ -1,5 +1,6 @@
-"""What the CcxtVenue tests against the passphrase exchanges (OKX, KuCoin) share: a small book
-with known levels, a venue built for a loopback server, and the intents they send."""
+"""What the CcxtVenue tests against the signed loopbacks (OKX, KuCoin, Kraken) share: a small
+book with known levels, a venue built for a loopback server, the intents they send, and a router
+with a reconciler over one venue."""
 
 from __future__ import annotations
 
@@ -7,10 +8,23 @@ from typing import Any
 
 import msgspec
 
+from quantumtrade.bus import EventBus
 from quantumtrade.clock import ManualClock
 from quantumtrade.config import Credentials
-from quantumtrade.events import OrderIntent, OrderType, Side
+from quantumtrade.events import (
+    Event,
+    ExternalOrderFound,
+    OrderCancelled,
+    OrderFilled,
+    OrderIntent,
+    OrderRejected,
+    OrderSubmitted,
+    OrderType,
+    Side,
+)
 from quantumtrade.execution.ccxt_venue import CcxtVenue, CcxtVenueConfig
+from quantumtrade.execution.reconcile import OrderLedger, Reconciler
+from quantumtrade.execution.router import OrderRouter
 from tests.support.loopback_binance import Market, market
 
 START_MS = 1_700_000_000_000
@@ -62,3 +76,25 @@ def order(cid: str, side: Side, qty: float, limit: float | None = None) -> Order
         order_type=OrderType.MARKET if limit is None else OrderType.LIMIT,
         limit_price=limit,
     )
+
+
+class World:
+    """A router and a reconciler over one venue, on one bus with the order ledger; ``seen``
+    holds the order events in the order they were published."""
+
+    def __init__(self, venue: CcxtVenue) -> None:
+        clock = ManualClock(start_ns=START_MS * 1_000_000)
+        self.bus = EventBus(clock=clock)
+        self.ledger = OrderLedger()
+        self.seen: list[Event] = []
+        for event_type, handler in self.ledger.handlers():
+            self.bus.subscribe(event_type, handler)
+        for t in (OrderSubmitted, OrderFilled, OrderCancelled, OrderRejected, ExternalOrderFound):
+            self.bus.subscribe(t, self.seen.append)
+        self.router = OrderRouter(bus=self.bus, clock=clock, venues=[venue])
+        self.reconciler = Reconciler(
+            bus=self.bus, clock=clock, ledger=self.ledger, venues={venue.name: venue}
+        )
+
+    def of(self, event_type: type[Event]) -> list[Event]:
+        return [e for e in self.seen if isinstance(e, event_type)]
