@@ -3,7 +3,7 @@
 #   docker run --rm -p 127.0.0.1:8080:8080 -e QT_ADMIN__HOST=0.0.0.0 quantumtrade
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY quantumtrade ./quantumtrade
 RUN python -m venv /opt/quantumtrade && /opt/quantumtrade/bin/pip install --no-cache-dir .
 
