@@ -291,7 +291,7 @@ def _check_live(cfg: AppConfig, environ: Mapping[str, str]) -> list[tuple[str, s
             (
                 "execution.venues",
                 "live mode needs at least one exchange: add [[execution.venues]] with "
-                'exchange = "binance" (or kraken, kucoin, okx), keys in the environment',
+                'exchange = "binance" (or coinbase, kraken, kucoin, okx), keys in the environment',
             )
         )
     secrets = Secrets.from_env(environ)

@@ -1,16 +1,19 @@
 """A live trading venue through ``ccxt.async_support``: orders, cancels, order state and balances.
 
 Every order carries our ``client_order_id`` to the exchange (Binance: ``newClientOrderId``; OKX:
-``clOrdId``; KuCoin: ``clientOid``; Kraken: ``cl_ord_id``), mapped by ``exchange_client_id`` to
-the characters and length the exchange accepts, and that id is how the venue finds the order
-again (Kraken, whose order query takes only its own order ids: in its open, then its closed
-order list, both filtered by ``cl_ord_id``). An exchange that only acknowledges a placed order
-(OKX, KuCoin, Kraken) is asked for the order's state and fills by that id straight away. A
-submit whose outcome is unknown (timeout, dropped connection, 5xx, 429, a garbled answer) is
-never sent again: the venue queries the order by its client id, a few times, and answers what
-the exchange holds. Only an answer that proves the exchange did not take the order (an explicit
-reject, or "order does not exist" to that query) comes back REJECTED; when even the queries
-fail, ``submit`` raises ``VenueError`` and the order stays known, so a later submit or
+``clOrdId``; KuCoin: ``clientOid``; Kraken: ``cl_ord_id``; Coinbase: ``client_order_id``, which
+replaces ccxt's own ``ccxt-<uuid>``), mapped by ``exchange_client_id`` to the characters and
+length the exchange accepts, and that id is how the venue finds the order again (Kraken, whose
+order query takes only its own order ids: in its open, then its closed order list, both filtered
+by ``cl_ord_id``; Coinbase, likewise: by the order id its place answer gave, else by matching
+``client_order_id`` in its order list of the product, from shortly before the order was sent, or
+its whole history for an id this process did not send). An exchange that only acknowledges a
+placed order (OKX, KuCoin, Kraken, Coinbase) is asked for the order's state and fills straight
+away. A submit whose outcome is unknown (timeout, dropped connection, 5xx, 429, a garbled
+answer) is never sent again: the venue queries the order by its client id, a few times, and
+answers what the exchange holds. Only an answer that proves the exchange did not take the order
+(an explicit reject, or "order does not exist" to that query) comes back REJECTED; when even the
+queries fail, ``submit`` raises ``VenueError`` and the order stays known, so a later submit or
 ``fetch_order`` with the same id resolves it by querying again. A duplicate-id error from the
 exchange means an earlier submit got through, and is resolved the same way.
 
@@ -20,8 +23,8 @@ restart, or more than ``order_memory`` orders since) and is asked to submit it a
 second order when the first has closed, and reads Kraken's refusal as a reject when the first is
 still open: ask ``lookup`` first for ids that may have been sent before (reconciliation does).
 
-Coinbase is refused (``UNSUPPORTED``): ccxt's client replaces our client order id with its own,
-Coinbase's order query takes only its own order ids, and ccxt wants a price for market buys.
+Coinbase's market buys are sized in the base asset (``market_market_ioc`` with ``base_size``)
+instead of ccxt's quote-sized buy, which needs a price.
 
 Fees, in the quote asset: a fill's fee is the exchange's commission (a trade's, or for fills
 known only from an order query, which carries no trades, the order's total) when it is charged
@@ -36,6 +39,7 @@ import hashlib
 import math
 import re
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
@@ -74,6 +78,13 @@ _VENUE_STATUS: dict[str, OrderStatus] = {
     "EXPIRED": OrderStatus.CANCELLED,
     "EXPIRED_IN_MATCH": OrderStatus.CANCELLED,
     "REJECTED": OrderStatus.REJECTED,
+    # Coinbase's (its CANCELLED, EXPIRED and FAILED would all read "canceled" through ccxt).
+    "PENDING": OrderStatus.NEW,
+    "QUEUED": OrderStatus.NEW,
+    "OPEN": OrderStatus.NEW,
+    "CANCEL_QUEUED": OrderStatus.NEW,
+    "CANCELLED": OrderStatus.CANCELLED,
+    "FAILED": OrderStatus.REJECTED,
 }
 _OPEN = (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)
 # ccxt's unified states, for exchanges whose raw status we do not know.
@@ -91,6 +102,9 @@ DUPLICATE_MARKERS = ("duplicate order", "duplicated clordid", "clientoidduplicat
 # Binance's names, sends them on as unknown fields and a broker-prefixed id of its own).
 _CLIENT_ID_PARAMS: dict[str, tuple[str, str]] = {
     "binance": ("newClientOrderId", "origClientOrderId"),
+    # ccxt's coinbase client drops ``clientOrderId``; its request field, given as a param,
+    # replaces the ``ccxt-<uuid>`` it makes up (Coinbase's queries never take it).
+    "coinbase": ("client_order_id", "client_order_id"),
 }
 # What each exchange accepts as a client order id where the router's ids (letters, digits,
 # ``.``, ``_``, ``-``, up to 36) may not pass: (a valid id, a refused character, longest id).
@@ -103,15 +117,10 @@ _CLIENT_ID_RULES: dict[str, tuple[re.Pattern[str], re.Pattern[str], int]] = {
 # Exchange answers that ccxt leaves as a plain ``ExchangeError`` but that mean the credentials are
 # wrong: Kraken's wrong secret (ccxt maps its unknown key, "EAPI:Invalid key", already).
 _AUTH_ERRORS: dict[str, tuple[str, ...]] = {"kraken": ("EAPI:Invalid signature",)}
-# Exchanges this venue refuses, and why (market data through ``CcxtSource`` is not affected).
-UNSUPPORTED: dict[str, str] = {
-    "coinbase": (
-        "ccxt's coinbase client sends an id of its own instead of our client order id, and "
-        "Coinbase looks orders up by its own order id only, so an order whose submit times out "
-        "could not be found again (and ccxt refuses market buys without a price); use it for "
-        "market data ([data.ccxt]) only"
-    ),
-}
+# Coinbase: how far before our clock's send time its order list is searched (clock skew), and
+# the orders asked per page of it.
+_COINBASE_SKEW_MS = 300_000
+_COINBASE_PAGE = 100
 # ccxt's names for our order types and sides (looked up: an enum's ``.value`` costs more).
 _CCXT_TYPE = {OrderType.MARKET: "market", OrderType.LIMIT: "limit"}
 _CCXT_SIDE = {Side.BUY: "buy", Side.SELL: "sell"}
@@ -147,9 +156,6 @@ class CcxtVenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         if self.exchange not in EXCHANGE_IDS:
             raise ValueError(f"exchange {self.exchange!r}: expected one of {list(EXCHANGE_IDS)}")
-        refusal = UNSUPPORTED.get(self.exchange)
-        if refusal:
-            raise ValueError(f"exchange {self.exchange!r} cannot trade live: {refusal}")
         if self.api_url and urlsplit(self.api_url).scheme not in ("http", "https"):
             raise ValueError(f"api_url {self.api_url!r}: expected an http(s) URL")
         if self.sandbox and self.api_url:
@@ -196,7 +202,8 @@ def _is_duplicate(exc: BaseException) -> bool:
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, ccxt_async.InsufficientFunds):
+    # ccxt raises Coinbase's refused orders as a plain ExchangeError carrying its answer.
+    if isinstance(exc, ccxt_async.InsufficientFunds) or "INSUFFICIENT_FUND" in str(exc):
         return "insufficient_balance"
     if isinstance(exc, ccxt_async.AuthenticationError):
         return "authentication_failed"
@@ -244,6 +251,13 @@ class CcxtVenue(ExchangeSession):
             self._exchange.set_sandbox_mode(True)
         if credentials.password:
             self._exchange.password = credentials.password
+        # Coinbase: client order id → (our clock's send time in ms, or None for an id sent by
+        # another process; Coinbase's order id once known): its order query needs that id.
+        self._coinbase: dict[str, tuple[int | None, str]] | None = None
+        if config.exchange == "coinbase":
+            self._coinbase = {}
+            # Advanced Trade's accounts (available and held), not ccxt's default v2 wallets.
+            self._exchange.options["fetchBalance"] = "v3PrivateGetBrokerageAccounts"
         self._unified: dict[str, str] = {}  # our name (BTCUSDT) → ccxt's (BTC/USDT)
         self._assets: dict[str, tuple[str, str]] = {}  # our name → (base, quote)
         self._steps: dict[str, float] = {}  # our name → lot step (absent: not known)
@@ -348,9 +362,12 @@ class CcxtVenue(ExchangeSession):
             return False
         try:
             with self._as_venue_error("cancel_order", symbol):
-                await self._exchange.cancel_order(
-                    None, self._unified[symbol], self._query_params(client_order_id)
-                )
+                if self._coinbase is not None:
+                    await self._coinbase_cancel(client_order_id, symbol)
+                else:
+                    await self._exchange.cancel_order(
+                        None, self._unified[symbol], self._query_params(client_order_id)
+                    )
         except VenueError as exc:
             if isinstance(exc.__cause__, ccxt_async.OrderNotFound):
                 return False
@@ -414,6 +431,9 @@ class CcxtVenue(ExchangeSession):
 
     async def _fetch_open_orders(self, ours: dict[str, str]) -> list[dict[str, Any]]:
         exchange = self._exchange
+        if self._coinbase is not None:  # ccxt's reads one page of 100 only
+            listed = self._coinbase_list({"order_status": "OPEN"})
+            return [exchange.parse_order(raw) async for raw in listed]
         if self.name != "kucoin" or not exchange.options.get("hf"):
             orders: list[dict[str, Any]] = await exchange.fetch_open_orders()
             return orders
@@ -473,6 +493,16 @@ class CcxtVenue(ExchangeSession):
         params: dict[str, Any] = {self._create_id_param: self._exchange_id(cid)}
         if intent.order_type is OrderType.LIMIT:
             params["timeInForce"] = time_in_force
+        if self._coinbase is not None:
+            self._coinbase[cid] = (self.clock.now_ns() // 1_000_000, "")
+            if intent.order_type is OrderType.MARKET and intent.side is Side.BUY:
+                # ccxt sends a market buy as ``quote_size`` (amount times a price it demands);
+                # Coinbase takes the size in the base asset, as ccxt sends a sell.
+                size = self._exchange.amount_to_precision(
+                    self._unified[intent.symbol], intent.quantity
+                )
+                params["createMarketBuyOrderRequiresPrice"] = False
+                params["order_configuration"] = {"market_market_ioc": {"base_size": size}}
         try:
             execution = await self._place(intent, params)
         except BaseException as exc:
@@ -524,6 +554,9 @@ class CcxtVenue(ExchangeSession):
                 return await self._resolve(cid, intent.symbol, absent_reason="duplicate_id")
             self._log(intent).info("submit_rejected", error=f"{type(exc).__name__}: {exc}")
             return self._rejected(cid, _reason(exc), detail=str(exc))
+        if self._coinbase is not None and order.get("id"):
+            sent_ms = self._coinbase.get(cid, (None, ""))[0]
+            self._coinbase[cid] = (sent_ms, str(order["id"]))
         if order.get("status") is None:
             # An acknowledgement only (OKX, KuCoin answer a place with ids, no state): ask for the
             # order, and ask again while an order that cannot rest is still matching.
@@ -639,6 +672,8 @@ class CcxtVenue(ExchangeSession):
         while len(self._symbols) > self.config.order_memory:
             forgotten, _ = self._symbols.popitem(last=False)
             self._ours.pop(self._exchange_id(forgotten), None)
+            if self._coinbase is not None:
+                self._coinbase.pop(forgotten, None)
 
     def _exchange_id(self, cid: str) -> str:
         """Our client order id as the exchange takes it."""
@@ -647,6 +682,8 @@ class CcxtVenue(ExchangeSession):
     async def _query_order(self, cid: str, symbol: str) -> dict[str, Any]:
         """ccxt's order, found by our client order id (raises ccxt's ``OrderNotFound``)."""
         exchange, unified = self._exchange, self._unified[symbol]
+        if self._coinbase is not None:
+            return await self._coinbase_order(cid, unified)
         params = self._query_params(cid)
         if self.name != "kraken":
             order: dict[str, Any] = await exchange.fetch_order(None, unified, params)
@@ -661,6 +698,55 @@ class CcxtVenue(ExchangeSession):
                 # but a closed order of the same id would be older: take the newest.
                 return max(found, key=lambda o: o.get("timestamp") or 0)
         raise ccxt_async.OrderNotFound(f"kraken: no order with cl_ord_id {self._exchange_id(cid)}")
+
+    async def _coinbase_order(self, cid: str, unified: str) -> dict[str, Any]:
+        """Coinbase's order by its order id when known, else found in its order list by our
+        client order id (its id is then kept); raises ccxt's ``OrderNotFound``."""
+        assert self._coinbase is not None
+        exchange = self._exchange
+        sent_ms, order_id = self._coinbase.get(cid, (None, ""))
+        if order_id:
+            order: dict[str, Any] = await exchange.fetch_order(order_id, unified)
+            return order
+        market = exchange.market(unified)
+        request: dict[str, Any] = {"product_ids": market["id"]}
+        if sent_ms is not None:  # sent by this process: nothing older can be it
+            request["start_date"] = exchange.iso8601(sent_ms - _COINBASE_SKEW_MS)
+        theirs = self._exchange_id(cid)
+        async for raw in self._coinbase_list(request):
+            if raw.get("client_order_id") == theirs:
+                order = exchange.parse_order(raw, market)
+                self._coinbase[cid] = (sent_ms, str(order["id"]))
+                return order
+        raise ccxt_async.OrderNotFound(f"coinbase: no order with client_order_id {theirs}")
+
+    async def _coinbase_cancel(self, cid: str, symbol: str) -> None:
+        """Cancel by Coinbase's order id; ccxt's ``OrderNotFound`` when nothing is open under
+        ``cid`` (Coinbase's refusal reaches us as a bare ``BadRequest``: asking tells)."""
+        order = await self._query_order(cid, symbol)
+        if self._execution(cid, order).status in _OPEN:
+            try:
+                await self._exchange.cancel_order(order["id"], self._unified[symbol])
+                return
+            except ccxt_async.BadRequest:
+                order = await self._query_order(cid, symbol)
+                if self._execution(cid, order).status in _OPEN:
+                    raise
+        raise ccxt_async.OrderNotFound(f"coinbase: order {cid} is not open")
+
+    async def _coinbase_list(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Every order of Coinbase's order list that ``request`` filters, page after page
+        (ccxt's ``fetch_orders`` reads one page only, and nothing short of the last page proves
+        an order absent)."""
+        request = {**request, "limit": _COINBASE_PAGE}
+        while True:
+            page = await self._exchange.v3PrivateGetBrokerageOrdersHistoricalBatch(request)
+            for raw in page.get("orders") or ():
+                yield raw
+            cursor = page.get("cursor")
+            if not page.get("has_next") or not cursor:
+                return
+            request["cursor"] = cursor
 
     def _query_params(self, cid: str) -> dict[str, str]:
         """ccxt params naming an order by our client order id (fetch_order, cancel_order)."""

@@ -1,6 +1,6 @@
-"""What the CcxtVenue tests against the signed loopbacks (OKX, KuCoin, Kraken) share: a small
-book with known levels, a venue built for a loopback server, the intents they send, and a router
-with a reconciler over one venue."""
+"""What the CcxtVenue tests against the signed loopbacks (OKX, KuCoin, Kraken, Coinbase) share: a
+small book with known levels, a venue built for a loopback server, the intents they send, and a
+router with a reconciler over one venue."""
 
 from __future__ import annotations
 
