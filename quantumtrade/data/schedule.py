@@ -29,10 +29,7 @@ class Schedule(Generic[T]):
     def qsize(self) -> int:
         return self._size
 
-    def put(self, priority: int, item: T) -> None:
-        self.put_many(priority, (item,))
-
-    def put_many(self, priority: int, items: list[T] | tuple[T, ...]) -> None:
+    def put_many(self, priority: int, items: list[T]) -> None:
         if not items:
             return
         self._levels[priority].extend(items)

@@ -12,9 +12,9 @@ from quantumtrade.data.schedule import Schedule
 def test_take_returns_most_urgent_first_and_fifo_within_a_priority() -> None:
     schedule: Schedule[str] = Schedule(levels=3)
     schedule.put_many(2, ["r1", "r2"])
-    schedule.put(0, "v1")
+    schedule.put_many(0, ["v1"])
     schedule.put_many(1, ["t1", "t2", "t3"])
-    schedule.put(0, "v2")
+    schedule.put_many(0, ["v2"])
     assert schedule.qsize() == 7
     assert schedule.take_nowait(4) == ["v1", "v2", "t1", "t2"]
     assert schedule.take_nowait(10) == ["t3", "r1", "r2"]
