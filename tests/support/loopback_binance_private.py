@@ -126,6 +126,8 @@ class PrivateBook:
         taker_fee_bps: float,
         partial_fill_ratio: float,
     ) -> None:
+        if not 0.0 <= partial_fill_ratio <= 1.0:
+            raise ValueError("partial_fill_ratio must be within [0, 1]")
         self.state = state
         self.api_key = api_key
         self.secret = secret
@@ -351,8 +353,6 @@ def add_private_routes(
     partial_fill_ratio: float = 1.0,
 ) -> PrivateBook:
     """Serve Binance's signed order and account endpoints on ``server``; returns their state."""
-    if not 0.0 <= partial_fill_ratio <= 1.0:
-        raise ValueError("partial_fill_ratio must be within [0, 1]")
     book = PrivateBook(
         server.state,
         api_key=api_key,

@@ -96,8 +96,6 @@ class LoopbackKrakenPrivate(LoopbackKraken):
         partial_fill_ratio: float = 1.0,
         **kwargs: Any,
     ) -> None:
-        if not 0.0 <= partial_fill_ratio <= 1.0:
-            raise ValueError("partial_fill_ratio must be within [0, 1]")
         super().__init__(markets, **kwargs)
         self.book = PrivateBook(
             self.state,

@@ -112,8 +112,6 @@ class LoopbackOkxPrivate(LoopbackOkx):
         partial_fill_ratio: float = 1.0,
         **kwargs: Any,
     ) -> None:
-        if not 0.0 <= partial_fill_ratio <= 1.0:
-            raise ValueError("partial_fill_ratio must be within [0, 1]")
         super().__init__(markets, **kwargs)
         self.passphrase = passphrase
         self.book = PrivateBook(
