@@ -54,12 +54,12 @@ import msgspec
 import numba
 import numpy as np
 from llvmlite import ir
-from numba.core import cgutils, types
+from numba.core import types
 from numba.extending import intrinsic
 from numpy.typing import NDArray
 
 from quantumtrade.events import Regime
-from quantumtrade.scoring.kernels import _JIT, _fma, _prefetch
+from quantumtrade.scoring.kernels import _JIT, _fma, _fma32, _prefetch
 
 F = TypeVar("F", bound=Callable[..., Any])
 Array = NDArray[np.float64]
@@ -561,25 +561,6 @@ _F_LN2_HI = np.float32(0.693359375)  # ln 2 = _F_LN2_HI + _F_LN2_LO (k * _F_LN2_
 _F_LN2_LO = np.float32(-2.12194440e-4)
 _F_C2, _F_C3, _F_C4 = np.float32(1.0 / 2.0), np.float32(1.0 / 6.0), np.float32(1.0 / 24.0)
 _F_C5, _F_C6, _F_C7 = np.float32(1.0 / 120.0), np.float32(1.0 / 720.0), np.float32(1.0 / 5040.0)
-
-
-@intrinsic
-def _fma32_intrinsic(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
-    """a * b + c in float32, rounded once (LLVM's fma)."""
-    sig = types.float32(types.float32, types.float32, types.float32)
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        f32 = ir.FloatType()
-        fnty = ir.FunctionType(f32, [f32, f32, f32])
-        fn = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
-            builder.module, fnty, "llvm.fma.f32"
-        )
-        return builder.call(fn, args)
-
-    return sig, codegen
-
-
-_fma32 = cast(Callable[[np.float32, np.float32, np.float32], np.float32], _fma32_intrinsic)
 
 
 @intrinsic

@@ -35,24 +35,33 @@ _JIT: dict[str, Any] = dict(
 VOL_FLOOR = 1e-12
 
 
-@intrinsic
-def _fma_intrinsic(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
-    """a * b + c rounded once (LLVM's fma: the hardware instruction or libm's exact fma)."""
-    sig = types.float64(types.float64, types.float64, types.float64)
+def _llvm_fma(nb_type: Any, ir_type: Any, name: str) -> Any:
+    """An intrinsic ``a * b + c`` of ``nb_type`` rounded once: LLVM's ``name`` (the hardware
+    instruction or libm's exact fma)."""
 
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        double = ir.DoubleType()
-        fnty = ir.FunctionType(double, [double, double, double])
-        fn = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
-            builder.module, fnty, "llvm.fma.f64"
-        )
-        return builder.call(fn, args)
+    def fma(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            fnty = ir.FunctionType(ir_type, [ir_type, ir_type, ir_type])
+            fn = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
+                builder.module, fnty, name
+            )
+            return builder.call(fn, args)
 
-    return sig, codegen
+        return nb_type(nb_type, nb_type, nb_type), codegen
+
+    fma.__name__ = fma.__qualname__ = name.replace(".", "_")
+    return intrinsic(fma)
 
 
-# Numba has no math.fma (Python 3.13 adds it); typed for mypy as the plain function it is.
-_fma = cast(Callable[[float, float, float], float], _fma_intrinsic)
+# Numba has no math.fma (Python 3.13 adds it); typed for mypy as the plain functions they are.
+_fma = cast(
+    Callable[[float, float, float], float],
+    _llvm_fma(types.float64, ir.DoubleType(), "llvm.fma.f64"),
+)
+_fma32 = cast(
+    Callable[[np.float32, np.float32, np.float32], np.float32],
+    _llvm_fma(types.float32, ir.FloatType(), "llvm.fma.f32"),
+)
 
 
 @intrinsic
