@@ -295,19 +295,6 @@ def _affordable(venue: Venue, intent: OrderIntent, levels: Levels) -> float:
     return quantity
 
 
-def _cut(levels: Levels, quantity: float) -> Levels:
-    """``levels`` holding ``quantity`` at the most: the last level taken is cut to fit."""
-    out: list[tuple[float, float]] = []
-    left = quantity
-    for price, size in levels:
-        if left <= 0:
-            break
-        if size > 0:
-            out.append((price, min(size, left)))
-            left -= size
-    return tuple(out)
-
-
 def _levels_for(quantity: float, levels: Levels) -> Levels:
     """The best levels whose sizes first add up to ``quantity`` (all of them if they never do):
     no allocation of ``quantity`` takes a deeper level of the same book."""
@@ -450,7 +437,8 @@ class OrderRouter:
                     excluded[venue.name] = shortfall
                     continue
                 limited[venue.name] = shortfall
-                ladder = _cut(ladder, payable)
+                # The book as far as the balance reaches (the last level cut to fit).
+                ladder = tuple((price, qty) for qty, price in take_levels(ladder, payable))
                 quote = self._quote(venue, intent, reference, ladder, payable, balance_limited=True)
             books[venue.name] = ladder
             quotes.append(quote)
