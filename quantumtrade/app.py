@@ -23,6 +23,7 @@ from quantumtrade.cache.l1 import L1Cache
 from quantumtrade.cache.tiered import RedisL2, TieredCache
 from quantumtrade.clock import Clock
 from quantumtrade.config import AppConfig, Mode, Secrets, describe
+from quantumtrade.core import TradingCore
 from quantumtrade.data.bar_cache import CachedBars
 from quantumtrade.data.ccxt_source import CcxtSource
 from quantumtrade.data.factory import active_symbols, build_source
@@ -41,18 +42,11 @@ from quantumtrade.events import (
     decode,
 )
 from quantumtrade.execution.ccxt_venue import CcxtVenue
-from quantumtrade.execution.paper import PaperVenue
 from quantumtrade.execution.reconcile import LEDGER_EVENT_TYPES, OrderLedger, Reconciler
-from quantumtrade.execution.router import OrderRouter
 from quantumtrade.execution.tracker import OrderTracker
-from quantumtrade.execution.venue import Venue
 from quantumtrade.metrics import Metrics, Snapshot
-from quantumtrade.portfolio import Portfolio
 from quantumtrade.regime import engine as regime_engine
-from quantumtrade.regime.detector import RegimeDetector
-from quantumtrade.risk.manager import RiskManager, subscribe_decision_path
 from quantumtrade.scoring import kernels
-from quantumtrade.scoring.scanner import Scanner
 from quantumtrade.store.eventlog import EventLog, EventLogWriter
 from quantumtrade.store.factory import open_event_log
 from quantumtrade.store.spool import Spool
@@ -130,33 +124,31 @@ class Daemon:
             on_processing_time=self.metrics.observe_processing_time,
             cache=self.bars_cache,
         )
-        self.regime = RegimeDetector(bus=self.bus, clock=clock, state=self.state, config=cfg.regime)
-        self.scanner = Scanner(
+        # Live mode trades on the configured exchanges only; paper mode on the simulator.
+        self.ccxt_venues = list(venues)
+        ex = cfg.execution
+        self.core = TradingCore.build(
             bus=self.bus,
             clock=clock,
             state=self.state,
-            config=cfg.scanner,
-            regime_of=self.regime.regime,
-        )
-        self.portfolio = Portfolio(bus=self.bus, clock=clock)
-        self.risk = RiskManager(
-            bus=self.bus, clock=clock, limits=cfg.risk, portfolio=self.portfolio
-        )
-        self.paper = PaperVenue(
-            "paper", clock=clock, books=self.order_book, config=cfg.execution.paper
-        )
-        # Live mode trades on the configured exchanges only; paper mode on the simulator.
-        self.ccxt_venues = list(venues)
-        trading: list[Venue] = list(self.ccxt_venues) if self.ccxt_venues else [self.paper]
-        self.router = OrderRouter(
-            bus=self.bus,
-            clock=clock,
-            venues=trading,
-            config=cfg.execution.router,
-            breaker_config=cfg.breaker,
+            regime=cfg.regime,
+            scanner=cfg.scanner,
+            risk=cfg.risk,
+            router=ex.router,
+            breaker=cfg.breaker,
+            fill_model=ex.fill_model,
+            bar_fill=ex.bar_fill,
+            paper=ex.paper,
+            books=self.order_book,
+            live_venues=self.ccxt_venues,
             on_latency=self.metrics.observe_router_latency,
             on_breaker_change=self._post,
         )
+        self.regime = self.core.regime
+        self.scanner = self.core.scanner
+        self.portfolio = self.core.portfolio
+        self.risk = self.core.risk
+        self.router = self.core.router
         self.tracker = OrderTracker()
         self.ledger = OrderLedger()
         self.reconciler = Reconciler(
@@ -285,11 +277,9 @@ class Daemon:
 
     def _subscribe(self) -> None:
         bus = self.bus
-        subscribe_decision_path(bus, risk=self.risk, portfolio=self.portfolio)
         for event_type, handler in self.ledger.handlers():
             bus.subscribe(event_type, handler)
         bus.subscribe(OrderIntent, self.tracker.on_intent)
-        bus.subscribe(OrderIntent, self.router.on_intent)
         bus.subscribe(RegimeChanged, self.orchestrator.on_regime_changed)
         bus.subscribe(OrderFilled, self.tracker.on_filled)
         bus.subscribe(OrderCancelled, self.tracker.on_cancelled)
@@ -361,8 +351,8 @@ class Daemon:
         self.orchestrator.refresh_due()
         await self.orchestrator.join()
         await self.orchestrator.refresh_tickers()
-        await self.regime.update()
-        await self.scanner.scan()
+        await self.core.after_bars()
+        await self.core.decide()
         self.ticks += 1
 
     async def run_until(self, stop: asyncio.Event) -> None:

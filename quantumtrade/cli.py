@@ -63,6 +63,27 @@ def _parser() -> argparse.ArgumentParser:
         help="stop at this seq or ISO-8601 UTC time",
     )
     replay.add_argument("--limit", type=int, default=20, help="differences to print (default 20)")
+    bt = sub.add_parser(
+        "backtest",
+        help="run the daemon's decision path over candle files; write summary, trades, report",
+    )
+    bt.add_argument(
+        "--data", nargs="+", required=True, metavar="PATH",
+        help="candle folders or files (relative to QT_DATA_DIR unless absolute)",
+    )  # fmt: skip
+    bt.add_argument("--symbols", type=_symbols, help="comma-separated (default: every file)")
+    bt.add_argument("--timeframe", default="", help="resample to this timeframe (e.g. 4h)")
+    bt.add_argument("--from", dest="start", type=_time, metavar="TIME", help="first traded bar")
+    bt.add_argument("--to", dest="end", type=_time, metavar="TIME", help="end (exclusive)")
+    bt.add_argument("--train", type=_span, metavar="FROM:TO", help="in-sample window (with --test)")
+    bt.add_argument("--test", type=_span, metavar="FROM:TO", help="out-of-sample window")
+    bt.add_argument("--config", metavar="PATH", help="TOML config (scanner, risk, bar_fill…)")
+    bt.add_argument("--initial-equity", type=_positive_float, default=100_000.0, metavar="USDT")
+    bt.add_argument(
+        "--warmup", type=int, default=None, metavar="BARS",
+        help="bars before the first traded one fed without trading (default: [data] capacity)",
+    )  # fmt: skip
+    bt.add_argument("--out", default="backtest-out", metavar="DIR", help="(default backtest-out)")
     regime = sub.add_parser("regime", help="market regime detection tools")
     regime_sub = regime.add_subparsers(dest="regime_command", required=True, metavar="COMMAND")
     ev = regime_sub.add_parser(
@@ -86,6 +107,53 @@ def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"'{text}' is not a positive whole number")
     return int(text)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive number")
+    return value
+
+
+def _symbols(text: str) -> tuple[str, ...]:
+    parts = tuple(p.strip().upper() for p in text.split(",") if p.strip())
+    if not parts:
+        raise argparse.ArgumentTypeError(f"'{text}' names no symbol")
+    return parts
+
+
+def _time(text: str) -> int:
+    """An ISO-8601 date or time (UTC if no zone) as ms since the epoch."""
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not an ISO-8601 date or time (2024-03-01 or 2024-03-01T12:00:00Z)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _span(text: str) -> tuple[int, int]:
+    """``FROM:TO`` with dates (2024-01-01:2024-06-01), or ``FROM..TO`` with times."""
+    start, sep, end = text.partition("..")
+    if not sep:
+        start, sep, end = text.partition(":")
+        if not sep or ":" in end:
+            raise argparse.ArgumentTypeError(
+                f"'{text}' is not FROM:TO (2024-01-01:2024-06-01) or FROM..TO with times"
+            )
+    a, b = _time(start), _time(end)
+    if a >= b:
+        raise argparse.ArgumentTypeError(f"'{text}': FROM must be before TO")
+    return a, b
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -307,6 +375,10 @@ def cmd_regime(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "backtest":
+        from quantumtrade.backtest.command import cmd_backtest
+
+        return cmd_backtest(args, _config_path(args.config), argv)
     if args.command == "regime":
         return cmd_regime(args)
     if args.command == "replay":

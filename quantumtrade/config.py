@@ -31,6 +31,7 @@ from quantumtrade.data.orchestrator import OrchestratorConfig
 from quantumtrade.data.replay_source import ReplayConfig, parse_timeframe
 from quantumtrade.data.synthetic import SyntheticConfig
 from quantumtrade.errors import ConfigError
+from quantumtrade.execution.bar_fill import BarFillConfig, FillModel
 from quantumtrade.execution.ccxt_venue import CcxtVenueConfig
 from quantumtrade.execution.paper import PaperVenueConfig
 from quantumtrade.execution.reconcile import ReconcileConfig
@@ -128,8 +129,14 @@ class AdminConfig(_Section, frozen=True, forbid_unknown_fields=True):
 
 
 class ExecutionConfig(_Section, frozen=True, forbid_unknown_fields=True):
+    fill_model: FillModel = FillModel.BOOK
+    """Paper mode: "book" fills at once against the order book (``paper``); "next_bar" holds
+    each order for its symbol's next bar and fills it there (``bar_fill``), as a backtest does.
+    Live mode trades on ``venues`` whatever this says."""
     paper: PaperVenueConfig = PaperVenueConfig()
     """The simulated venue paper mode trades on."""
+    bar_fill: BarFillConfig = BarFillConfig()
+    """Fills at the next bar: slippage, volume cap, fees (``backtest`` always uses these)."""
     router: RouterConfig = RouterConfig()
     venues: list[CcxtVenueConfig] = []
     """Exchanges live mode trades on (``[[execution.venues]]``), keys from the environment;

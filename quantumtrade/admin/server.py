@@ -390,15 +390,20 @@ class AdminServer:
         return _json({"routing": routing, "order": msgspec.to_builtins(result)})
 
     async def get_positions(self, request: web.Request) -> web.Response:
-        positions = {
-            symbol: {
+        portfolio = self._portfolio
+        positions = {}
+        for symbol, p in portfolio.positions().items():
+            mark = portfolio.mark_price(symbol)
+            positions[symbol] = {
                 "quantity": p.quantity,
                 "avg_price": p.avg_price,
+                "mark_price": mark,
+                "unrealized_pnl": p.quantity * (mark - p.avg_price)
+                if mark is not None and p.quantity
+                else 0.0,
                 "realized_pnl": p.realized_pnl,
                 "fees": p.fees,
             }
-            for symbol, p in self._portfolio.positions().items()
-        }
         return _json({"positions": positions, "totals": self._portfolio.totals()})
 
     async def get_risk(self, request: web.Request) -> web.Response:

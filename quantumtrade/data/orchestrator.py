@@ -576,52 +576,9 @@ class Orchestrator:
         if not stale:
             self._stale.difference_update(batch.symbols)
         await self._publish_breaker_events()
-        # Events share the batch's (frozen) memory: byte views of each block.
-        ts, prices = batch.ts_ms, batch.prices
-        ts_bytes = byte_view(ts)
-        price_bytes = byte_view(prices)
-        offsets = batch.offsets.tolist()
-        now = self.clock.now_ns()
-        publish = self.bus.publish
-        symbols = batch.symbols
-        for j, k in enumerate(counts.tolist()):
-            if not k:
-                continue
-            a, b = offsets[j], offsets[j + 1]
-            if k == b - a:
-                block = BarBlock(ts_bytes[8 * a : 8 * b], price_bytes[40 * a : 40 * b])
-            else:
-                keep = codes[a:b] == OK
-                block = BarBlock.of(ts[a:b][keep], batch.columns(j)[:, keep])
-            await publish(BarsUpdated(ts_ns=now, symbol=symbols[j], source=source_name, bars=block))
-        bad = np.flatnonzero(codes)
-        if not bad.size:
-            return
-        owners = np.searchsorted(batch.offsets, bad, side="right") - 1
-        by_symbol: dict[str, Counter[str]] = {}
-        for i, j in zip(bad.tolist(), owners.tolist(), strict=True):
-            reason = REASONS[int(codes[i]) - 1]
-            symbol = batch.symbols[j]
-            self.rejects[reason] += 1
-            by_symbol.setdefault(symbol, Counter())[reason] += 1
-            bar = Bar(int(ts[i]), *prices[i].tolist())
-            await publish(
-                DataRejected(
-                    ts_ns=now,
-                    symbol=symbol,
-                    source=source_name,
-                    reason=reason,
-                    detail=repr(bar)[:300],
-                )
-            )
-        for symbol, reasons in by_symbol.items():
-            log.warning(
-                "bars_rejected",
-                symbol=symbol,
-                source=source_name,
-                rejected=reasons.total(),
-                reasons=sorted(reasons),
-            )
+        await publish_stored(
+            self.bus, self.clock.now_ns(), source_name, batch, codes, counts, self.rejects
+        )
 
     def _observe(self, seconds: float) -> None:
         self._last_processing_s = seconds
@@ -776,3 +733,62 @@ class Orchestrator:
             "workers_stopped": dead,
             "queue_depth": self._queue.qsize(),
         }
+
+
+async def publish_stored(
+    bus: EventBus,
+    now_ns: int,
+    source_name: str,
+    batch: BarBatch,
+    codes: NDArray[np.int8],
+    counts: NDArray[np.int64],
+    rejects: Counter[str],
+) -> None:
+    """Publish what ``MarketState.append_validated`` made of a frozen ``batch``: one
+    ``BarsUpdated`` per symbol with bars stored (views of the batch's memory), one
+    ``DataRejected`` per bad bar (counted by reason in ``rejects``). The orchestrator and the
+    backtest both take bars in through here."""
+    ts, prices = batch.ts_ms, batch.prices
+    ts_bytes = byte_view(ts)
+    price_bytes = byte_view(prices)
+    offsets = batch.offsets.tolist()
+    publish = bus.publish
+    symbols = batch.symbols
+    for j, k in enumerate(counts.tolist()):
+        if not k:
+            continue
+        a, b = offsets[j], offsets[j + 1]
+        if k == b - a:
+            block = BarBlock(ts_bytes[8 * a : 8 * b], price_bytes[40 * a : 40 * b])
+        else:
+            keep = codes[a:b] == OK
+            block = BarBlock.of(ts[a:b][keep], batch.columns(j)[:, keep])
+        await publish(BarsUpdated(ts_ns=now_ns, symbol=symbols[j], source=source_name, bars=block))
+    bad = np.flatnonzero(codes)
+    if not bad.size:
+        return
+    owners = np.searchsorted(batch.offsets, bad, side="right") - 1
+    by_symbol: dict[str, Counter[str]] = {}
+    for i, j in zip(bad.tolist(), owners.tolist(), strict=True):
+        reason = REASONS[int(codes[i]) - 1]
+        symbol = batch.symbols[j]
+        rejects[reason] += 1
+        by_symbol.setdefault(symbol, Counter())[reason] += 1
+        bar = Bar(int(ts[i]), *prices[i].tolist())
+        await publish(
+            DataRejected(
+                ts_ns=now_ns,
+                symbol=symbol,
+                source=source_name,
+                reason=reason,
+                detail=repr(bar)[:300],
+            )
+        )
+    for symbol, reasons in by_symbol.items():
+        log.warning(
+            "bars_rejected",
+            symbol=symbol,
+            source=source_name,
+            rejected=reasons.total(),
+            reasons=sorted(reasons),
+        )

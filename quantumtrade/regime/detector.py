@@ -59,6 +59,9 @@ class RegimeDetector:
         """Per MarketState row: open time of the newest bar the tracker has taken (0: none)."""
         self.incremental_rows = 0
         self.reclassified_rows = 0
+        self.labels = np.zeros(0, dtype=np.int8)
+        """Per MarketState row after the last update: index in ``REGIME_ORDER``, or
+        ``NO_LABEL`` (a copy; the backtest records it per bar)."""
 
     async def update(self) -> None:
         """Classify every symbol now; publish ``RegimeChanged`` where the label changed."""
@@ -67,6 +70,7 @@ class RegimeDetector:
         if not symbols:
             return
         labels, confidence = self._advance()
+        self.labels = labels
         now = self.clock.now_ns()
         for i, symbol in enumerate(symbols):
             code = int(labels[i])

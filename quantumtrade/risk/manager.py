@@ -358,6 +358,19 @@ class RiskManager:
         returns = self._returns.get(symbol)
         if returns is None:
             returns = self._returns[symbol] = deque(maxlen=self.limits.var_window)
+        block = event.bars
+        if len(block) == 1:
+            # One bar (every heartbeat's usual case): the same rules as below, without numpy.
+            bar_ms = block.ts_ms.cast("q")[0]
+            price = block.prices.cast("d")[3]
+            if math.isfinite(price) and price > 0 and (last_ms is None or bar_ms > last_ms):
+                if prev is not None:
+                    returns.append((bar_ms, price / prev - 1.0))
+                self._last_close[symbol] = price
+                self._last_bar_ms[symbol] = bar_ms
+                self.portfolio.set_mark(symbol, price)
+            self._judge_kill_switches()
+            return
         ts, close = event.bars.ts(), event.bars.rows()[:, 3]
         # A bar seen before (a re-fetch) or a bad close would add a false return; of a long
         # history only the newest var_window returns can stay in the deque.
@@ -372,19 +385,16 @@ class RiskManager:
         if prev is not None and last_ms is not None:
             self._last_close[symbol] = prev
             self._last_bar_ms[symbol] = last_ms
+            self.portfolio.set_mark(symbol, prev)
         self._judge_kill_switches()
 
     def last_close(self, symbol: str) -> float | None:
         return self._last_close.get(symbol)
 
     def equity(self) -> float:
-        """Net PnL: realised - fees + unrealised at the last closes (no close: no unrealised)."""
-        total = 0.0
-        for symbol, p in self.portfolio.positions_view().items():
-            total += p.realized_pnl - p.fees
-            if p.quantity:
-                total += p.quantity * (self._last_close.get(symbol, p.avg_price) - p.avg_price)
-        return total
+        """Net PnL: realised - fees + unrealised at the last closes (the portfolio's marks,
+        which ``on_bars`` sets; a position without a close yet counts no unrealised)."""
+        return self.portfolio.net_pnl()
 
     def drawdown(self) -> float:
         """How far equity is below its peak (the peak restarts when the switches re-arm)."""
