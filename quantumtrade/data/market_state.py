@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from quantumtrade.data.source import BarBatch
 from quantumtrade.data.validation import NO_BAR, OK, validate_run
 from quantumtrade.events import Bar, BarBlock
+from quantumtrade.scoring.kernels import by_rows, serial_twin
 
 _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME = range(5)
 
@@ -102,6 +103,9 @@ def _append_batch(
                     k += 1
         counts[j] = k
         _append_run(prices, ts, lengths, row, new_ts, new_prices, a, b, codes, k)
+
+
+_append_batch_serial = serial_twin(_append_batch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +246,7 @@ class MarketState:
     ) -> NDArray[np.int64]:
         counts = np.zeros(len(rows), dtype=np.int64)
         if batch.total:
-            _append_batch(
+            by_rows(_append_batch, _append_batch_serial, len(rows))(
                 self._prices,
                 self._ts,
                 self._lengths,

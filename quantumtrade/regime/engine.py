@@ -59,7 +59,7 @@ from numba.extending import intrinsic
 from numpy.typing import NDArray
 
 from quantumtrade.events import Regime
-from quantumtrade.scoring.kernels import _JIT, _fma, _fma32, _prefetch
+from quantumtrade.scoring.kernels import _JIT, _fma, _fma32, _prefetch, by_rows, serial_twin
 
 F = TypeVar("F", bound=Callable[..., Any])
 Array = NDArray[np.float64]
@@ -953,6 +953,9 @@ def update_kernel(
                     confidence[i0 + lane] = v[_V_OUT_CONF * LANES + lane]
 
 
+_update_kernel_serial = serial_twin(update_kernel)
+
+
 @_kernel
 def features_kernel(
     close: Array, high: Array, low: Array, volume: Array, prm: Array, out: Array
@@ -1313,7 +1316,8 @@ class RegimeTracker:
         if act.shape != (n,):
             raise ValueError(f"active must be shaped ({n},), got {act.shape}")
         c, h, lo, v = cols
-        update_kernel(c, h, lo, v, act, self._prm, self.labels, self.confidence, self._state)
+        kernel = by_rows(update_kernel, _update_kernel_serial, n)
+        kernel(c, h, lo, v, act, self._prm, self.labels, self.confidence, self._state)
         return self.labels, self.confidence
 
 

@@ -18,6 +18,9 @@ from numpy.typing import NDArray
 
 from quantumtrade.scoring import indicators as ind
 from quantumtrade.scoring.indicators import OUT_SCORE, OUT_VOL, ScanParams, ScanState
+from quantumtrade.scoring.kernels import by_rows, serial_twin
+
+_resume_block_serial = serial_twin(ind.resume_block_kernel)
 
 Array = NDArray[np.float64]
 
@@ -81,7 +84,8 @@ class IncrementalIndicators:
                 raise ValueError(f"expected {n} values of {name}, got shape {arr.shape}")
             cols.append(np.ascontiguousarray(arr))
         s = self._scan
-        ind.resume_block_kernel(
+        kernel = by_rows(ind.resume_block_kernel, _resume_block_serial, n)
+        kernel(
             cols[0], cols[1], cols[2], cols[3], self._params, float(self.params.bb_nbdev),
             s.state, s.istate, s.rings, s.values,
         )  # fmt: skip

@@ -13,6 +13,7 @@ Conventions shared by every kernel:
 from __future__ import annotations
 
 import math
+import types as pytypes
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -94,6 +95,29 @@ _prefetch = cast(Callable[[NDArray[Any], int], None], _prefetch_intrinsic)
 def _kernel(fn: F) -> F:
     """Compile a 2-D kernel with the shared flags, parallel over symbols (typed for mypy)."""
     return cast(F, numba.jit(**_JIT, parallel=True)(fn))
+
+
+PARALLEL_MIN_ROWS = 256
+"""Below this many symbols a kernel called once per bar runs on the calling thread: waking
+numba's thread pool costs more than the work (tens of µs idle, milliseconds on a busy box)."""
+
+
+def serial_twin(kernel: F) -> F:
+    """``kernel`` compiled without ``parallel`` (its ``prange`` runs as ``range``): the same
+    results, rows one after another. A copy of the function under its own name, so numba's
+    on-disk cache keeps the two builds apart."""
+    fn = kernel.py_func  # type: ignore[attr-defined]
+    twin = pytypes.FunctionType(
+        fn.__code__, fn.__globals__, f"{fn.__name__}_serial", fn.__defaults__, fn.__closure__
+    )
+    twin.__qualname__ = f"{fn.__qualname__}_serial"
+    twin.__module__ = fn.__module__
+    return cast(F, numba.jit(**_JIT)(twin))
+
+
+def by_rows(kernel: F, serial: F, rows: int) -> F:
+    """The build to call for ``rows`` symbols."""
+    return kernel if rows >= PARALLEL_MIN_ROWS else serial
 
 
 def _helper(fn: F) -> F:
