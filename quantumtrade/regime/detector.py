@@ -112,6 +112,14 @@ class RegimeDetector:
         cap = cols.ts_ms.shape[1]
         seen = self._seen_ts
         newest = cols.ts_ms[:, -1]
+        if cap >= 2 and bool((seen != 0).all()) and np.array_equal(cols.ts_ms[:, -2], seen):
+            # Every row got exactly one bar since the last update (a heartbeat's usual case,
+            # and every bar of a backtest): one step, as the general path below would take.
+            self._tracker.update(cols.close[:, -1], cols.high[:, -1], cols.low[:, -1],
+                                 cols.volume[:, -1])  # fmt: skip
+            self._seen_ts = newest.copy()
+            self.incremental_rows += n
+            return self._tracker.labels.copy(), self._tracker.confidence.copy()
         fresh = newest != seen
         # New bars per row among the newest MAX_STEPS + 1 (open times ascend along a row), and
         # whether the bar right before them is the one the tracker took last.

@@ -228,6 +228,7 @@ class RiskManager:
         self._outcomes: deque[bool] = deque(maxlen=self.limits.error_window)
         self._errors_in_window = 0  # True entries of _outcomes, kept as they come and go
         self.equity_peak = 0.0
+        self._judged_fill_seq = -1
         # A kill switch that tripped inline, waiting for a coroutine to publish the HALT.
         self._trip_reason: str | None = None
         self._trip_tasks: set[asyncio.Task[None]] = set()
@@ -369,7 +370,14 @@ class RiskManager:
                 self._last_close[symbol] = price
                 self._last_bar_ms[symbol] = bar_ms
                 self.portfolio.set_mark(symbol, price)
-            self._judge_kill_switches()
+            # Equity moves with a held symbol's close and with fills the portfolio applied since
+            # the last verdict; the error rate with order outcomes, which judge it themselves.
+            # Unchanged inputs, unchanged verdict: skip the rest (most symbols are not held).
+            held = self.portfolio.positions_view().get(symbol)
+            if (held is not None and held.quantity) or (
+                self.portfolio.last_fill_seq != self._judged_fill_seq
+            ):
+                self._judge_kill_switches()
             return
         ts, close = event.bars.ts(), event.bars.rows()[:, 3]
         # A bar seen before (a re-fetch) or a bad close would add a false return; of a long
@@ -434,6 +442,7 @@ class RiskManager:
         return None
 
     def _judge_kill_switches(self) -> None:
+        self._judged_fill_seq = self.portfolio.last_fill_seq
         if self.state is not TradingState.HALTED and self._trip_reason is None:
             self._trip_reason = self._tripped()
             if self._trip_reason is not None:
