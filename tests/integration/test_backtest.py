@@ -103,6 +103,13 @@ port = 0
     return path
 
 
+@pytest.fixture(autouse=True)
+def keep_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI configures structlog for the process; in pytest that would bind it to this
+    test's captured stdout, closed once the test ends."""
+    monkeypatch.setattr("quantumtrade.logs.configure_logging", lambda *a, **k: None)
+
+
 @pytest.fixture
 def market(tmp_path: Path) -> tuple[Path, AppConfig]:
     data = write_candles(tmp_path / "candles", make_prices(360, len(SYMBOLS), seed=7), SYMBOLS)
