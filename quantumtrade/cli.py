@@ -17,7 +17,12 @@ from pathlib import Path
 import structlog
 
 from quantumtrade.config import AppConfig, load_config
-from quantumtrade.errors import ConfigError, SourceUnavailable, StoreUnavailable
+from quantumtrade.errors import (
+    ConfigError,
+    EventLogMissing,
+    SourceUnavailable,
+    StoreUnavailable,
+)
 
 DEFAULT_PATHS = (Path("quantumtrade.toml"), Path("/etc/quantumtrade/quantumtrade.toml"))
 
@@ -44,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("path", metavar="PATH", help="the TOML file to validate")
     migrate = sub.add_parser("migrate", help="apply the event log's schema migrations and exit")
     migrate.add_argument("--config", metavar="PATH", help="TOML config")
+    migrate.add_argument(
+        "--create", action="store_true", help="create the SQLite event log if it is not there"
+    )
     replay = sub.add_parser(
         "replay", help="re-derive the logged session's signals and orders and show differences"
     )
@@ -268,32 +276,45 @@ async def _serve(cfg: AppConfig) -> None:
             file=sys.stderr,
             flush=True,
         )
+        said = daemon.session.summary()
+        if said:
+            print(f"QuantumTrade: WARNING: {said}", file=sys.stderr, flush=True)
 
     await run_daemon(cfg, clock=WallClock(), stop=stop, on_ready=on_ready)
 
 
-def cmd_migrate(config: str | None) -> int:
+def cmd_migrate(config: str | None, *, create: bool = False) -> int:
     path = _config_path(config)
     try:
         cfg = load_config(path)
     except ConfigError as exc:
         return _fail(f"invalid configuration: {exc}")
+    from quantumtrade.store.factory import event_log_location, missing_event_log
+
+    # A SQLite log that is not there is most likely the wrong directory or config: refuse,
+    # unless asked to create it (PostgreSQL: migrate is how a new schema is set up).
+    missing = missing_event_log(cfg.database)
+    if missing is not None and not create:
+        return _fail(f"{missing}; pass --create to create a new event log there")
 
     async def migrate() -> str:
         from quantumtrade.store.eventlog import SqliteEventLog
         from quantumtrade.store.postgres import PostgresEventLog
 
+        where = event_log_location(cfg.database)
         if cfg.database.url:
             pg = PostgresEventLog(cfg.database.url, schema=cfg.database.schema)
             await pg.open()  # applies what is missing
             try:
-                return f"postgres schema version {await pg.migrate()}, {await pg.count()} events"
+                version, count = await pg.migrate(), await pg.count()
+                return f"{where}: schema version {version}, {count} events"
             finally:
                 await pg.close()
         sq = SqliteEventLog(cfg.database.sqlite_path)
         await sq.open()
         try:
-            return f"sqlite {sq.path}: schema up to date, {await sq.count()} events"
+            created = "created, " if missing is not None else ""
+            return f"{where}: {created}schema up to date, {await sq.count()} events"
         finally:
             await sq.close()
 
@@ -317,16 +338,32 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         from quantumtrade.replay import replay_log
-        from quantumtrade.store.factory import open_event_log
+        from quantumtrade.store.factory import event_log_location, open_existing_event_log
 
-        eventlog, _, _ = await open_event_log(cfg.database)
+        where = event_log_location(cfg.database)
+        eventlog = await open_existing_event_log(cfg.database)
         try:
+            if await eventlog.count() == 0:
+                raise EventLogMissing(f"the event log {where} holds no events")
+            print(f"event log: {where}")
             report = await replay_log(eventlog, cfg, **bounds)
         finally:
             await eventlog.close()
+        for i, s in enumerate(report.sessions, start=1):
+            start = (
+                f"{s.mode}, {s.source}, {s.symbols} symbols, {s.account} account "
+                f"({s.restored_fills} fills restored)"
+                if s.boundary == "marker"
+                else f"{s.boundary}, {s.restored_fills} fills restored"
+            )
+            print(
+                f"session {i}: seq {s.first_seq}-{s.last_seq} [{start}]: {s.events_read} events, "
+                f"{s.scans} scans, logged {s.logged}, {s.differences} differences"
+            )
         print(
             f"replayed {report.events_read} events ({report.market_events} market, "
-            f"{report.fed_fills} fills) through {report.scans} scans"
+            f"{report.fed_fills} fills) through {report.scans} scans in "
+            f"{len(report.sessions)} sessions"
         )
         print(f"logged decisions:     {report.logged}")
         print(f"re-derived decisions: {report.replayed}")
@@ -340,6 +377,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(run())
+    except EventLogMissing as exc:
+        return _fail(str(exc))
     except StoreUnavailable as exc:
         return _fail(str(exc), 1)
 
@@ -386,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         return cmd_check_config(args.path)
     if args.command == "migrate":
-        return cmd_migrate(args.config)
+        return cmd_migrate(args.config, create=args.create)
     return cmd_run(args.config)
 
 

@@ -33,5 +33,9 @@ class StoreUnavailable(QuantumTradeError, ConnectionError):
     """The event log or cache backend cannot be reached."""
 
 
+class EventLogMissing(QuantumTradeError, FileNotFoundError):
+    """A command that reads the event log found none where the configuration points."""
+
+
 class BusClosed(QuantumTradeError, RuntimeError):
     """An event was published after the bus stopped."""

@@ -9,13 +9,22 @@ manager's ``OrderRejected``) are compared with the logged ones, field by field, 
 ``seq`` and ``ts_ns`` (the live run stamps them on the wall clock). Same code path, same
 inputs: a healthy session replays with zero differences.
 
+A log holds every session of a daemon (each restart continues it). Each session is replayed
+as the daemon lived it: at its ``session_started`` marker the components are built afresh and
+the portfolio is rebuilt from the logged fills the marker says the daemon restored. A log
+written before the marker existed has no boundary to read; there a restart is inferred where
+a symbol's bars stop being newer than the ones already held (a restarted daemon fetches its
+history again), at the first of the run of ``BarsUpdated`` that holds that symbol. A restart
+whose history does not overlap the previous session's cannot be seen that way: such a log
+replays as one session and shows differences after the restart.
+
 Routing is not re-derived: it depends on venue order books, which are not logged.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -39,7 +48,8 @@ from quantumtrade.portfolio import Portfolio
 from quantumtrade.regime.detector import RegimeDetector
 from quantumtrade.risk.manager import RiskManager, subscribe_decision_path
 from quantumtrade.scoring.scanner import Scanner
-from quantumtrade.store.eventlog import EventLog
+from quantumtrade.store.eventlog import EventLog, StoredEvent
+from quantumtrade.store.session import Account, SessionMarker, is_session_start, marker_of
 
 Decision = SignalGenerated | OrderIntent | OrderRejected
 
@@ -51,16 +61,6 @@ class Difference(msgspec.Struct, frozen=True):
     key: str
     logged: dict[str, Any] | None
     replayed: dict[str, Any] | None
-
-
-class ReplayReport(msgspec.Struct):
-    events_read: int = 0
-    market_events: int = 0
-    scans: int = 0
-    fed_fills: int = 0
-    logged: dict[str, int] = msgspec.field(default_factory=dict)
-    replayed: dict[str, int] = msgspec.field(default_factory=dict)
-    differences: list[Difference] = msgspec.field(default_factory=list)
 
 
 def _key(event: Decision) -> str:
@@ -92,6 +92,172 @@ def compare(logged: Iterable[Decision], replayed: Iterable[Decision]) -> list[Di
     return out
 
 
+class SessionReport(msgspec.Struct):
+    """One daemon session of the log, replayed."""
+
+    first_seq: int
+    boundary: str
+    """How its start was found: "marker", "inferred" (a log without markers) or "start of log"."""
+    last_seq: int = 0
+    mode: str = ""
+    source: str = ""
+    symbols: int = 0
+    account: str = ""
+    restored_fills: int = 0
+    """Logged fills the replay rebuilt the session's starting positions from."""
+    logged_restored_fills: int | None = None
+    """How many the daemon restored, as its marker says (None: no marker)."""
+    events_read: int = 0
+    market_events: int = 0
+    scans: int = 0
+    fed_fills: int = 0
+    logged: dict[str, int] = msgspec.field(default_factory=dict)
+    replayed: dict[str, int] = msgspec.field(default_factory=dict)
+    differences: int = 0
+
+
+class ReplayReport(msgspec.Struct):
+    """Totals over every session replayed, each session's own figures, every difference."""
+
+    events_read: int = 0
+    market_events: int = 0
+    scans: int = 0
+    fed_fills: int = 0
+    logged: dict[str, int] = msgspec.field(default_factory=dict)
+    replayed: dict[str, int] = msgspec.field(default_factory=dict)
+    differences: list[Difference] = msgspec.field(default_factory=list)
+    sessions: list[SessionReport] = msgspec.field(default_factory=list)
+
+
+class _Window(msgspec.Struct, frozen=True):
+    from_seq: int
+    from_ts_ns: int | None
+
+    def holds(self, stored: StoredEvent) -> bool:
+        return stored.seq >= self.from_seq and (
+            self.from_ts_ns is None or stored.ts_ns >= self.from_ts_ns
+        )
+
+
+class _SessionReplay:
+    """One session re-lived on components built afresh, as the daemon builds them at a start."""
+
+    def __init__(
+        self,
+        cfg: AppConfig,
+        report: SessionReport,
+        *,
+        ts_ns: int,
+        fills: Sequence[OrderFilled],
+        window: _Window,
+    ) -> None:
+        self.report = report
+        self.window = window
+        self.clock = clock = ManualClock(ts_ns)
+        # Seqs continue after the log's, as the daemon's do: restored fills stay the older.
+        self.bus = bus = EventBus(clock=clock, first_seq=report.first_seq)
+        self.state = state = MarketState([], cfg.data.capacity)
+        self.detector = RegimeDetector(bus=bus, clock=clock, state=state, config=cfg.regime)
+        self.scanner = Scanner(
+            bus=bus, clock=clock, state=state, config=cfg.scanner, regime_of=self.detector.regime
+        )
+        self.portfolio = Portfolio(bus=bus, clock=clock)
+        self.risk = RiskManager(bus=bus, clock=clock, limits=cfg.risk, portfolio=self.portfolio)
+        self.logged: list[Decision] = []
+        self.replayed: list[Decision] = []
+        self.feeding = False
+        self.in_window = False
+        bus.subscribe(SignalGenerated, self._collect)
+        bus.subscribe(OrderIntent, self._collect)
+        bus.subscribe(OrderRejected, self._collect)
+        subscribe_decision_path(bus, risk=self.risk, portfolio=self.portfolio)
+        report.restored_fills = self.portfolio.restore(fills)
+        # Orders the logged session decided: a rejection with one of these ids came from risk.
+        self.risk_decided: set[str] = set()
+
+    def _collect(self, event: Decision) -> None:
+        if self.in_window and not self.feeding:
+            self.replayed.append(event)
+
+    def overlaps(self, event: BarsUpdated) -> bool:
+        """True if ``event`` does not extend the symbol's held bars (a restart re-fetched)."""
+        if len(event.bars) == 0:
+            return False
+        last = self.state.last_ts_ms(event.symbol) if event.symbol in self.state else None
+        return last is not None and int(event.bars.ts()[0]) <= last
+
+    async def feed(self, stored: StoredEvent, event: Event) -> None:
+        report = self.report
+        report.events_read += 1
+        report.last_seq = stored.seq
+        if event.ts_ns > self.clock.now_ns():
+            self.clock.set(event.ts_ns)
+        if isinstance(event, BarsUpdated):
+            report.market_events += 1
+            if event.symbol not in self.state:
+                self.state.add_symbols([event.symbol])
+            self.state.append_block(event.symbol, event.bars)
+            # As live: the risk manager sees every bar (price band, drawdown, VaR).
+            self.risk.on_bars(event)
+            await self.risk.publish_trip()
+        elif isinstance(event, ScanCompleted):
+            self.in_window = self.window.holds(stored)
+            report.scans += self.in_window
+            await self.detector.update()  # as Daemon.step: classify, then scan
+            await self.scanner.scan()
+            await self.bus.drain()
+        elif isinstance(event, SignalGenerated | OrderIntent):
+            self.risk_decided.add(
+                _key(event) if isinstance(event, OrderIntent) else f"qt-{event.signal_id}"
+            )
+            if self.in_window:
+                self.logged.append(event)
+        elif (
+            isinstance(event, OrderRejected)
+            and event.client_order_id in self.risk_decided
+            and event.venue is None
+            and _is_risk_reason(event.reason)
+        ):
+            if self.in_window:
+                self.logged.append(event)
+        elif isinstance(event, OrderFilled | OrderCancelled | OrderRejected):
+            report.fed_fills += isinstance(event, OrderFilled)
+            self.feeding = True
+            try:
+                await self.bus.publish(msgspec.structs.replace(event, seq=0))
+                await self.bus.drain()
+            finally:
+                self.feeding = False
+
+    def forget(self, events: Sequence[BarsUpdated]) -> None:
+        """Take back the count of ``events`` fed last: they turned out to be the next
+        session's (they changed nothing compared here: no scan came after them)."""
+        self.report.events_read -= len(events)
+        self.report.market_events -= len(events)
+        self.report.last_seq = events[0].seq - 1
+
+    async def finish(self) -> list[Difference]:
+        await self.bus.stop()
+        report = self.report
+        report.logged = _counts(self.logged)
+        report.replayed = _counts(self.replayed)
+        differences = compare(self.logged, self.replayed)
+        report.differences = len(differences)
+        return differences
+
+
+def _counts(items: Iterable[Event]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for e in items:
+        counts[type(e).__name__] = counts.get(type(e).__name__, 0) + 1
+    return counts
+
+
+def _add(total: dict[str, int], part: dict[str, int]) -> None:
+    for name, n in part.items():
+        total[name] = total.get(name, 0) + n
+
+
 async def replay_log(
     eventlog: EventLog,
     cfg: AppConfig,
@@ -101,91 +267,87 @@ async def replay_log(
     from_ts_ns: int | None = None,
     to_ts_ns: int | None = None,
 ) -> ReplayReport:
-    """Replay the log up to ``to_seq``/``to_ts_ns``; compare decisions inside the window.
+    """Replay the log up to ``to_seq``/``to_ts_ns``, session by session; compare decisions
+    inside the window.
 
-    State is always rebuilt from the first event (decisions depend on the history before the
-    window); only decisions made at scans inside [from, to] are compared.
+    Each session's state is rebuilt from its own first event (decisions depend on the history
+    before the window); only decisions made at scans inside [from, to] are compared.
     """
-    clock = ManualClock(0)
-    bus = EventBus(clock=clock)
-    state = MarketState([], cfg.data.capacity)
-    detector = RegimeDetector(bus=bus, clock=clock, state=state, config=cfg.regime)
-    scanner = Scanner(
-        bus=bus, clock=clock, state=state, config=cfg.scanner, regime_of=detector.regime
-    )
-    portfolio = Portfolio(bus=bus, clock=clock)
-    risk = RiskManager(bus=bus, clock=clock, limits=cfg.risk, portfolio=portfolio)
-
+    window = _Window(from_seq=from_seq, from_ts_ns=from_ts_ns)
     report = ReplayReport()
-    logged: list[Decision] = []
-    replayed: list[Decision] = []
-    feeding = False
-    in_window = False
-
-    def collect(event: Decision) -> None:
-        if in_window and not feeding:
-            replayed.append(event)
-
-    bus.subscribe(SignalGenerated, collect)
-    bus.subscribe(OrderIntent, collect)
-    bus.subscribe(OrderRejected, collect)
-    subscribe_decision_path(bus, risk=risk, portfolio=portfolio)
-    # Orders the logged session decided: a rejection with one of these ids came from risk.
-    risk_decided: set[str] = set()
+    fills: list[OrderFilled] = []  # every logged fill so far, for the next session's positions
+    account_start = 1  # fills from here on make the current paper account (a fresh one: later)
+    burst: list[tuple[StoredEvent, BarsUpdated]] = []  # the BarsUpdated since the last other event
+    session: _SessionReplay | None = None
 
     async with asyncio.TaskGroup() as tg:
-        bus.start(tg)
+
+        async def begin(
+            first: StoredEvent, boundary: str, marker: SessionMarker | None
+        ) -> _SessionReplay:
+            if session is not None:
+                report.differences.extend(await session.finish())
+            part = SessionReport(first_seq=first.seq, boundary=boundary)
+            restore: list[OrderFilled] = []
+            if marker is not None:
+                part.mode, part.source, part.symbols = (
+                    marker.mode,
+                    marker.source,
+                    len(marker.symbols),
+                )
+                part.account, part.logged_restored_fills = marker.account, marker.restored_fills
+                if marker.restored_from_seq:
+                    restore = [f for f in fills if f.seq >= marker.restored_from_seq]
+            elif boundary != "start of log":
+                # No record of what the daemon restored: every fill of the current account.
+                restore = [f for f in fills if f.seq >= account_start]
+            report.sessions.append(part)
+            replay = _SessionReplay(cfg, part, ts_ns=first.ts_ns, fills=restore, window=window)
+            replay.bus.start(tg)
+            return replay
+
         async for stored in eventlog.read(to_seq=to_seq, to_ts_ns=to_ts_ns):
             event = decode(stored.payload)
-            report.events_read += 1
-            if event.ts_ns > clock.now_ns():
-                clock.set(event.ts_ns)
+            if is_session_start(event):
+                marker = marker_of(event)
+                session = await begin(stored, "marker", marker)
+                if marker is not None and marker.account is Account.FRESH:
+                    account_start = stored.seq
+                burst = []
+            elif session is None:
+                session = await begin(stored, "start of log", None)
             if isinstance(event, BarsUpdated):
-                report.market_events += 1
-                if event.symbol not in state:
-                    state.add_symbols([event.symbol])
-                state.append_block(event.symbol, event.bars)
-                # As live: the risk manager sees every bar (price band, drawdown, VaR).
-                risk.on_bars(event)
-                await risk.publish_trip()
-            elif isinstance(event, ScanCompleted):
-                in_window = stored.seq >= from_seq and (
-                    from_ts_ns is None or stored.ts_ns >= from_ts_ns
-                )
-                report.scans += in_window
-                await detector.update()  # as Daemon.step: classify, then scan
-                await scanner.scan()
-                await bus.drain()
-            elif isinstance(event, SignalGenerated | OrderIntent):
-                risk_decided.add(
-                    _key(event) if isinstance(event, OrderIntent) else f"qt-{event.signal_id}"
-                )
-                if in_window:
-                    logged.append(event)
-            elif (
-                isinstance(event, OrderRejected)
-                and event.client_order_id in risk_decided
-                and event.venue is None
-                and _is_risk_reason(event.reason)
-            ):
-                if in_window:
-                    logged.append(event)
-            elif isinstance(event, OrderFilled | OrderCancelled | OrderRejected):
-                report.fed_fills += isinstance(event, OrderFilled)
-                feeding = True
-                try:
-                    await bus.publish(msgspec.structs.replace(event, seq=0))
-                    await bus.drain()
-                finally:
-                    feeding = False
-        await bus.stop()
+                if session.overlaps(event):
+                    # A restart the log has no marker for. A daemon's first refresh fetches
+                    # each symbol once: the restart began after this symbol's last bars in
+                    # the current run of BarsUpdated, or at the run's start.
+                    held = [e.symbol for _, e in burst]
+                    cut = len(held) - held[::-1].index(event.symbol) if event.symbol in held else 0
+                    restarted = burst[cut:]
+                    if restarted:
+                        session.forget([e for _, e in restarted])
+                    session = await begin(
+                        restarted[0][0] if restarted else stored, "inferred", None
+                    )
+                    for earlier, bars in restarted:
+                        await session.feed(earlier, bars)
+                    burst = restarted
+                burst.append((stored, event))
+            elif not is_session_start(event):
+                burst = []
+            await session.feed(stored, event)
+            if isinstance(event, OrderFilled):
+                fills.append(event)
+        if session is not None:
+            report.differences.extend(await session.finish())
 
-    for name, items in (("logged", logged), ("replayed", replayed)):
-        counts: dict[str, int] = {}
-        for e in items:
-            counts[type(e).__name__] = counts.get(type(e).__name__, 0) + 1
-        setattr(report, name, counts)
-    report.differences = compare(logged, replayed)
+    for part in report.sessions:
+        report.events_read += part.events_read
+        report.market_events += part.market_events
+        report.scans += part.scans
+        report.fed_fills += part.fed_fills
+        _add(report.logged, part.logged)
+        _add(report.replayed, part.replayed)
     return report
 
 

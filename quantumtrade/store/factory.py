@@ -7,7 +7,7 @@ from pathlib import Path
 import structlog
 
 from quantumtrade.config import DatabaseConfig
-from quantumtrade.errors import StoreUnavailable
+from quantumtrade.errors import EventLogMissing, StoreUnavailable
 from quantumtrade.redaction import redact_url
 from quantumtrade.store.eventlog import EventLog, SqliteEventLog
 from quantumtrade.store.postgres import PostgresEventLog
@@ -52,3 +52,41 @@ async def open_event_log(cfg: DatabaseConfig) -> tuple[EventLog, Spool, int]:
         db_last = await eventlog.last_seq()
     first_seq = max(db_last or 0, local_last) + 1
     return eventlog, spool, first_seq
+
+
+def event_log_location(cfg: DatabaseConfig) -> str:
+    """Where the configured event log is, in words an operator can check: the SQLite file's
+    absolute path (a relative ``sqlite_path`` is relative to the current directory), or the
+    PostgreSQL URL (password hidden) and schema."""
+    if cfg.url:
+        return f"postgres {redact_url(cfg.url)} schema {cfg.schema}"
+    return f"sqlite {Path(cfg.sqlite_path).absolute()}"
+
+
+def missing_event_log(cfg: DatabaseConfig) -> str | None:
+    """Why the configured SQLite log is not there (None: it is, or the log is PostgreSQL)."""
+    path = Path(cfg.sqlite_path)
+    if cfg.url or path.is_file():
+        return None
+    relative = (
+        ""
+        if path.is_absolute()
+        else f" ([database] sqlite_path {cfg.sqlite_path!r} is relative to the current directory)"
+    )
+    return f"no event log at {path.absolute()}{relative}"
+
+
+async def open_existing_event_log(cfg: DatabaseConfig) -> EventLog:
+    """The configured event log, for commands that read an existing one (``replay``).
+
+    A SQLite file that is not there raises EventLogMissing and nothing is created (unlike a
+    start, which creates it). PostgreSQL is opened as at a start (migrations applied).
+    """
+    missing = missing_event_log(cfg)
+    if missing is not None:
+        raise EventLogMissing(missing)
+    eventlog: EventLog = (
+        PostgresEventLog(cfg.url, schema=cfg.schema) if cfg.url else SqliteEventLog(cfg.sqlite_path)
+    )
+    await eventlog.open()
+    return eventlog
