@@ -42,13 +42,14 @@ from quantumtrade.events import (
     decode,
 )
 from quantumtrade.execution.ccxt_venue import CcxtVenue
-from quantumtrade.execution.reconcile import LEDGER_EVENT_TYPES, OrderLedger, Reconciler
+from quantumtrade.execution.reconcile import OrderLedger, Reconciler
 from quantumtrade.execution.tracker import OrderTracker
 from quantumtrade.metrics import Metrics, Snapshot
 from quantumtrade.regime import engine as regime_engine
 from quantumtrade.scoring import kernels
 from quantumtrade.store.eventlog import EventLog, EventLogWriter
 from quantumtrade.store.factory import open_event_log
+from quantumtrade.store.session import RESTORE_EVENT_TYPES, positions_unknown, start_session
 from quantumtrade.store.spool import Spool
 
 log = structlog.get_logger("quantumtrade.app")
@@ -223,22 +224,25 @@ class Daemon:
         """
         events: dict[int, Event] = {}
         try:
-            async for stored in self.eventlog.read(types=list(LEDGER_EVENT_TYPES)):
+            async for stored in self.eventlog.read(types=list(RESTORE_EVENT_TYPES)):
                 events[stored.seq] = decode(stored.payload)
         except (StoreUnavailable, OSError) as exc:
             log.error("positions_unknown_trading_halted", error=str(exc))
+            self.session = positions_unknown(self.cfg, symbols=self.state.symbols)
             await self.risk.set_state(
                 TradingState.HALTED, "positions unknown: event log unreadable"
             )
             return
         if self.writer.spool is not None:
             for seq, _, type_name, payload in self.writer.spool.load():
-                if type_name in LEDGER_EVENT_TYPES:
+                if type_name in RESTORE_EVENT_TYPES:
                     events[seq] = decode(payload)
         ordered = [events[seq] for seq in sorted(events)]
         self.ledger.restore(ordered)
-        fills = [e for e in ordered if isinstance(e, OrderFilled)]
-        restored = self.portfolio.restore(fills)
+        self.session = await start_session(
+            self.cfg, symbols=self.state.symbols, logged=ordered, eventlog=self.eventlog
+        )
+        restored = self.portfolio.restore(self.session.fills)
         if restored:
             log.info(
                 "positions_restored",
@@ -318,6 +322,8 @@ class Daemon:
         await asyncio.to_thread(regime_engine.warm_up)
         self.writer.start(tg)
         self.bus.start(tg)
+        # First event of the session: where it starts in the log, and on what market.
+        await self.bus.publish(self.session.command(self.clock.now_ns()))
         self._outbox_task = tg.create_task(self._publish_outbox(), name="outbox")
         if self.reconciler.venues:
             # Before any new order: the log learns what the venues did while we were away.
