@@ -287,7 +287,8 @@ def _benchmark_book(
     if opens.shape != prices.shape:
         raise ValueError(f"open {opens.shape} and close {prices.shape} differ in shape")
     n_symbols, n_bars = prices.shape
-    gross = min(max(float(gross_fraction), 0.0), 1.0)
+    # Above 1 the benchmark borrows (negative cash) as a leveraged strategy does.
+    gross = max(float(gross_fraction), 0.0)
 
     tradable = np.isfinite(opens) & (opens > 0.0)
     has_entry = tradable.any(axis=1) & (gross > 0.0)
@@ -327,7 +328,7 @@ def benchmark_curve(
 ) -> EquityCurve:
     """Equal-weight buy-and-hold of the same symbols at the same gross, marked at each close.
 
-    Each symbol buys initial_equity * clip(gross_fraction, 0, 1) / n_symbols at its first bar
+    Each symbol buys initial_equity * max(gross_fraction, 0) / n_symbols at its first bar
     with a finite positive open, paying fee_bps of that notional from cash, and holds to the end
     (a symbol with no such open keeps its share in cash). Cash starts at initial_equity. A NaN
     close carries the last finite close (the fill price on an entry bar without one).

@@ -55,7 +55,9 @@ def summarize(
     )
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.where(curve.equity > 0, curve.gross_exposure / curve.equity, 0.0)
-    gross_fraction = float(np.clip(share.mean(), 0.0, 1.0)) if len(curve) else 0.0
+    # The benchmark holds the strategy's average gross exposure (a share of equity; above 1
+    # when the strategy is leveraged, then the benchmark borrows as the strategy does).
+    gross_fraction = float(max(share.mean(), 0.0)) if len(curve) else 0.0
     open_, close = candles.column(0), candles.column(3)
     bench_args: dict[str, Any] = {
         "gross_fraction": gross_fraction,

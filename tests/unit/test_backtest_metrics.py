@@ -449,12 +449,15 @@ def test_benchmark_scores_with_the_same_keys() -> None:
     assert_json_safe(summary)
 
 
-def test_benchmark_gross_is_clipped_to_one() -> None:
+def test_benchmark_above_one_gross_borrows_like_a_leveraged_strategy() -> None:
     curve = bench(1.5)
-    # 500 per symbol: BTC 5 units, ETH 25 units, fee 0.5 each; cash 1000 - 500.5, then -1
-    np.testing.assert_allclose(curve.cash, [499.5, -1.0, -1.0], rtol=TIGHT)
+    # 1000 * 1.5 / 2 = 750 per symbol: BTC 7.5 units, ETH 37.5 units, fee 0.75 each;
+    # cash 1000 - 750.75 = 249.25, then 249.25 - 750.75 = -501.5 (borrowed)
+    np.testing.assert_allclose(curve.cash, [249.25, -501.5, -501.5], rtol=TIGHT)
     np.testing.assert_allclose(
-        curve.equity, [499.5 + 5 * 105, -1 + 5 * 105 + 25 * 22, -1 + 5 * 130 + 25 * 24], rtol=TIGHT
+        curve.equity,
+        [249.25 + 7.5 * 105, -501.5 + 7.5 * 105 + 37.5 * 22, -501.5 + 7.5 * 130 + 37.5 * 24],
+        rtol=TIGHT,
     )
 
 
