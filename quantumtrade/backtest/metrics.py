@@ -78,6 +78,8 @@ def performance(
     * total_return = equity[-1] / initial_equity - 1; final_equity = equity[-1]. An empty curve
       has final_equity = initial_equity and total_return 0.0.
     * cagr = (equity[-1] / initial_equity) ** (A / n) - 1; None if n == 0 or equity[-1] <= 0.
+      Equity at or below 0 on any bar is ruin: cagr, volatility, sharpe, sortino and calmar are
+      then None (returns through zero equity are not returns).
     * volatility = std(r, ddof=1) * sqrt(A).
     * sharpe = mean(r) / std(r, ddof=1) * sqrt(A), risk-free rate 0; None when std is 0.
     * sortino = mean(r) / sqrt(mean(min(r, 0) ** 2)) * sqrt(A), the mean over all n returns;
@@ -111,8 +113,10 @@ def performance(
     growth = final_equity / initial_equity
     total_return = growth - 1.0
 
+    # Equity at or below zero is ruin: bar returns through it (and after it) are not returns.
+    ruined = bool(n and float(equity.min()) <= 0.0)
     cagr: float | None = None
-    if n and final_equity > 0.0:
+    if n and final_equity > 0.0 and not ruined:
         with np.errstate(over="ignore"):
             cagr = _finite(np.power(np.float64(growth), bars_per_year / n) - 1.0)
 
@@ -122,7 +126,7 @@ def performance(
     series = np.concatenate(([float(initial_equity)], equity))
     with np.errstate(divide="ignore", invalid="ignore"):
         returns = series[1:] / series[:-1] - 1.0
-    if n >= 2 and bool(np.isfinite(returns).all()):
+    if n >= 2 and not ruined and bool(np.isfinite(returns).all()):
         mean = float(returns.mean())
         std = float(returns.std(ddof=1))
         downside = math.sqrt(float(np.mean(np.minimum(returns, 0.0) ** 2)))
@@ -287,8 +291,7 @@ def _benchmark_book(
     if opens.shape != prices.shape:
         raise ValueError(f"open {opens.shape} and close {prices.shape} differ in shape")
     n_symbols, n_bars = prices.shape
-    # Above 1 the benchmark borrows (negative cash) as a leveraged strategy does.
-    gross = max(float(gross_fraction), 0.0)
+    gross = min(max(float(gross_fraction), 0.0), 1.0)
 
     tradable = np.isfinite(opens) & (opens > 0.0)
     has_entry = tradable.any(axis=1) & (gross > 0.0)
@@ -328,7 +331,7 @@ def benchmark_curve(
 ) -> EquityCurve:
     """Equal-weight buy-and-hold of the same symbols at the same gross, marked at each close.
 
-    Each symbol buys initial_equity * max(gross_fraction, 0) / n_symbols at its first bar
+    Each symbol buys initial_equity * clip(gross_fraction, 0, 1) / n_symbols at its first bar
     with a finite positive open, paying fee_bps of that notional from cash, and holds to the end
     (a symbol with no such open keeps its share in cash). Cash starts at initial_equity. A NaN
     close carries the last finite close (the fill price on an entry bar without one).

@@ -55,9 +55,11 @@ def summarize(
     )
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.where(curve.equity > 0, curve.gross_exposure / curve.equity, 0.0)
-    # The benchmark holds the strategy's average gross exposure (a share of equity; above 1
-    # when the strategy is leveraged, then the benchmark borrows as the strategy does).
-    gross_fraction = float(max(share.mean(), 0.0)) if len(curve) else 0.0
+    # The benchmark holds the strategy's average gross exposure as a share of equity, up to 1:
+    # an unlevered buy-and-hold (a leveraged one wipes out in a sell-off, and its ratios mean
+    # nothing past that). summary.json gives the strategy's own mean gross beside it.
+    strategy_gross = float(share.mean()) if len(curve) else 0.0
+    gross_fraction = min(max(strategy_gross, 0.0), 1.0)
     open_, close = candles.column(0), candles.column(3)
     bench_args: dict[str, Any] = {
         "gross_fraction": gross_fraction,
@@ -84,6 +86,7 @@ def summarize(
         "strategy": strategy,
         "benchmark": benchmark,
         "benchmark_gross_fraction": gross_fraction,
+        "strategy_mean_gross_fraction": strategy_gross,
         "signal_accuracy": signal_accuracy(close, rows, bars, signs),
         "signal_accuracy_baseline": baseline_accuracy(close, signs),
         "signals": len(signals),

@@ -277,7 +277,7 @@ def test_equity_through_zero_gives_none_not_inf() -> None:
     assert summary["volatility"] is None
     assert summary["max_drawdown"] == pytest.approx(1.0, rel=TIGHT)
     assert summary["max_drawdown_bars"] == 2
-    assert summary["cagr"] == pytest.approx(0.5 ** (25 / 3) - 1, rel=TIGHT)
+    assert summary["cagr"] is None  # equity touched 0: ruin, no growth rate after it
     assert_json_safe(summary)
 
 
@@ -449,15 +449,12 @@ def test_benchmark_scores_with_the_same_keys() -> None:
     assert_json_safe(summary)
 
 
-def test_benchmark_above_one_gross_borrows_like_a_leveraged_strategy() -> None:
+def test_benchmark_gross_is_clipped_to_one() -> None:
     curve = bench(1.5)
-    # 1000 * 1.5 / 2 = 750 per symbol: BTC 7.5 units, ETH 37.5 units, fee 0.75 each;
-    # cash 1000 - 750.75 = 249.25, then 249.25 - 750.75 = -501.5 (borrowed)
-    np.testing.assert_allclose(curve.cash, [249.25, -501.5, -501.5], rtol=TIGHT)
+    # 500 per symbol: BTC 5 units, ETH 25 units, fee 0.5 each; cash 1000 - 500.5, then -1
+    np.testing.assert_allclose(curve.cash, [499.5, -1.0, -1.0], rtol=TIGHT)
     np.testing.assert_allclose(
-        curve.equity,
-        [249.25 + 7.5 * 105, -501.5 + 7.5 * 105 + 37.5 * 22, -501.5 + 7.5 * 130 + 37.5 * 24],
-        rtol=TIGHT,
+        curve.equity, [499.5 + 5 * 105, -1 + 5 * 105 + 25 * 22, -1 + 5 * 130 + 25 * 24], rtol=TIGHT
     )
 
 
@@ -572,3 +569,13 @@ def test_group_stats_refuses_a_signal_without_a_close_row() -> None:
     stray = [*SIGNALS, SignalRecord(symbol="DOGE", bar=0, sign=1)]
     with pytest.raises(ValueError, match="DOGE"):
         group_stats(GROUP_TRADES, stray, CLOSE, ROW_OF, "symbol", H)
+
+
+def test_ruin_leaves_the_return_ratios_undefined() -> None:
+    """Leveraged books can go through zero equity: a 'return' from -50 to 10 is not one."""
+    summary = score([100.0, 40.0, -50.0, 10.0])
+    for key in ("cagr", "volatility", "sharpe", "sortino", "calmar"):
+        assert summary[key] is None, key
+    assert summary["total_return"] == pytest.approx(10.0 / 100.0 - 1.0, rel=TIGHT)
+    assert summary["max_drawdown"] == pytest.approx(1.5, rel=TIGHT)  # 1 - (-50) / 100
+    assert score([100.0, 40.0, 10.0])["sharpe"] is not None  # no ruin: defined
