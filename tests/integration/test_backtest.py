@@ -191,9 +191,9 @@ async def test_truncating_the_future_changes_no_earlier_decision(
         await run_backtest(
             cfg,
             candles,
-            record=lambda e, sink=sink: sink.append(comparable(e))
-            if isinstance(e, DECISIONS)
-            else None,
+            record=lambda e, sink=sink: (
+                sink.append(comparable(e)) if isinstance(e, DECISIONS) else None
+            ),
         )
     end_ns = (START_MS + cut * HOUR_MS) * 1_000_000
     before = [e for e in seen["full"] if e["ts_ns"] <= end_ns]
@@ -316,8 +316,11 @@ def test_cli_writes_summary_trades_equity_and_report(
     assert summary["run"]["warmup_bars"] == 96
     with (out / "trades.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert rows and {"entry_time", "exit_time", "symbol", "side", "quantity", "entry_price",
-                     "exit_price", "fees", "pnl", "regime_at_entry", "exit_reason"} <= set(rows[0])  # fmt: skip
+    columns = {
+        "entry_time", "exit_time", "symbol", "side", "quantity", "entry_price", "exit_price",
+        "fees", "pnl", "regime_at_entry", "exit_reason",
+    }  # fmt: skip
+    assert rows and columns <= set(rows[0])
     assert summary["strategy"]["trades"] == len(rows)
     with (out / "equity.csv").open() as f:
         equity = list(csv.DictReader(f))

@@ -57,9 +57,10 @@ async def test_positions_are_marked_and_agree_with_risk_equity(tmp_path: Path) -
                         p["unrealized_pnl"] - p["quantity"] * (last.close - p["avg_price"])
                     ) < 1e-6 * max(1.0, abs(p["unrealized_pnl"]))
                 totals = positions["totals"]
-                assert abs(
-                    totals["unrealized"] - sum(p["unrealized_pnl"] for p in held.values())
-                ) < 1e-6
+                assert (
+                    abs(totals["unrealized"] - sum(p["unrealized_pnl"] for p in held.values()))
+                    < 1e-6
+                )
                 assert abs(totals["net"] - risk["equity"]) < 1e-6
                 assert abs(unrealized_metric(metrics) - totals["unrealized"]) < 1e-6
                 seen_unrealized.add(round(totals["unrealized"], 9))
