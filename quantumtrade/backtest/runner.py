@@ -286,7 +286,7 @@ async def run_backtest(
     gross = np.empty(traded)
     equity = np.empty(traded)
     regimes = np.full((n_sym, traded), NO_LABEL, dtype=np.int8)
-    marks = np.full(n_sym, np.nan)
+    marks = np.zeros(n_sym)  # each symbol's last stored close (0 before its first bar)
     fed = 0
     async with asyncio.TaskGroup() as tg:
         bus.start(tg)
@@ -320,7 +320,7 @@ async def run_backtest(
             i = t - trade_from
             ledger.bar, ledger.ts_ms = i, ts_ms
             await core.after_bars()
-            cash[i], value[i], gross[i] = ledger.equity(np.nan_to_num(marks))
+            cash[i], value[i], gross[i] = ledger.equity(marks)
             equity[i] = cash[i] + value[i]
             if observe is not None:
                 observe(i, core, ledger, float(equity[i]))
@@ -331,7 +331,7 @@ async def run_backtest(
             if progress is not None:
                 progress(1)
         await bus.stop()
-    ledger.close_open(np.nan_to_num(marks))
+    ledger.close_open(marks)
     window = candles.window(trade_from, n_bars)
     curve = EquityCurve(
         ts_ms=window.ts_ms.copy(),

@@ -210,6 +210,7 @@ class NextBarGate:
         self.config = venue.config
         self._route = route
         self._held: list[_Held] = []
+        self._held_symbols: set[str] = set()
         self._last_ms: dict[str, int] = {}
         self.released = 0
         self.expired = 0
@@ -221,6 +222,8 @@ class NextBarGate:
         if n == 0:
             return
         self._last_ms[event.symbol] = block.ts_ms.cast("q")[n - 1]
+        if event.symbol not in self._held_symbols:
+            return
         for held in self._held:
             if held.intent.symbol == event.symbol:
                 held.bars.extend(b for b in block.bars() if b.ts_ms > held.after_ms)
@@ -228,6 +231,7 @@ class NextBarGate:
     def on_intent(self, intent: OrderIntent) -> None:
         """Hold the intent until a bar newer than its symbol's newest one arrives."""
         self._held.append(_Held(intent, self._last_ms.get(intent.symbol, -1)))
+        self._held_symbols.add(intent.symbol)
 
     @property
     def pending(self) -> int:
@@ -244,6 +248,7 @@ class NextBarGate:
             if not done:
                 keep.append(held)
         self._held = keep
+        self._held_symbols = {h.intent.symbol for h in keep}
 
     async def _try(self, held: _Held) -> bool:
         intent, config = held.intent, self.config
