@@ -76,7 +76,9 @@ def test_columns_are_read_only_views_of_the_live_buffer() -> None:
     state.append("A", bars(1, 3))
     state.append("B", bars(1, 8))
     full = state.columns()
-    assert full.close.flags.c_contiguous and full.ts_ms.flags.c_contiguous
+    # Rows are contiguous; rows are capacity + slack apart, so not C-contiguous.
+    assert full.close.strides == (8 * (8 + state.slack), 8) and state.slack > 0
+    assert not full.close.flags.c_contiguous
     assert not full.close.flags.writeable
     with pytest.raises(ValueError):
         full.close[0, 0] = 1.0
@@ -84,7 +86,18 @@ def test_columns_are_read_only_views_of_the_live_buffer() -> None:
     assert np.shares_memory(full.close, again.close)  # no copy
     assert again.close.strides[1] == 8  # rows stay contiguous
     state.append("C", bars(100, 1))
-    assert full.close[2, -1] == state.latest("C").close  # type: ignore[union-attr]
+    assert state.columns().close[2, -1] == state.latest("C").close  # type: ignore[union-attr]
+    assert np.shares_memory(full.close, state.columns().close)
+
+
+def test_columns_are_c_contiguous_without_slack() -> None:
+    state = MarketState(["A", "B"], capacity=8, slack=0)
+    for step in range(12):
+        state.append("A", bars(1 + step, 1))
+        state.append("B", bars(1 + step, 1))
+    full = state.columns()
+    assert full.close.flags.c_contiguous and full.ts_ms.flags.c_contiguous
+    assert full.ts_ms[:, -1].tolist() == [12, 12] and state.compactions == 0
 
 
 def test_unknown_symbol_and_misuse() -> None:
@@ -155,10 +168,10 @@ def test_append_validated_equals_validating_then_appending() -> None:
         assert codes.tolist() == expected.tolist()
         assert counts.tolist() == two.append_batch(packed, expected).tolist()
         assert set(codes.tolist()) <= set(range(len(REASONS) + 1))
-    a, b = one.columns(), two.columns()
-    assert np.array_equal(a.ts_ms, b.ts_ms) and np.array_equal(a.lengths, b.lengths)
-    assert np.array_equal(a.close, b.close, equal_nan=True)
-    assert np.array_equal(a.volume, b.volume, equal_nan=True)
+    x, y = one.columns(), two.columns()
+    assert np.array_equal(x.ts_ms, y.ts_ms) and np.array_equal(x.lengths, y.lengths)
+    assert np.array_equal(x.close, y.close, equal_nan=True)
+    assert np.array_equal(x.volume, y.volume, equal_nan=True)
 
 
 @pytest.mark.parametrize(
