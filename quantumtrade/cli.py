@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
@@ -134,18 +135,22 @@ def _symbols(text: str) -> tuple[str, ...]:
     return parts
 
 
-def _time(text: str) -> int:
-    """An ISO-8601 date or time (UTC if no zone) as ms since the epoch."""
-    from datetime import UTC, datetime
-
+def _moment(text: str) -> datetime | None:
+    """An ISO-8601 date or time as an aware datetime (UTC if no zone); None if it is not one."""
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _time(text: str) -> int:
+    """An ISO-8601 date or time (UTC if no zone) as ms since the epoch."""
+    moment = _moment(text)
+    if moment is None:
         raise argparse.ArgumentTypeError(
             f"'{text}' is not an ISO-8601 date or time (2024-03-01 or 2024-03-01T12:00:00Z)"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+        )
     return int(moment.timestamp() * 1000)
 
 
@@ -175,16 +180,11 @@ def _position(text: str) -> tuple[str, int]:
     """``("seq", n)`` for a number, ``("ts", ns)`` for an ISO-8601 time (UTC if no zone)."""
     if text.isdigit():
         return "seq", int(text)
-    from datetime import UTC, datetime
-
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+    moment = _moment(text)
+    if moment is None:
         raise argparse.ArgumentTypeError(
             f"'{text}' is neither a seq number nor an ISO-8601 time (2025-01-01T12:00:00Z)"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+        )
     return "ts", int(moment.timestamp() * 1e9)
 
 
