@@ -383,6 +383,7 @@ class Daemon:
             with suppress(asyncio.CancelledError):
                 await self._reconcile_task
         await self.orchestrator.stop()
+        await self.core.close()
         with suppress(TimeoutError):
             async with asyncio.timeout(budget * 0.1):
                 await self._outbox.join()

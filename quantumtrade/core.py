@@ -133,6 +133,11 @@ class TradingCore:
             await self.gate.release()
             await self.bus.drain()
 
+    async def close(self) -> None:
+        """Before the bus stops: orders still held for a next bar are cancelled (``shutdown``)."""
+        if self.gate is not None:
+            await self.gate.cancel_all("shutdown")
+
     async def decide(self) -> None:
         """Classify every symbol, then scan; with bar fills, wait until the decisions settle
         (each intent held by the gate before the next bar can arrive)."""

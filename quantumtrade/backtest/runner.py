@@ -330,6 +330,8 @@ async def run_backtest(
                 regimes[:, i] = labels
             if progress is not None:
                 progress(1)
+        # As the daemon does at its stop: orders decided on the last bar end, cancelled.
+        await core.close()
         await bus.stop()
     ledger.close_open(marks)
     window = candles.window(trade_from, n_bars)

@@ -250,6 +250,24 @@ class NextBarGate:
         self._held = keep
         self._held_symbols = {h.intent.symbol for h in keep}
 
+    async def cancel_all(self, reason: str) -> int:
+        """Cancel every held order (``OrderCancelled`` with ``reason``); returns how many.
+
+        At shutdown: an order waiting for a bar that will not come in this process ends in the
+        log instead of staying open there."""
+        held, self._held, self._held_symbols = self._held, [], set()
+        for h in held:
+            await self.bus.publish(
+                OrderCancelled(
+                    ts_ns=self.clock.now_ns(),
+                    client_order_id=h.intent.client_order_id,
+                    venue=self.venue.name,
+                    symbol=h.intent.symbol,
+                    reason=reason,
+                )
+            )
+        return len(held)
+
     async def _try(self, held: _Held) -> bool:
         intent, config = held.intent, self.config
         bars, held.bars = held.bars, []

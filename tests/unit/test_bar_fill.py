@@ -141,3 +141,18 @@ async def test_an_untouched_limit_order_expires_after_its_ttl() -> None:
     assert h.fills == []
     (cancel,) = h.cancels
     assert cancel.reason == "limit_expired"
+
+
+async def test_orders_still_held_at_shutdown_are_cancelled_not_left_open() -> None:
+    async def scenario(h: Harness) -> None:
+        await h.bar(1, BAR)
+        await h.order(1.0)
+        await h.order(2.0, limit=50.0)
+        assert await h.gate.cancel_all("shutdown") == 2
+        await h.bus.drain()
+        await h.bar(2, BAR)  # nothing is left to fill
+
+    h = await run(scenario)
+    assert h.fills == []
+    assert [c.reason for c in h.cancels] == ["shutdown", "shutdown"]
+    assert h.gate.pending == 0
