@@ -24,6 +24,7 @@ from quantumtrade.cache.tiered import RedisL2, TieredCache
 from quantumtrade.clock import Clock
 from quantumtrade.config import AppConfig, Mode, Secrets, describe
 from quantumtrade.core import TradingCore
+from quantumtrade.core import warm_up as core_warm_up
 from quantumtrade.data.bar_cache import CachedBars
 from quantumtrade.data.ccxt_source import CcxtSource
 from quantumtrade.data.factory import active_symbols, build_source
@@ -45,8 +46,6 @@ from quantumtrade.execution.ccxt_venue import CcxtVenue
 from quantumtrade.execution.reconcile import OrderLedger, Reconciler
 from quantumtrade.execution.tracker import OrderTracker
 from quantumtrade.metrics import Metrics, Snapshot
-from quantumtrade.regime import engine as regime_engine
-from quantumtrade.scoring import kernels
 from quantumtrade.store.eventlog import EventLog, EventLogWriter
 from quantumtrade.store.factory import open_event_log
 from quantumtrade.store.session import RESTORE_EVENT_TYPES, positions_unknown, start_session
@@ -318,8 +317,7 @@ class Daemon:
 
     async def start(self, tg: asyncio.TaskGroup) -> None:
         t0 = time.perf_counter()
-        await asyncio.to_thread(kernels.warm_up)
-        await asyncio.to_thread(regime_engine.warm_up)
+        await asyncio.to_thread(core_warm_up)
         self.writer.start(tg)
         self.bus.start(tg)
         # First event of the session: where it starts in the log, and on what market.

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from quantumtrade.breaker import BreakerConfig
 from quantumtrade.bus import EventBus
 from quantumtrade.clock import Clock
+from quantumtrade.data import market_state
 from quantumtrade.data.market_state import MarketState
 from quantumtrade.data.source import OrderBook
 from quantumtrade.events import BarsUpdated, CircuitBreakerChanged, OrderIntent
@@ -23,10 +24,21 @@ from quantumtrade.execution.paper import PaperVenue, PaperVenueConfig
 from quantumtrade.execution.router import OrderRouter, RouterConfig
 from quantumtrade.execution.venue import Venue
 from quantumtrade.portfolio import Portfolio
+from quantumtrade.regime import engine as regime_engine
 from quantumtrade.regime.detector import RegimeDetector
 from quantumtrade.regime.engine import RegimeConfig
 from quantumtrade.risk.manager import RiskLimits, RiskManager, subscribe_decision_path
+from quantumtrade.scoring import incremental
 from quantumtrade.scoring.scanner import Scanner, ScannerConfig
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every kernel the decision path runs per bar, both
+    builds, before the first bar: MarketState appends, regimes, the scan. Blocking: call it in
+    a thread from a running loop."""
+    market_state.warm_up()
+    incremental.warm_up()
+    regime_engine.warm_up()
 
 
 class TradingCore:

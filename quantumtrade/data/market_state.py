@@ -524,3 +524,26 @@ class MarketState:
             ts_ms=ts,
             lengths=np.minimum(self._lengths[:n], w),
         )
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every append kernel, serial and parallel builds:
+    the in-place step, the per-row shift, the window move and the compaction."""
+    from quantumtrade.scoring.kernels import PARALLEL_MIN_ROWS
+
+    for n in (1, PARALLEL_MIN_ROWS):
+        symbols = [f"W{i}USDT" for i in range(n)]
+        state = MarketState(symbols, 4, slack=2)
+        bar = np.array([[1.0, 2.0, 0.5, 1.5, 10.0]])
+        for t in range(1, 5):  # one bar for every row: in place, then a compaction
+            batch = BarBatch(
+                tuple(symbols),
+                np.full(n, t, dtype=np.int64),
+                np.repeat(bar, n, axis=0),
+                np.arange(n + 1, dtype=np.int64),
+            )
+            state.append_validated(batch)
+        # One row alone: the shift within the window.
+        state.append_validated(
+            BarBatch((symbols[0],), np.array([9], np.int64), bar, np.array([0, 1], np.int64))
+        )

@@ -59,7 +59,15 @@ from numba.extending import intrinsic
 from numpy.typing import NDArray
 
 from quantumtrade.events import Regime
-from quantumtrade.scoring.kernels import _JIT, _fma, _fma32, _prefetch, by_rows, serial_twin
+from quantumtrade.scoring.kernels import (
+    _JIT,
+    PARALLEL_MIN_ROWS,
+    _fma,
+    _fma32,
+    _prefetch,
+    by_rows,
+    serial_twin,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 Array = NDArray[np.float64]
@@ -1350,7 +1358,9 @@ def warm_up() -> None:
     close = np.exp(np.cumsum(0.01 * rng.standard_normal((1, 40)), axis=1))
     cfg = RegimeConfig(warmup=20, history=20)
     classify(close, close * 1.01, close * 0.99, np.ones_like(close), cfg)
-    tracker = RegimeTracker(cfg)
-    tracker.reset(close, close * 1.01, close * 0.99, np.ones_like(close))
-    one = close[:, -1]
-    tracker.update(one, one * 1.01, one * 0.99, np.ones_like(one))
+    for n in (1, PARALLEL_MIN_ROWS):  # both builds of the per-bar update
+        rows = np.repeat(close, n, axis=0)
+        tracker = RegimeTracker(cfg)
+        tracker.reset(rows, rows * 1.01, rows * 0.99, np.ones_like(rows))
+        one = rows[:, -1].copy()
+        tracker.update(one, one * 1.01, one * 0.99, np.ones_like(one))

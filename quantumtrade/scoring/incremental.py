@@ -130,5 +130,13 @@ class IncrementalScores:
 
 
 def warm_up() -> None:
-    """Compile (or load from the cache) the kernel the incremental path runs."""
+    """Compile (or load from the cache) the kernels the incremental path runs: the full pass
+    and the update, in both builds (serial below ``PARALLEL_MIN_ROWS`` symbols)."""
     ind.warm_up_scan()
+    from quantumtrade.scoring.kernels import PARALLEL_MIN_ROWS
+
+    for n in (1, PARALLEL_MIN_ROWS):
+        close = np.linspace(100.0, 103.0, n * 12).reshape(n, 12)
+        inc = IncrementalIndicators.from_history(close + 0.5, close - 0.5, close, close)
+        bar = close[:, -1].copy()
+        inc.update(bar + 0.5, bar - 0.5, bar, bar)

@@ -88,6 +88,8 @@ speed = 1.0
 [data.orchestrator]
 update_interval_ms = {HOUR_MS}
 ticker_interval_ms = 0
+# Wall-clock time: a slow or busy CI machine must not turn a fetch into a gap.
+fetch_timeout_ms = 600000
 [execution]
 fill_model = "next_bar"
 [scanner]
