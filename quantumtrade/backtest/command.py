@@ -22,7 +22,7 @@ import structlog
 
 from quantumtrade.backtest.data import Candles, load_candles
 from quantumtrade.backtest.outputs import iso, write_outputs
-from quantumtrade.backtest.runner import BacktestResult, decode_config, run_backtest
+from quantumtrade.backtest.runner import BacktestResult, decision_config, run_backtest
 from quantumtrade.config import AppConfig, load_config
 from quantumtrade.data.replay_source import format_timeframe
 from quantumtrade.errors import ConfigError
@@ -103,7 +103,7 @@ def _run_info(
         "initial_equity": result.initial_equity,
         "elapsed_s": round(result.elapsed_s, 3),
         "bars_per_s": round(result.bars_fed / result.elapsed_s, 1) if result.elapsed_s else None,
-        "config": decode_config(cfg),
+        "config": decision_config(cfg),
     }
 
 

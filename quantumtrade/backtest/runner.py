@@ -276,8 +276,7 @@ async def run_backtest(
     )
     ledger = Ledger(candles.symbols, initial_equity)
     ledger.subscribe(bus)
-    rows = np.arange(n_sym, dtype=np.int64)
-    all_rows = rows.tolist()
+    all_rows = list(range(n_sym))
     offsets = np.arange(n_sym + 1, dtype=np.int64)
     rejects: Counter[str] = Counter(candles.load_rejects)
     traded = max(n_bars - trade_from, 0)
@@ -377,7 +376,7 @@ class _Recorder:
         return None
 
 
-def decode_config(cfg: AppConfig) -> dict[str, object]:
+def decision_config(cfg: AppConfig) -> dict[str, object]:
     """The parts of the config that shape decisions, as plain values (for summary.json)."""
     return {
         "scanner": msgspec.to_builtins(cfg.scanner),

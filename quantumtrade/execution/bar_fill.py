@@ -257,16 +257,19 @@ class NextBarGate:
         log instead of staying open there."""
         held, self._held, self._held_symbols = self._held, [], set()
         for h in held:
-            await self.bus.publish(
-                OrderCancelled(
-                    ts_ns=self.clock.now_ns(),
-                    client_order_id=h.intent.client_order_id,
-                    venue=self.venue.name,
-                    symbol=h.intent.symbol,
-                    reason=reason,
-                )
-            )
+            await self._cancel(h.intent, reason)
         return len(held)
+
+    async def _cancel(self, intent: OrderIntent, reason: str) -> None:
+        await self.bus.publish(
+            OrderCancelled(
+                ts_ns=self.clock.now_ns(),
+                client_order_id=intent.client_order_id,
+                venue=self.venue.name,
+                symbol=intent.symbol,
+                reason=reason,
+            )
+        )
 
     async def _try(self, held: _Held) -> bool:
         intent, config = held.intent, self.config
@@ -284,15 +287,7 @@ class NextBarGate:
             held.waited += 1
             if held.waited >= config.limit_ttl_bars:
                 self.expired += 1
-                await self.bus.publish(
-                    OrderCancelled(
-                        ts_ns=self.clock.now_ns(),
-                        client_order_id=intent.client_order_id,
-                        venue=self.venue.name,
-                        symbol=intent.symbol,
-                        reason="limit_expired",
-                    )
-                )
+                await self._cancel(intent, "limit_expired")
                 return True
         return False
 
