@@ -93,6 +93,14 @@ def _parser() -> argparse.ArgumentParser:
         help="bars before the first traded one fed without trading (default: [data] capacity)",
     )  # fmt: skip
     bt.add_argument("--out", default="backtest-out", metavar="DIR", help="(default backtest-out)")
+    bt.add_argument(
+        "--compare", action="store_true",
+        help="also score baselines: regime-blind, random entries, buy-and-hold (--test window)",
+    )  # fmt: skip
+    bt.add_argument(
+        "--random-seeds", type=_positive, default=20, metavar="N",
+        help="seeds the random baseline averages (default 20)",
+    )  # fmt: skip
     regime = sub.add_parser("regime", help="market regime detection tools")
     regime_sub = regime.add_subparsers(dest="regime_command", required=True, metavar="COMMAND")
     ev = regime_sub.add_parser(

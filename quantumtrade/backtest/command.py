@@ -3,6 +3,12 @@
 With ``--train FROM:TO --test FROM:TO`` it runs the two windows apart (each after its own
 warm-up) and prints in-sample and out-of-sample figures side by side; nothing is fitted here,
 so the in-sample window is what a later ``optimize`` would tune on.
+
+With ``--compare`` the summary also scores three baselines in the strategy's metric keys
+(``baselines.py``): the same config regime-blind (a second run over the same bars), random
+entries mirroring the strategy's trades (mean of ``--random-seeds`` seeds) and buy-and-hold.
+In a walk-forward run they are computed for the out-of-sample (``--test``) window only: that
+is the window a comparison is evidence about, and the in-sample one is left as it was.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any
 
 import structlog
 
+from quantumtrade.backtest.baselines import Comparison, regime_blind_config
 from quantumtrade.backtest.data import Candles, load_candles
 from quantumtrade.backtest.outputs import iso, write_outputs
 from quantumtrade.backtest.runner import BacktestResult, decision_config, run_backtest
@@ -116,11 +123,26 @@ def _fmt(value: Any) -> str:
 
 
 def _headline(name: str, summary: dict[str, Any]) -> None:
-    s, b = summary["strategy"], summary["benchmark"]
+    columns = {"strategy": summary["strategy"]}
+    baselines = summary.get("baselines")
+    if baselines is not None:
+        columns["regime-blind"] = baselines["regime_blind"]
+        columns[f"random ({summary['random_spread']['seeds']})"] = baselines["random"]
+    columns["buy & hold"] = summary["benchmark"]
     print(f"{name}:")
-    print(f"  {'':16}{'strategy':>14}{'buy & hold':>14}")
+    print(f"  {'':16}" + "".join(f"{c:>14}" for c in columns))
     for key in HEADLINE:
-        print(f"  {key:16}{_fmt(s[key]):>14}{_fmt(b[key]):>14}")
+        print(f"  {key:16}" + "".join(f"{_fmt(m[key]):>14}" for m in columns.values()))
+    if baselines is not None:
+        spread = summary["random_spread"]
+        print(
+            f"  random over {spread['seeds']} seeds: "
+            + "; ".join(
+                f"{k} std {_fmt(spread[k]['std'])}, strategy above "
+                f"{_fmt(spread[k]['strategy_beats'])} of seeds"
+                for k in ("sharpe", "total_return")
+            )
+        )
     acc, base = summary["signal_accuracy"], summary["signal_accuracy_baseline"]
     print(
         "  signal accuracy " + ", ".join(f"{h} bars {_fmt(acc[h])} (baseline {_fmt(base[h])})"
@@ -165,15 +187,30 @@ def cmd_backtest(
         except ValueError as exc:
             return _fail(f"{name}: {exc}")
         result = asyncio.run(_run(cfg, window, trade_from, name, args.initial_equity))
+        compare = None
+        if args.compare and name != "in_sample":
+            blind = asyncio.run(
+                _run(regime_blind_config(cfg), window, trade_from, f"{name} regime-blind",
+                     args.initial_equity)
+            )  # fmt: skip
+            compare = Comparison(
+                regime_blind=blind, bar_fill=cfg.execution.bar_fill, random_seeds=args.random_seeds
+            )
         target = out if len(windows) == 1 else out / name
-        summary = write_outputs(
-            target,
-            result,
-            fee_bps=fee_bps,
-            run=_run_info(cfg, args, result, trade_from),
-            command=command,
-            title=f"QuantumTrade backtest ({name.replace('_', '-')})",
-        )
+        try:
+            summary = write_outputs(
+                target,
+                result,
+                fee_bps=fee_bps,
+                run=_run_info(cfg, args, result, trade_from),
+                command=command,
+                title=f"QuantumTrade backtest ({name.replace('_', '-')})",
+                compare=compare,
+            )
+        except ValueError as exc:
+            if compare is None:
+                raise
+            return _fail(f"{name}: --compare: {exc}")
         summaries[name] = summary
         _headline(f"{name} {summary['run']['from']} → {summary['run']['to']}", summary)
         print(
@@ -181,10 +218,12 @@ def cmd_backtest(
             f"({summary['run']['bars_per_s']:,.0f} bars/s); files in {target}"
         )
     if len(windows) == 2:
+        tested = summaries["out_of_sample"]
         side_by_side = {
             "command": command,
             "in_sample": {k: summaries["in_sample"][k] for k in _SIDE},
-            "out_of_sample": {k: summaries["out_of_sample"][k] for k in _SIDE},
+            # --compare scores the test window only (see the module docstring).
+            "out_of_sample": {k: tested[k] for k in (*_SIDE, *_COMPARED) if k in tested},
         }
         (out / "walk_forward.json").write_text(json.dumps(side_by_side, indent=2) + "\n")
         print(f"in-sample and out-of-sample side by side: {out / 'walk_forward.json'}")
@@ -192,3 +231,4 @@ def cmd_backtest(
 
 
 _SIDE = ("strategy", "benchmark", "signal_accuracy", "signal_accuracy_baseline", "run")
+_COMPARED = ("baselines", "random_spread")

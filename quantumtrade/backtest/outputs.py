@@ -11,14 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from quantumtrade.backtest.metrics import (
-    baseline_accuracy,
-    benchmark_curve,
-    benchmark_trades,
-    group_stats,
-    performance,
-    signal_accuracy,
-)
+from quantumtrade.backtest.baselines import Comparison, baselines, buy_and_hold, result_performance
+from quantumtrade.backtest.metrics import baseline_accuracy, group_stats, signal_accuracy
 from quantumtrade.backtest.model import EquityCurve
 from quantumtrade.backtest.runner import BacktestResult
 from quantumtrade.regime.engine import NO_LABEL, REGIME_ORDER
@@ -38,45 +32,27 @@ def bars_per_year(bar_ms: int) -> float:
 
 
 def summarize(
-    result: BacktestResult, *, fee_bps: float, run: Mapping[str, Any]
+    result: BacktestResult,
+    *,
+    fee_bps: float,
+    run: Mapping[str, Any],
+    compare: Comparison | None = None,
 ) -> tuple[dict[str, Any], EquityCurve]:
     """The summary (strategy and benchmark with the same keys, signal accuracy beside its
-    baseline, by regime, by symbol, run info) and the benchmark's equity curve."""
-    candles, curve = result.candles, result.curve
+    baseline, by regime, by symbol, run info; with ``compare``, the baselines with the same
+    keys again) and the benchmark's equity curve."""
+    candles = result.candles
     per_year = bars_per_year(candles.bar_ms)
-    initial = result.initial_equity
-    strategy = performance(
-        curve,
-        result.trades,
-        initial_equity=initial,
-        bars_per_year=per_year,
-        traded_notional=result.traded_notional,
-        fees=result.fees,
-    )
-    with np.errstate(divide="ignore", invalid="ignore"):
-        share = np.where(curve.equity > 0, curve.gross_exposure / curve.equity, 0.0)
-    # The benchmark holds the strategy's average gross exposure as a share of equity, up to 1:
-    # an unlevered buy-and-hold (a leveraged one wipes out in a sell-off, and its ratios mean
-    # nothing past that). summary.json gives the strategy's own mean gross beside it.
-    strategy_gross = float(share.mean()) if len(curve) else 0.0
-    gross_fraction = min(max(strategy_gross, 0.0), 1.0)
-    open_, close = candles.column(0), candles.column(3)
-    bench_args: dict[str, Any] = {
-        "gross_fraction": gross_fraction,
-        "initial_equity": initial,
-        "fee_bps": fee_bps,
-        "ts_ms": candles.ts_ms,
-    }
-    bench_curve = benchmark_curve(open_, close, **bench_args)
-    bench_trades = benchmark_trades(open_, close, symbols=candles.symbols, **bench_args)
-    benchmark = performance(
-        bench_curve,
-        bench_trades,
-        initial_equity=initial,
-        bars_per_year=per_year,
-        traded_notional=sum(t.notional for t in bench_trades),
-        fees=sum(t.fees for t in bench_trades),
-    )
+    strategy = result_performance(result, bars_per_year=per_year)
+    bench = buy_and_hold(result, bars_per_year=per_year, fee_bps=fee_bps)
+    benchmark = bench.metrics
+    gross_fraction, strategy_gross = bench.gross_fraction, bench.strategy_gross
+    compared: dict[str, Any] = {}
+    if compare is not None:
+        compared["baselines"], compared["random_spread"] = baselines(
+            result, compare, bars_per_year=per_year, strategy=strategy, buy_and_hold=benchmark
+        )
+    close = candles.column(3)
     row_of = {s: i for i, s in enumerate(candles.symbols)}
     signals = result.signals
     rows = np.array([row_of[s.symbol] for s in signals], dtype=np.int64)
@@ -85,6 +61,7 @@ def summarize(
     summary: dict[str, Any] = {
         "strategy": strategy,
         "benchmark": benchmark,
+        **compared,
         "benchmark_gross_fraction": gross_fraction,
         "strategy_mean_gross_fraction": strategy_gross,
         "signal_accuracy": signal_accuracy(close, rows, bars, signs),
@@ -98,7 +75,7 @@ def summarize(
         "rejected_bars": result.rejected_bars,
         "run": dict(run),
     }
-    return summary, bench_curve
+    return summary, bench.curve
 
 
 def write_trades(path: Path, result: BacktestResult) -> None:
@@ -143,12 +120,13 @@ def write_outputs(
     run: Mapping[str, Any],
     command: str,
     title: str = "QuantumTrade backtest",
+    compare: Comparison | None = None,
 ) -> dict[str, Any]:
     """Write the four files into ``out`` (created) and return the summary."""
     from quantumtrade.backtest.report import PriceTrack, write_report
 
     out.mkdir(parents=True, exist_ok=True)
-    summary, bench = summarize(result, fee_bps=fee_bps, run=run)
+    summary, bench = summarize(result, fee_bps=fee_bps, run=run, compare=compare)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     write_trades(out / "trades.csv", result)
     write_equity(out / "equity.csv", result.curve)
