@@ -1,0 +1,1 @@
+"""Example user strategies: load one with ``[strategy] name = "examples.<module>:<Class>"``."""
