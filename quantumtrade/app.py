@@ -133,6 +133,7 @@ class Daemon:
             state=self.state,
             regime=cfg.regime,
             scanner=cfg.scanner,
+            strategy=cfg.strategy,
             risk=cfg.risk,
             router=ex.router,
             breaker=cfg.breaker,
@@ -146,6 +147,7 @@ class Daemon:
         )
         self.regime = self.core.regime
         self.scanner = self.core.scanner
+        self.strategy = self.core.strategy
         self.portfolio = self.core.portfolio
         self.risk = self.core.risk
         self.router = self.core.router
@@ -422,6 +424,7 @@ class Daemon:
             "orchestrator": self.orchestrator.health(),
             "regime": self.regime.health(),
             "scanner": self.scanner.health(),
+            "strategy": self.strategy.health(),
             "risk": self.risk.health(),
             "router": self.router.health(),
             "cache": {

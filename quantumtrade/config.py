@@ -40,6 +40,7 @@ from quantumtrade.redaction import redact, redact_url
 from quantumtrade.regime.engine import RegimeConfig
 from quantumtrade.risk.manager import RiskLimits
 from quantumtrade.scoring.scanner import ScannerConfig
+from quantumtrade.strategy.loader import StrategyConfig, load_strategy
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
@@ -151,6 +152,7 @@ class AppConfig(_Section, frozen=True, forbid_unknown_fields=True):
     breaker: BreakerConfig = BreakerConfig()
     bus: BusConfig = BusConfig()
     scanner: ScannerConfig = ScannerConfig()
+    strategy: StrategyConfig = StrategyConfig()
     regime: RegimeConfig = RegimeConfig()
     risk: RiskLimits = RiskLimits()
     execution: ExecutionConfig = ExecutionConfig()
@@ -399,6 +401,9 @@ def load_config(path: str | Path | None, environ: Mapping[str, str] | None = Non
     if problems:
         key, reason = problems[0]
         raise ConfigError(where, key, reason)
+    # The strategy loads now (its module, its parameters, exits and protections), so a bad
+    # [strategy] stops the start with the key named, not the first decision.
+    load_strategy(cfg.strategy, where)
     return cfg
 
 

@@ -1,11 +1,13 @@
 """The trading core: the decision path that ``run``, ``replay`` and ``backtest`` share.
 
 ``TradingCore.build`` makes it from the config, a bus, a clock and a MarketState: regime
-detector → scanner → risk manager → (next-bar gate) → order router → venues, and the portfolio
-that fills feed. The caller brings the bars (the orchestrator's ``BarsUpdated`` in the daemon,
-candle files in a backtest) and calls, once per heartbeat, ``after_bars`` (orders held for the
-next bar are routed at it) and then ``decide`` (classify, scan, and with simulated bar fills
-let every decision settle). Same bars, same calls: the same signals, orders and fills.
+detector → scanner → strategy engine → risk manager → (next-bar gate) → order router →
+venues, and the portfolio that fills feed. The caller brings the bars (the orchestrator's
+``BarsUpdated`` in the daemon, candle files in a backtest) and calls, once per heartbeat,
+``after_bars`` (orders held for the next bar are routed at it, then every held position's
+stop and take-profit levels are judged on the new bar) and then ``decide`` (classify, scan,
+the strategy's targets and the orders towards them; with simulated bar fills, let every
+decision settle). Same bars, same calls: the same signals, targets, orders and fills.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from quantumtrade.regime.engine import RegimeConfig
 from quantumtrade.risk.manager import RiskLimits, RiskManager, subscribe_decision_path
 from quantumtrade.scoring import incremental
 from quantumtrade.scoring.scanner import Scanner, ScannerConfig
+from quantumtrade.strategy.engine import StrategyEngine
+from quantumtrade.strategy.loader import StrategyConfig, load_strategy
 
 
 def warm_up() -> None:
@@ -52,6 +56,7 @@ class TradingCore:
         state: MarketState,
         regime: RegimeDetector,
         scanner: Scanner,
+        strategy: StrategyEngine,
         portfolio: Portfolio,
         risk: RiskManager,
         router: OrderRouter,
@@ -63,12 +68,14 @@ class TradingCore:
         self.state = state
         self.regime = regime
         self.scanner = scanner
+        self.strategy = strategy
         self.portfolio = portfolio
         self.risk = risk
         self.router = router
         self.venues = list(venues)
         self.gate = gate
         subscribe_decision_path(bus, risk=risk, portfolio=portfolio)
+        strategy.subscribe()
         if gate is None:
             bus.subscribe(OrderIntent, router.on_intent)
         else:
@@ -84,6 +91,7 @@ class TradingCore:
         state: MarketState,
         regime: RegimeConfig,
         scanner: ScannerConfig,
+        strategy: StrategyConfig,
         risk: RiskLimits,
         router: RouterConfig,
         breaker: BreakerConfig,
@@ -126,12 +134,25 @@ class TradingCore:
             if bar_venue is not None
             else None
         )
+        engine = StrategyEngine(
+            bus=bus,
+            clock=clock,
+            state=state,
+            loaded=load_strategy(strategy),
+            config=strategy,
+            risk=manager,
+            portfolio=portfolio,
+            regime=detector,
+            window=scanner.window,
+            fills_within_bar=gate is not None,
+        )
         return cls(
             bus=bus,
             clock=clock,
             state=state,
             regime=detector,
             scanner=scan,
+            strategy=engine,
             portfolio=portfolio,
             risk=manager,
             router=order_router,
@@ -140,8 +161,14 @@ class TradingCore:
         )
 
     async def after_bars(self) -> None:
-        """Orders held for the next bar go now (with bar fills), and their fills settle."""
+        """Orders held for the next bar go now (with bar fills) and their fills settle; then
+        the new bars are judged against every held position's levels (a triggered exit fills
+        on the bar that crossed its level, with bar fills)."""
         if self.gate is not None:
+            await self.gate.release()
+            await self.bus.drain()
+        await self.strategy.check_bars()
+        if self.gate is not None and self.gate.pending:
             await self.gate.release()
             await self.bus.drain()
 
@@ -151,9 +178,10 @@ class TradingCore:
             await self.gate.cancel_all("shutdown")
 
     async def decide(self) -> None:
-        """Classify every symbol, then scan; with bar fills, wait until the decisions settle
-        (each intent held by the gate before the next bar can arrive)."""
+        """Classify every symbol, scan, let the strategy decide; with bar fills, wait until the
+        decisions settle (each intent held by the gate before the next bar can arrive)."""
         await self.regime.update()
-        await self.scanner.scan()
+        result = await self.scanner.scan()
+        await self.strategy.decide(result)
         if self.gate is not None:
             await self.bus.drain()

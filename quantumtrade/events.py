@@ -195,6 +195,35 @@ class SignalGenerated(Event, frozen=True):
     regime: Regime | None = None
     confidence: float = 0.0
     reasons: tuple[str, ...] = ()
+    strategy: str = ""
+    """The strategy whose entry this is (empty in logs older than strategies)."""
+
+
+class TargetPosition(Event, frozen=True):
+    """A strategy's new target for one symbol: the position the daemon trades towards.
+
+    Published when the target changes (an entry, a resize, an exit), never again for the same
+    target; orders for the difference between the target and the position (fills and orders
+    in flight included) follow until the position is there."""
+
+    target_id: str
+    symbol: str
+    quantity: float
+    """Signed target position in base units (0: flat)."""
+    weight: float
+    """Signed fraction of the strategy's equity it is sized from."""
+    price: float
+    """The close the target was sized at."""
+    reason: str
+    """Why: the strategy's entry reason, or the exit that set it to 0 (``stop_loss``,
+    ``take_profit``, ``trailing_stop``, ``time_stop``, ``regime_change``, ``signal_fade``,
+    ``reverse``)."""
+    strategy: str
+    regime: Regime | None = None
+    confidence: float = 0.0
+    stop_price: float | None = None
+    """For a price-level exit: the level that was crossed (the fill is there or at a worse
+    open)."""
 
 
 # --- trading ------------------------------------------------------------------------------
@@ -209,6 +238,12 @@ class OrderIntent(Event, frozen=True):
     limit_price: float | None = None
     reference_price: float = 0.0
     signal_id: str | None = None
+    """The signal or target (``TargetPosition.target_id``) the order serves, if any."""
+    reason: str = ""
+    """Why it was sent: the target's reason (an entry, or the exit, e.g. ``stop_loss``)."""
+    stop_price: float | None = None
+    """A triggered price-level exit: the level crossed (simulated bar fills fill it on the bar
+    that crossed it, at this level or at a worse open)."""
 
 
 class OrderRejected(Event, frozen=True):
@@ -331,6 +366,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     RegimeChanged,
     ScanCompleted,
     SignalGenerated,
+    TargetPosition,
     OrderIntent,
     OrderRejected,
     OrderSubmitted,

@@ -4,7 +4,11 @@ The logged *inputs* — market data (``BarsUpdated``) and the venues' answers (`
 ``OrderCancelled``, and rejections that did not come from the risk manager) — are fed, in seq
 order, through a fresh bus into a fresh MarketState, Scanner, RiskManager and Portfolio, on a
 ``ManualClock`` set from each event's timestamp. At every logged ``ScanCompleted`` the scanner
-scans again. The *decisions* this produces (``SignalGenerated``, ``OrderIntent`` and the risk
+scans again and the strategy engine decides. Held positions' price levels are judged where the
+daemon judged them: after a heartbeat's bars and tickers and before its first order event
+(the first event after the bars that is neither a bar, a ticker nor a venue's answer to an
+order decided earlier). The *decisions*
+this produces (``SignalGenerated``, ``TargetPosition``, ``OrderIntent`` and the risk
 manager's ``OrderRejected``) are compared with the logged ones, field by field, ignoring only
 ``seq`` and ``ts_ns`` (the live run stamps them on the wall clock). Same code path, same
 inputs: a healthy session replays with zero differences.
@@ -40,18 +44,24 @@ from quantumtrade.events import (
     OrderFilled,
     OrderIntent,
     OrderRejected,
+    OrderSubmitted,
     ScanCompleted,
     SignalGenerated,
+    TargetPosition,
+    TickerUpdated,
     decode,
 )
+from quantumtrade.execution.bar_fill import FillModel
 from quantumtrade.portfolio import Portfolio
 from quantumtrade.regime.detector import RegimeDetector
 from quantumtrade.risk.manager import RiskManager, subscribe_decision_path
 from quantumtrade.scoring.scanner import Scanner
 from quantumtrade.store.eventlog import EventLog, StoredEvent
 from quantumtrade.store.session import Account, SessionMarker, is_session_start, marker_of
+from quantumtrade.strategy.engine import StrategyEngine
+from quantumtrade.strategy.loader import load_strategy
 
-Decision = SignalGenerated | OrderIntent | OrderRejected
+Decision = SignalGenerated | TargetPosition | OrderIntent | OrderRejected
 
 
 class Difference(msgspec.Struct, frozen=True):
@@ -66,6 +76,8 @@ class Difference(msgspec.Struct, frozen=True):
 def _key(event: Decision) -> str:
     if isinstance(event, SignalGenerated):
         return event.signal_id
+    if isinstance(event, TargetPosition):
+        return event.target_id
     return event.client_order_id
 
 
@@ -163,17 +175,37 @@ class _SessionReplay:
         )
         self.portfolio = Portfolio(bus=bus, clock=clock)
         self.risk = RiskManager(bus=bus, clock=clock, limits=cfg.risk, portfolio=self.portfolio)
+        self.engine = StrategyEngine(
+            bus=bus,
+            clock=clock,
+            state=state,
+            loaded=load_strategy(cfg.strategy),
+            config=cfg.strategy,
+            risk=self.risk,
+            portfolio=self.portfolio,
+            regime=self.detector,
+            window=cfg.scanner.window,
+            fills_within_bar=cfg.execution.fill_model is FillModel.NEXT_BAR,
+        )
         self.logged: list[Decision] = []
         self.replayed: list[Decision] = []
         self.feeding = False
         self.in_window = False
         bus.subscribe(SignalGenerated, self._collect)
+        bus.subscribe(TargetPosition, self._collect)
         bus.subscribe(OrderIntent, self._collect)
         bus.subscribe(OrderRejected, self._collect)
         subscribe_decision_path(bus, risk=self.risk, portfolio=self.portfolio)
+        self.engine.subscribe()
         report.restored_fills = self.portfolio.restore(fills)
         # Orders the logged session decided: a rejection with one of these ids came from risk.
         self.risk_decided: set[str] = set()
+        # Bars fed since the levels were last judged, and the logged orders decided before
+        # those bars (their venue answers may still come before the judging).
+        self.bars_unjudged = False
+        self.decided_before: set[str] = set()
+        self.targets: set[str] = set()
+        """Logged target ids: an order refused by risk for one of them is a decision."""
 
     def _collect(self, event: Decision) -> None:
         if self.in_window and not self.feeding:
@@ -200,21 +232,39 @@ class _SessionReplay:
             # As live: the risk manager sees every bar (price band, drawdown, VaR).
             self.risk.on_bars(event)
             await self.risk.publish_trip()
-        elif isinstance(event, ScanCompleted):
+            if not self.bars_unjudged:
+                self.bars_unjudged = True
+                self.decided_before = set(self.risk_decided)
+            return
+        if isinstance(event, TickerUpdated):
+            self.engine.on_ticker(event)  # part of the heartbeat's refresh, as bars are
+            return
+        if self.bars_unjudged and not self._answers_earlier_order(event):
+            # As TradingCore.after_bars: the new bars against every held position's levels.
+            self.bars_unjudged = False
+            self.in_window = self.window.holds(stored)
+            await self.engine.check_bars()
+            await self.bus.drain()
+        if isinstance(event, ScanCompleted):
             self.in_window = self.window.holds(stored)
             report.scans += self.in_window
-            await self.detector.update()  # as Daemon.step: classify, then scan
-            await self.scanner.scan()
+            await self.detector.update()  # as TradingCore.decide: classify, scan, decide
+            result = await self.scanner.scan()
+            await self.engine.decide(result)
             await self.bus.drain()
-        elif isinstance(event, SignalGenerated | OrderIntent):
-            self.risk_decided.add(
-                _key(event) if isinstance(event, OrderIntent) else f"qt-{event.signal_id}"
-            )
+        elif isinstance(event, SignalGenerated | TargetPosition | OrderIntent):
+            if isinstance(event, OrderIntent):
+                self.risk_decided.add(event.client_order_id)
+            elif isinstance(event, TargetPosition):
+                self.targets.add(event.target_id)
             if self.in_window:
                 self.logged.append(event)
         elif (
             isinstance(event, OrderRejected)
-            and event.client_order_id in self.risk_decided
+            and (
+                event.client_order_id in self.risk_decided
+                or _target_of(event.client_order_id) in self.targets
+            )
             and event.venue is None
             and _is_risk_reason(event.reason)
         ):
@@ -228,6 +278,13 @@ class _SessionReplay:
                 await self.bus.drain()
             finally:
                 self.feeding = False
+
+    def _answers_earlier_order(self, event: Event) -> bool:
+        """A venue's answer to an order logged before the current bars (the gate's release
+        of orders decided on an earlier bar, which the daemon ran before judging levels)."""
+        if not isinstance(event, OrderSubmitted | OrderFilled | OrderCancelled | OrderRejected):
+            return False
+        return (event.parent_id or event.client_order_id) in self.decided_before
 
     def forget(self, events: Sequence[BarsUpdated]) -> None:
         """Take back the count of ``events`` fed last: they turned out to be the next
@@ -349,6 +406,11 @@ async def replay_log(
         _add(report.logged, part.logged)
         _add(report.replayed, part.replayed)
     return report
+
+
+def _target_of(client_order_id: str) -> str:
+    """The target an engine order serves (its ids are ``qt-<target id>-<n>``)."""
+    return client_order_id.removeprefix("qt-").rpartition("-")[0]
 
 
 _ROUTER_REASONS = frozenset({"no_eligible_venue", "venue_error"})

@@ -63,8 +63,10 @@ class Trade(msgspec.Struct, frozen=True, kw_only=True):
     regime: str | None
     """The symbol's regime when the trade was opened (from the opening signal), if known."""
     exit_reason: str
-    """"signal" (an opposite signal's order closed it), "end_of_data" (still open at the end,
-    marked at the last close), or the strategy's exit reason."""
+    """Why the closing order was sent: ``stop_loss``, ``take_profit``, ``trailing_stop``,
+    ``time_stop``, ``regime_change``, ``signal_fade``, ``reverse``, ``volatile`` (a cut in a
+    VOLATILE regime) or another reason of the strategy's; ``end_of_data`` when still open at
+    the end (marked at the last close)."""
 
     @property
     def hold_bars(self) -> int:
@@ -76,7 +78,7 @@ class Trade(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SignalRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """A signal the scan published: which symbol, on which bar's close, which way."""
+    """An entry the strategy signalled: which symbol, on which bar's close, which way."""
 
     symbol: str
     bar: int

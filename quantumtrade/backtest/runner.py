@@ -47,6 +47,7 @@ from quantumtrade.events import (
 )
 from quantumtrade.execution.bar_fill import FillModel
 from quantumtrade.regime.engine import NO_LABEL
+from quantumtrade.strategy.loader import load_strategy
 
 log = structlog.get_logger("quantumtrade.backtest")
 
@@ -102,6 +103,7 @@ class Ledger:
         self._open: dict[str, _OpenTrade] = {}
         self._regime_of_signal: dict[str, str | None] = {}
         self._regime_of_order: dict[str, str | None] = {}
+        self._reason_of_order: dict[str, str] = {}
 
     def subscribe(self, bus: EventBus) -> None:
         bus.subscribe(SignalGenerated, self.on_signal)
@@ -118,6 +120,8 @@ class Ledger:
 
     def on_intent(self, intent: OrderIntent) -> None:
         self.orders += 1
+        if intent.reason:
+            self._reason_of_order[intent.client_order_id] = intent.reason
         if intent.signal_id is not None:
             self._regime_of_order[intent.client_order_id] = self._regime_of_signal.get(
                 intent.signal_id
@@ -162,7 +166,8 @@ class Ledger:
         if abs(trade.position) <= 1e-12 * max(abs(held), abs(signed)):
             trade.position = 0.0
         if trade.position == 0.0 or (trade.position > 0) != (held > 0):
-            self._close(symbol, trade, "signal", trade.exit_value / trade.exit_qty)
+            reason = self._reason_of_order.get(fill.parent_id or fill.client_order_id, "signal")
+            self._close(symbol, trade, reason, trade.exit_value / trade.exit_qty)
             if trade.position != 0.0:  # a flip: the rest opens the next trade
                 regime = self._regime_of_order.get(fill.parent_id or fill.client_order_id)
                 rest = _OpenTrade(self.bar, self.ts_ms, regime)
@@ -267,6 +272,7 @@ async def run_backtest(
         state=state,
         regime=cfg.regime,
         scanner=cfg.scanner,
+        strategy=msgspec.structs.replace(cfg.strategy, capital=initial_equity),
         risk=cfg.risk,
         router=ex.router,
         breaker=cfg.breaker,
@@ -378,7 +384,14 @@ class _Recorder:
 
 def decision_config(cfg: AppConfig) -> dict[str, object]:
     """The parts of the config that shape decisions, as plain values (for summary.json)."""
+    loaded = load_strategy(cfg.strategy)
     return {
+        "strategy": {
+            **msgspec.to_builtins(cfg.strategy),
+            "params": loaded.params,
+            "exits": msgspec.to_builtins(loaded.exits),
+            "protections": msgspec.to_builtins(loaded.protections),
+        },
         "scanner": msgspec.to_builtins(cfg.scanner),
         "risk": msgspec.to_builtins(cfg.risk),
         "regime_min_dwell": cfg.regime.min_dwell,

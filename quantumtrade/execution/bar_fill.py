@@ -15,6 +15,11 @@ make the same fills from the same bars. Two parts:
 Prices (``BarFillConfig``): a MARKET BUY pays open + open * ``slippage_bps`` / 1e4 +
 ``range_share`` * (high - low); a SELL receives open minus the same. A LIMIT BUY at L fills
 at min(open, L) (a gap through the limit fills at the better open), a SELL at max(open, L).
+
+A triggered exit (an intent with ``stop_price``: a stop-loss, trailing stop or take-profit the
+bar's high or low crossed, at a level set before the bar) fills on the bar that crossed it, at
+``stop_price`` (the level, or the open when the bar opened through it) with a market order's
+slippage, so a stop-out costs what a stop-market order costs.
 """
 
 from __future__ import annotations
@@ -84,6 +89,14 @@ def market_price(side: Side, bar: Bar, config: BarFillConfig) -> float:
         return bar.open + slip
     # Never at or below zero, however wide the bar: a tenth of the open at worst.
     return max(bar.open - slip, bar.open * 0.1)
+
+
+def stop_fill_price(side: Side, stop: float, bar: Bar, config: BarFillConfig) -> float:
+    """What a triggered exit at ``stop`` pays (BUY) or receives (SELL) on ``bar``."""
+    slip = stop * config.slippage_bps / 1e4 + config.range_share * (bar.high - bar.low)
+    if side is Side.BUY:
+        return stop + slip
+    return max(stop - slip, stop * 0.1)
 
 
 def limit_price(side: Side, limit: float, bar: Bar) -> float | None:
@@ -212,6 +225,7 @@ class NextBarGate:
         self._held: list[_Held] = []
         self._held_symbols: set[str] = set()
         self._last_ms: dict[str, int] = {}
+        self._last_block: dict[str, BarsUpdated] = {}
         self.released = 0
         self.expired = 0
 
@@ -222,6 +236,7 @@ class NextBarGate:
         if n == 0:
             return
         self._last_ms[event.symbol] = block.ts_ms.cast("q")[n - 1]
+        self._last_block[event.symbol] = event
         if event.symbol not in self._held_symbols:
             return
         for held in self._held:
@@ -229,8 +244,15 @@ class NextBarGate:
                 held.bars.extend(b for b in block.bars() if b.ts_ms > held.after_ms)
 
     def on_intent(self, intent: OrderIntent) -> None:
-        """Hold the intent until a bar newer than its symbol's newest one arrives."""
-        self._held.append(_Held(intent, self._last_ms.get(intent.symbol, -1)))
+        """Hold the intent until a bar newer than its symbol's newest one arrives (a triggered
+        exit: for the ``release`` that follows, on the bar that triggered it)."""
+        last = self._last_ms.get(intent.symbol, -1)
+        if intent.stop_price is not None and intent.symbol in self._last_block:
+            held = _Held(intent, last - 1)
+            held.bars.append(self._last_block[intent.symbol].bars.bars()[-1])
+        else:
+            held = _Held(intent, last)
+        self._held.append(held)
         self._held_symbols.add(intent.symbol)
 
     @property
@@ -274,6 +296,11 @@ class NextBarGate:
     async def _try(self, held: _Held) -> bool:
         intent, config = held.intent, self.config
         bars, held.bars = held.bars, []
+        if intent.stop_price is not None:
+            bar = bars[0]
+            at = stop_fill_price(intent.side, intent.stop_price, bar, config)
+            await self._send(intent, bar, at, at, config.taker_fee_bps)
+            return True
         if intent.order_type is OrderType.MARKET or intent.limit_price is None:
             bar = bars[0]
             buy, sell = market_price(Side.BUY, bar, config), market_price(Side.SELL, bar, config)

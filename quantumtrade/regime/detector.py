@@ -62,6 +62,8 @@ class RegimeDetector:
         self.labels = np.zeros(0, dtype=np.int8)
         """Per MarketState row after the last update: index in ``REGIME_ORDER``, or
         ``NO_LABEL`` (a copy; the backtest records it per bar)."""
+        self.confidence = np.zeros(0)
+        """Per MarketState row after the last update: the label's confidence (a copy)."""
 
     async def update(self) -> None:
         """Classify every symbol now; publish ``RegimeChanged`` where the label changed."""
@@ -71,6 +73,7 @@ class RegimeDetector:
             return
         labels, confidence = self._advance()
         self.labels = labels
+        self.confidence = confidence
         now = self.clock.now_ns()
         for i, symbol in enumerate(symbols):
             code = int(labels[i])

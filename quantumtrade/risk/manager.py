@@ -1,4 +1,8 @@
-"""Between signals and the router: sizing, pre-trade checks, in-flight exposure, trading state.
+"""Between the strategy and the router: pre-trade checks, in-flight exposure, trading state.
+
+Every order (the strategy engine's, for the difference between a target and the position, or
+an operator's from the admin API) goes through ``submit_order``: the checks run in order and
+the first that fails refuses it (``OrderRejected`` with that reason), else ``OrderIntent``.
 
 Exposure of a symbol = the portfolio's position + fills already published but not yet applied
 by the portfolio (it runs in its own mailbox) + the unfilled quantity of intents in flight. The
@@ -6,7 +10,7 @@ in-flight part is kept per client order id: added on ``OrderIntent``, reduced by
 ``OrderFilled``, dropped on ``OrderCancelled`` / ``OrderRejected``.
 
 Book-wide limits price every other symbol's exposure at its mark: the last close seen in
-``BarsUpdated``, else the last signal price, else the position's average price. Two kill
+``BarsUpdated``, else the last order price, else the position's average price. Two kill
 switches (equity drawdown from its peak, share of venue errors among recent order outcomes)
 move the state to HALTED; only an explicit ``set_state`` (an admin action) re-arms them.
 """
@@ -35,7 +39,6 @@ from quantumtrade.events import (
     OrderType,
     RiskStateChanged,
     Side,
-    SignalGenerated,
     TradingState,
 )
 from quantumtrade.portfolio import Portfolio
@@ -44,7 +47,7 @@ from quantumtrade.risk.var import DEFAULT_CONFIDENCES, VarReport, portfolio_var
 log = structlog.get_logger("quantumtrade.risk")
 
 _MINUTE_NS = 60_000_000_000
-# Client order ids remembered to refuse a replayed signal (duplicates arrive close together).
+# Client order ids remembered to refuse a replayed order (duplicates arrive close together).
 _RECENT_ORDERS = 10_000
 DUPLICATE_ORDER = "duplicate_order"
 
@@ -53,10 +56,6 @@ class RiskLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_order_notional: Annotated[float, msgspec.Meta(gt=0)] = 10_000.0
     max_position_notional: Annotated[float, msgspec.Meta(gt=0)] = 25_000.0
     """Cap on |position + unfilled in-flight quantity| * price, per symbol."""
-    target_order_notional: Annotated[float, msgspec.Meta(gt=0)] = 1_000.0
-    """Order notional at ``target_volatility``; scaled by target / signal volatility in
-    [0.25, 2] and capped at ``max_order_notional``."""
-    target_volatility: Annotated[float, msgspec.Meta(gt=0)] = 0.02
     max_orders_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 120
     max_gross_exposure: Annotated[float, msgspec.Meta(gt=0)] = 1_000_000.0
     """Cap on the sum over symbols of |position + unfilled in-flight quantity| * mark."""
@@ -66,7 +65,7 @@ class RiskLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     clusters: dict[str, str] = {}
     """Symbol -> correlation cluster name; a symbol not listed is a cluster of its own."""
     price_band_bps: Annotated[float, msgspec.Meta(gt=0)] = 1_000.0
-    """Refuse a signal priced further than this from the symbol's last close."""
+    """Refuse an order priced further than this from the symbol's last close."""
     max_drawdown: Annotated[float, msgspec.Meta(gt=0)] = 1_000_000.0
     """Kill switch: HALTED when net PnL (marked at last closes) falls this far below its peak."""
     max_error_rate: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5
@@ -178,12 +177,6 @@ DEFAULT_CHECKS: tuple[Check, ...] = (
 )
 
 
-def order_notional(limits: RiskLimits, volatility: float) -> float:
-    """Volatility-targeted order notional (a zero volatility takes the largest scale)."""
-    scale = limits.target_volatility / volatility if volatility > 0 else 2.0
-    return min(limits.target_order_notional * min(max(scale, 0.25), 2.0), limits.max_order_notional)
-
-
 class _InFlight:
     __slots__ = ("quantity", "remaining", "symbol")
 
@@ -215,7 +208,6 @@ class RiskManager:
         self._unapplied: deque[tuple[int, str, float]] = deque()
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._order_times: deque[int] = deque()
-        self.signals = 0
         self.intents = 0
         self.checks_passed = 0
         self.rejects: dict[str, int] = {}
@@ -240,7 +232,7 @@ class RiskManager:
         All run inline: they keep in-flight exposure, order outcomes and last closes current
         and judge the kill switches on every event (so a dip between two awaits is not
         missed). Publishing the HALT needs a coroutine: a tripped switch starts a task that
-        runs ``publish_trip`` (and ``on_signal`` runs it first, so no order slips in between).
+        runs ``publish_trip`` (and ``submit_order`` runs it first, so no order slips in between).
         A task per trip, not a mailbox that wakes on every fill, cancel, reject and bar.
         """
         return [
@@ -281,7 +273,7 @@ class RiskManager:
         return out
 
     def mark(self, symbol: str) -> float:
-        """Last close, else last signal price, else the position's average price (0 if none)."""
+        """Last close, else last order price, else the position's average price (0 if none)."""
         price = self._last_close.get(symbol) or self._signal_price.get(symbol)
         return price if price is not None else self.portfolio.position(symbol).avg_price
 
@@ -449,7 +441,7 @@ class RiskManager:
                 self._schedule_trip()
 
     def _schedule_trip(self) -> None:
-        """Publish the HALT from a task (without a running loop, the next ``on_signal`` or
+        """Publish the HALT from a task (without a running loop, the next ``submit_order`` or
         ``publish_trip`` call publishes it)."""
         try:
             loop = asyncio.get_running_loop()
@@ -481,36 +473,6 @@ class RiskManager:
             times.popleft()
         return len(times)
 
-    def _size(self, signal: SignalGenerated, exposure: float) -> float:
-        quantity = order_notional(self.limits, signal.volatility) / signal.price
-        if self.state is TradingState.REDUCING and exposure * signal.side.sign < 0:
-            # Reduce-only: never trade past flat.
-            quantity = min(quantity, abs(exposure))
-        return quantity
-
-    async def on_signal(self, signal: SignalGenerated) -> None:
-        self.signals += 1
-        if self._trip_reason is not None:
-            await self.publish_trip()
-        client_order_id = f"qt-{signal.signal_id}"
-        if client_order_id in self._recent:
-            await self._refuse(signal, client_order_id, 0.0, DUPLICATE_ORDER)
-            return
-        if not (math.isfinite(signal.price) and signal.price > 0) or math.isnan(signal.volatility):
-            await self._refuse(signal, client_order_id, 0.0, "invalid_signal")
-            return
-        exposure = self.exposure(signal.symbol)
-        await self._decide(
-            client_order_id=client_order_id,
-            symbol=signal.symbol,
-            side=signal.side,
-            quantity=self._size(signal, exposure),
-            price=signal.price,
-            signal_id=signal.signal_id,
-            refuse=lambda quantity, reason: self._refuse(signal, client_order_id, quantity, reason),
-            exposure=exposure,
-        )
-
     async def submit_order(
         self,
         *,
@@ -521,23 +483,27 @@ class RiskManager:
         price: float,
         order_type: OrderType = OrderType.MARKET,
         limit_price: float | None = None,
+        signal_id: str | None = None,
+        reason: str = "",
+        stop_price: float | None = None,
     ) -> OrderIntent | OrderRejected:
-        """An operator's order (admin API): the same checks as a signal's, no sizing.
+        """An order (the strategy engine's or an operator's): every check, no sizing.
 
         Publishes and returns the ``OrderIntent``, or the ``OrderRejected`` with its reason.
         """
         await self.publish_trip()
         outcome: list[OrderIntent | OrderRejected] = []
 
-        async def refuse(qty: float, reason: str) -> None:
-            self.rejects[reason] = self.rejects.get(reason, 0) + 1
+        async def refuse(qty: float, why: str) -> None:
+            self.rejects[why] = self.rejects.get(why, 0) + 1
+            log.info("order_refused", reason=why, symbol=symbol, client_order_id=client_order_id)
             rejected = OrderRejected(
                 ts_ns=self.clock.now_ns(),
                 client_order_id=client_order_id,
                 symbol=symbol,
                 side=side,
                 quantity=qty,
-                reason=reason,
+                reason=why,
             )
             await self.bus.publish(rejected)
             outcome.append(rejected)
@@ -556,6 +522,9 @@ class RiskManager:
                 order_type=order_type,
                 limit_price=limit_price,
                 refuse=refuse,
+                signal_id=signal_id,
+                reason=reason,
+                stop_price=stop_price,
             )
             if intent is not None:
                 outcome.append(intent)
@@ -573,15 +542,12 @@ class RiskManager:
         signal_id: str | None = None,
         order_type: OrderType = OrderType.MARKET,
         limit_price: float | None = None,
-        exposure: float | None = None,
+        reason: str = "",
+        stop_price: float | None = None,
     ) -> OrderIntent | None:
-        """Run every check; publish the intent (returned) or refuse through ``refuse``.
-
-        ``exposure``: the symbol's exposure if the caller has just computed it (nothing can
-        change it between that and here: no await in between)."""
+        """Run every check; publish the intent (returned) or refuse through ``refuse``."""
         now = self.clock.now_ns()
-        if exposure is None:
-            exposure = self.exposure(symbol)
+        exposure = self.exposure(symbol)
         other_gross, other_cluster = self._book_exposure(symbol)
         order = ProposedOrder(symbol=symbol, side=side, quantity=quantity, price=price)
         view = RiskView(
@@ -594,9 +560,9 @@ class RiskManager:
             last_price=self._last_close.get(symbol),
         )
         for check in self.checks:
-            reason = check(order, view)
-            if reason is not None:
-                await refuse(order.quantity, reason)
+            failed = check(order, view)
+            if failed is not None:
+                await refuse(order.quantity, failed)
                 return None
         self.checks_passed += 1
         self.intents += 1
@@ -614,6 +580,8 @@ class RiskManager:
             limit_price=limit_price,
             reference_price=price,
             signal_id=signal_id,
+            reason=reason,
+            stop_price=stop_price,
         )
         await self.bus.publish(intent)
         return intent
@@ -622,28 +590,6 @@ class RiskManager:
         self._recent[client_order_id] = None
         while len(self._recent) > _RECENT_ORDERS:
             self._recent.popitem(last=False)
-
-    async def _refuse(
-        self, signal: SignalGenerated, client_order_id: str, quantity: float, reason: str
-    ) -> None:
-        self.rejects[reason] = self.rejects.get(reason, 0) + 1
-        log.info(
-            "order_refused",
-            reason=reason,
-            symbol=signal.symbol,
-            signal_id=signal.signal_id,
-            state=self.state,
-        )
-        await self.bus.publish(
-            OrderRejected(
-                ts_ns=self.clock.now_ns(),
-                client_order_id=client_order_id,
-                symbol=signal.symbol,
-                side=signal.side,
-                quantity=quantity,
-                reason=reason,
-            )
-        )
 
     # --- state ------------------------------------------------------------------------
 
@@ -685,7 +631,6 @@ class RiskManager:
         return {
             "state": str(self.state),
             "state_reason": self.state_reason,
-            "signals": self.signals,
             "intents": self.intents,
             "checks_passed": self.checks_passed,
             "rejects": dict(self.rejects),
@@ -718,9 +663,8 @@ def _var_metrics(report: VarReport) -> dict[str, Any]:
 
 
 def subscribe_decision_path(bus: EventBus, *, risk: RiskManager, portfolio: Portfolio) -> None:
-    """Signals into the risk manager, fills into the portfolio, order outcomes back into the
-    risk manager: the wiring the daemon and replay must share for replay parity."""
-    bus.subscribe(SignalGenerated, risk.on_signal)
+    """Fills into the portfolio, order outcomes back into the risk manager: the wiring the
+    daemon and replay must share for replay parity."""
     bus.subscribe(OrderFilled, portfolio.on_fill)
     for event_type, handler in risk.order_handlers():
         bus.subscribe(event_type, handler)

@@ -1,11 +1,11 @@
-"""The scan: score every symbol from MarketState's columns, keep the top N, publish signals.
+"""The scan: score every symbol from MarketState's columns, rank them, publish the outcome.
 
 ``select`` is the pure part (arrays in, ranked candidates out) so it can be tested and replayed
 without a bus: one fused kernel pass (``indicators.compute_scan``) computes every indicator at
 the newest bar, then ``select_from_values`` runs the filter stages and ranks. ``Scanner`` reads
 the columns, gets the indicators (incrementally when exactly one new bar arrived for every
-symbol since the last scan, else by the full pass), and publishes ``ScanCompleted`` followed by
-one ``SignalGenerated`` per new candidate.
+symbol since the last scan, else by the full pass), and publishes ``ScanCompleted``. What to
+trade is the strategy's call (``quantumtrade.strategy``): it gets the ``ScanResult``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from quantumtrade.bus import EventBus
 from quantumtrade.clock import Clock
-from quantumtrade.events import Regime, ScanCompleted, Side, SignalGenerated
+from quantumtrade.events import Regime, ScanCompleted, Side
 from quantumtrade.scoring.incremental import IncrementalIndicators
 from quantumtrade.scoring.indicators import (
     OUT_BARS,
@@ -49,7 +49,6 @@ DROP_REASONS = (
     CORRELATED,
     OUTSIDE_TOP_N,
 )
-SIGNAL_REASONS = ("trend_score",)
 
 
 class ScannerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -129,6 +128,8 @@ class ScanResult(msgspec.Struct, frozen=True, kw_only=True):
     """Symbols left out, by reason (every reason in ``DROP_REASONS`` is present)."""
     indicators: NDArray[np.float64] | None = None
     """(symbols, len(indicators.OUTPUTS)) every indicator at the newest bar; read-only."""
+    eligible: NDArray[np.bool_] | None = None
+    """Passed the data stages (enough bars, liquidity, volatility band); read-only."""
 
 
 class Columns(Protocol):
@@ -296,6 +297,7 @@ def select_from_values(
             quote = np.nanmean(close[:, -w:] * volume[:, -w:], axis=1) if w else np.zeros(n)
         stage(LIQUIDITY, ~(quote >= config.min_quote_volume))
     stage(VOLATILITY_BAND, (vols < config.min_volatility) | (vols > config.max_volatility))
+    data_ok = alive.copy()
     unfit, threshold = _regime_stages(regimes, n, config)
     stage(REGIME_FIT, unfit)
     stage(SCORE_BELOW_THRESHOLD, (strength < threshold) | (scores == 0.0))
@@ -325,7 +327,7 @@ def select_from_values(
         )
         for _, symbol, i in ranked[:top_n]
     ]
-    for a in (scores, vols, indicators):
+    for a in (scores, vols, indicators, data_ok):
         a.flags.writeable = False
     return ScanResult(
         symbols=tuple(symbols),
@@ -334,12 +336,12 @@ def select_from_values(
         selected=selected,
         dropped=dropped,
         indicators=indicators,
+        eligible=data_ok,
     )
 
 
 class Scanner:
-    """Runs ``select`` over MarketState and publishes the outcome (one signal per symbol, side
-    and bar: a re-scan without a new bar publishes no signal again)."""
+    """Runs ``select`` over MarketState and publishes ``ScanCompleted``."""
 
     def __init__(
         self,
@@ -354,13 +356,9 @@ class Scanner:
         self.clock = clock
         self.state = state
         self.config = config or ScannerConfig()
-        # Tags each signal with its symbol's current regime and confidence (the detector).
+        # Each symbol's current regime, for the regime-fit stage (the detector).
         self._regime_of = regime_of
-        # (symbol, side) -> ts_ms of the newest bar already signalled; at most 2 per symbol.
-        self._signalled: dict[tuple[str, Side], int] = {}
         self.scans = 0
-        self.signals = 0
-        self.duplicates_suppressed = 0
         self.errors = 0
         self.last_error = ""
         self.last_duration_ms = 0.0
@@ -376,7 +374,7 @@ class Scanner:
         self.full_recomputes = 0
 
     async def scan(self) -> ScanResult:
-        """Score the current window, publish ``ScanCompleted`` and the new ``SignalGenerated``s."""
+        """Score the current window and publish ``ScanCompleted``."""
         t0 = time.perf_counter_ns()
         try:
             symbols = list(self.state.symbols)
@@ -412,32 +410,6 @@ class Scanner:
                 duration_us=duration_ns // 1000,
             )
         )
-        row_of = {symbol: i for i, symbol in enumerate(symbols)}
-        for candidate in result.selected:
-            bar_ts = int(cols.ts_ms[row_of[candidate.symbol], -1])
-            key = (candidate.symbol, candidate.side)
-            if self._signalled.get(key, -1) >= bar_ts:
-                self.duplicates_suppressed += 1
-                continue
-            self._signalled[key] = bar_ts
-            regime, confidence = (
-                self._regime_of(candidate.symbol) if self._regime_of is not None else (None, 0.0)
-            )
-            self.signals += 1
-            await self.bus.publish(
-                SignalGenerated(
-                    ts_ns=self.clock.now_ns(),
-                    signal_id=f"{candidate.symbol}-{bar_ts}-{candidate.side}",
-                    symbol=candidate.symbol,
-                    side=candidate.side,
-                    score=candidate.score,
-                    price=candidate.price,
-                    volatility=candidate.volatility,
-                    regime=regime,
-                    confidence=confidence,
-                    reasons=SIGNAL_REASONS,
-                )
-            )
         return result
 
     def _indicators(self, symbols: Sequence[str], cols: Columns) -> NDArray[np.float64]:
@@ -477,8 +449,6 @@ class Scanner:
             "incremental_updates": self.incremental_updates,
             "full_recomputes": self.full_recomputes,
             "last_duration_ms": self.last_duration_ms,
-            "signals": self.signals,
-            "duplicates_suppressed": self.duplicates_suppressed,
             "errors": self.errors,
             "last_selected": list(self.last_selected),
             "last_dropped": dict(self.last_dropped),

@@ -34,7 +34,7 @@ from quantumtrade.events import (
     OrderRejected,
     SignalGenerated,
 )
-from quantumtrade.execution.bar_fill import market_price
+from quantumtrade.execution.bar_fill import market_price, stop_fill_price
 
 HOUR_MS = 3_600_000
 START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
@@ -208,7 +208,7 @@ async def test_every_market_fill_is_the_next_bars_open_plus_slippage(
 ) -> None:
     data, cfg = market
     candles = load_candles([str(data)], symbols=SYMBOLS)
-    intents: dict[str, int] = {}
+    intents: dict[str, tuple[int, OrderIntent]] = {}
     fills: list[OrderFilled] = []
 
     def bar_of(ts_ns: int) -> int:
@@ -217,20 +217,33 @@ async def test_every_market_fill_is_the_next_bars_open_plus_slippage(
 
     def record(e: Event) -> None:
         if isinstance(e, OrderIntent):
-            intents[e.client_order_id] = bar_of(e.ts_ns)
+            intents[e.client_order_id] = (bar_of(e.ts_ns), e)
         elif isinstance(e, OrderFilled):
             fills.append(e)
 
     await run_backtest(cfg, candles, record=record)
     assert len(fills) > 10
     row = {s: j for j, s in enumerate(SYMBOLS)}
+    triggered = 0
     for fill in fills:
-        decided, bar = intents[fill.client_order_id], bar_of(fill.ts_ns)
-        assert bar == decided + 1, "a fill must come at the bar after the decision"
+        (decided, intent), bar = intents[fill.client_order_id], bar_of(fill.ts_ns)
         o, h, lo, c, v = candles.prices[bar, row[fill.symbol]]
+        if intent.stop_price is not None:
+            # A stop or take-profit the bar crossed fills on that bar, at the level (or the
+            # open it gapped to) with a market order's slippage; the level was set before it.
+            triggered += 1
+            assert bar == decided, "a triggered exit fills on the bar that crossed its level"
+            assert lo <= intent.stop_price <= h
+            expected = stop_fill_price(
+                fill.side, intent.stop_price, Bar(0, o, h, lo, c, v), cfg.execution.bar_fill
+            )
+            assert fill.price == pytest.approx(expected, rel=1e-12)
+            continue
+        assert bar == decided + 1, "a fill must come at the bar after the decision"
         expected = market_price(fill.side, Bar(0, o, h, lo, c, v), cfg.execution.bar_fill)
         assert fill.price == pytest.approx(expected, rel=1e-12)
         assert fill.price != pytest.approx(candles.prices[decided, row[fill.symbol], 3], rel=1e-9)
+    assert triggered > 0
 
 
 async def test_a_gap_after_the_signal_bar_is_paid_not_dodged() -> None:

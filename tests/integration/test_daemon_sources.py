@@ -34,6 +34,10 @@ async def test_paper_session_on_real_candles(tmp_path: Path) -> None:
         QT_DATA__REPLAY__PATH="candles/binance-spot-1h-2021",
         QT_DATA__SYMBOLS="BTCUSDT,ETHUSDT,SOLUSDT,DOGEUSDT",
         QT_SCANNER__MIN_ABS_SCORE="0.01",
+        # The whole history arrives at once, so one decision: the trend rule on the scan's
+        # top 3, both sides, is sure to enter.
+        QT_STRATEGY__NAME="trend",
+        QT_STRATEGY__ALLOW_SHORT="true",
     )
     daemon, fills, signals = await run_session(cfg, seconds=3)
     # speed 0: the whole history is available at the first fetch (history_bars each).

@@ -126,6 +126,7 @@ async def test_admin_api_health_metrics_and_bad_requests(tmp_path: Path) -> None
                     "event_log",
                     "orchestrator",
                     "scanner",
+                    "strategy",
                     "risk",
                     "router",
                 } <= set(health["components"])

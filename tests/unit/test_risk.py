@@ -1,4 +1,4 @@
-"""Risk manager: sizing, each refusal, in-flight exposure, and the trading states."""
+"""Risk manager: each refusal, in-flight exposure, and the trading states."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from quantumtrade.events import (
     OrderRejected,
     RiskStateChanged,
     Side,
-    SignalGenerated,
     TradingState,
 )
 from quantumtrade.portfolio import Portfolio
@@ -36,7 +35,6 @@ from quantumtrade.risk.manager import (
     check_order_notional,
     check_position_notional,
     check_price_band,
-    order_notional,
 )
 
 _ids = itertools.count(1)
@@ -69,16 +67,18 @@ class Harness:
         volatility: float = 0.02,
         signal_id: str | None = None,
     ) -> None:
-        await self.risk.on_signal(
-            SignalGenerated(
-                ts_ns=self.clock.now_ns(),
-                signal_id=signal_id or f"s{next(_ids)}",
-                symbol=symbol,
-                side=side,
-                score=1.0,
-                price=price,
-                volatility=volatility,
-            )
+        """An order as a strategy sizes one: 1,000 of notional at 2 % volatility, scaled by
+        0.02 / volatility within [0.25, 2], capped at the order limit."""
+        scale = 0.02 / volatility if volatility > 0 else 2.0
+        notional = min(1_000.0 * min(max(scale, 0.25), 2.0), self.risk.limits.max_order_notional)
+        sid = signal_id or f"s{next(_ids)}"
+        await self.risk.submit_order(
+            client_order_id=f"qt-{sid}",
+            signal_id=sid,
+            symbol=symbol,
+            side=side,
+            quantity=notional / price if price > 0 else float("nan"),
+            price=price,
         )
 
     def state(self) -> TradingState:
@@ -124,19 +124,6 @@ class Harness:
                 leaves_quantity=leaves,
             )
         )
-
-
-@pytest.mark.parametrize(
-    ("volatility", "expected"),
-    [(0.02, 1_000.0), (0.04, 500.0), (1.0, 250.0), (0.001, 2_000.0), (0.0, 2_000.0)],
-)
-def test_volatility_targeted_notional(volatility: float, expected: float) -> None:
-    assert order_notional(RiskLimits(), volatility) == pytest.approx(expected)
-
-
-def test_notional_is_capped() -> None:
-    limits = RiskLimits(target_order_notional=8_000.0)
-    assert order_notional(limits, 0.001) == 10_000.0
 
 
 def test_checks_are_plain_functions() -> None:
@@ -233,11 +220,11 @@ async def test_order_rate_limit_uses_a_sliding_minute() -> None:
     assert len(h.intents) == 3
 
 
-async def test_invalid_signal_is_refused() -> None:
+async def test_invalid_order_is_refused() -> None:
     h = Harness()
     await h.signal(price=0.0)
-    await h.signal(volatility=float("nan"))
-    assert [r.reason for r in h.rejects] == ["invalid_signal", "invalid_signal"]
+    await h.signal(price=float("inf"))
+    assert [r.reason for r in h.rejects] == ["invalid_order", "invalid_order"]
 
 
 async def test_reducing_allows_only_orders_that_shrink_exposure() -> None:
@@ -247,8 +234,10 @@ async def test_reducing_allows_only_orders_that_shrink_exposure() -> None:
     await h.signal(Side.BUY)
     await h.signal(Side.SELL, symbol="ETHUSDT")  # flat: nothing to reduce
     assert [r.reason for r in h.rejects] == ["reducing_only", "reducing_only"]
-    # A sell that would go 10 → -10 is clamped to flat.
+    # A sell that would go 10 → -10 crosses flat: refused; one of 10 goes.
     await h.signal(Side.SELL, volatility=0.01)
+    assert h.rejects[-1].reason == "reducing_only"
+    await h.signal(Side.SELL)
     assert h.intents[-1].side is Side.SELL and h.intents[-1].quantity == pytest.approx(10.0)
     assert h.risk.exposure("BTCUSDT") == pytest.approx(0.0)
     assert h.risk.health()["status"] == "degraded"

@@ -1,0 +1,305 @@
+"""The built-in strategies: ``trend``, ``mean_reversion``, ``breakout`` and ``regime_adaptive``.
+
+Each is a few array expressions over ``Features`` (no loop over symbols), sized the same way:
+a weight of ``weight`` * min(``target_volatility`` / the symbol's annualised volatility,
+``max_leverage``), so a calm symbol gets a larger position than a wild one. A held position's
+weight is NaN ("keep") while its own exit condition is not met and 0 when it is (the engine's
+``signal_fade``); the engine adds the price-level exits, time stops and protections.
+
+* ``trend``: the scanner's top N by trend score (EMA fast - slow over volatility), long when the
+  score is positive; out when it turns negative.
+* ``mean_reversion``: inside a range (ADX below ``max_adx``), long when the close is
+  ``entry_z`` standard deviations below its ``window``-bar mean; out when it is back at
+  ``exit_z``.
+* ``breakout``: long when the close breaks the highest high of the previous ``channel`` bars
+  on volume (volume z-score at least ``min_volume_z``); out below the lowest low of the last
+  ``exit_channel`` bars.
+* ``regime_adaptive`` (the default): the trend rule in TRENDING, the breakout rule in
+  BREAKOUT, the mean-reversion rule in RANGING, no entry in VOLATILE (a held position's weight
+  is cut to ``volatile_scale`` of it, 0: out). A position is governed by the rule of the regime
+  it was entered in; entry weights are scaled by the regime's confidence. Without regime labels
+  (``NO_LABEL``: warm-up, or the ``regime_blind`` comparison) every rule applies everywhere.
+
+Shorts are proposed as negative weights where a rule has a short side; the engine drops them
+unless ``[strategy] allow_short = true``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, ClassVar
+
+import msgspec
+import numpy as np
+from numpy.typing import NDArray
+
+from quantumtrade.strategy.base import (
+    BREAKOUT,
+    NO_LABEL,
+    RANGING,
+    TRENDING,
+    VOLATILE,
+    Book,
+    Features,
+    Targets,
+)
+from quantumtrade.strategy.exits import ExitConfig, ProtectionConfig
+
+_YEAR_MS = 365.0 * 86_400_000
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+Fraction = Annotated[float, msgspec.Meta(gt=0, le=1)]
+
+
+class Sizing(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How every built-in sizes an entry (its ``Params`` extend this)."""
+
+    weight: Fraction = 0.1
+    """Weight of an entry at the target volatility (before the regime confidence)."""
+    target_volatility: Positive = 0.6
+    """Annualised volatility an entry of ``weight`` is sized for."""
+    max_leverage: Positive = 1.0
+    """Most the volatility scale may lift ``weight`` by (a calm symbol's cap)."""
+
+
+def vol_scaled(features: Features, p: Sizing) -> NDArray[np.float64]:
+    """``weight`` * min(target / annualised volatility, ``max_leverage``) per symbol (0 where
+    the volatility is unknown)."""
+    vol = features.feature("vol")
+    bars_per_year = _YEAR_MS / features.bar_ms if features.bar_ms > 0 else 8_760.0
+    annual = vol * math.sqrt(bars_per_year)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.minimum(p.target_volatility / annual, p.max_leverage)
+    return np.where(np.isfinite(scale) & (scale > 0), p.weight * scale, 0.0)
+
+
+def zscore(close: NDArray[np.float64], window: int) -> NDArray[np.float64]:
+    """(close - mean) / standard deviation over each row's last ``window`` closes."""
+    w = close[:, -window:]
+    mean = w.mean(axis=1)
+    std = w.std(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(std > 0, (close[:, -1] - mean) / std, 0.0)
+
+
+def channel(features: Features, bars: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Highest high and lowest low of the ``bars`` bars before the newest (NaN: too few)."""
+    high, low = features.high, features.low
+    if high.shape[1] < bars + 1:
+        nan = np.full(high.shape[0], np.nan)
+        return nan, nan
+    return high[:, -bars - 1 : -1].max(axis=1), low[:, -bars - 1 : -1].min(axis=1)
+
+
+def _rule(
+    enter: NDArray[np.bool_], leave: NDArray[np.bool_], held: NDArray[np.bool_]
+) -> NDArray[np.float64]:
+    """1 to enter, 0 to leave (or stay out), NaN to keep a held position: long side."""
+    out = np.where(enter, 1.0, 0.0)
+    out[held & ~leave] = np.nan
+    return out
+
+
+# --- trend ----------------------------------------------------------------------------------
+
+
+class TrendParams(Sizing, frozen=True, forbid_unknown_fields=True):
+    min_score: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    """Enter only on a trend score at least this (the scanner's own threshold applies too)."""
+
+
+def _trend(features: Features, book: Book, p: TrendParams) -> NDArray[np.float64]:
+    score = features.feature("score")
+    long_held, short_held = book.position > 0, book.position < 0
+    top = np.zeros(score.shape[0], dtype=bool)
+    top[list(features.selected)] = True
+    enter = top & features.eligible & (np.abs(score) >= p.min_score)
+    w = np.where(enter, np.sign(score), 0.0)
+    # Held: keep while the score keeps its sign.
+    w[long_held & (score > 0)] = np.nan
+    w[short_held & (score < 0)] = np.nan
+    return w
+
+
+class Trend:
+    """The scanner's trend score, with exits (see the module docstring)."""
+
+    name = "trend"
+    Params = TrendParams
+    exits: ClassVar[ExitConfig] = ExitConfig(stop_loss_atr=3.0, trailing_atr=4.0)
+    protections: ClassVar[ProtectionConfig] = ProtectionConfig(cooldown_bars=6)
+
+    def __init__(self, params: TrendParams | None = None) -> None:
+        self.params = params or TrendParams()
+
+    def targets(self, features: Features, book: Book) -> Targets:
+        direction = _trend(features, book, self.params)
+        return Targets(weight=direction * vol_scaled(features, self.params), reason="trend")
+
+
+# --- mean reversion -------------------------------------------------------------------------
+
+
+class MeanReversionParams(Sizing, frozen=True, forbid_unknown_fields=True):
+    window: Annotated[int, msgspec.Meta(ge=3)] = 20
+    entry_z: Positive = 2.0
+    exit_z: float = 0.0
+    """Out once the close is back this many deviations from the mean (0: at the mean)."""
+    max_adx: Positive = 25.0
+    """A range: ADX below this (trend strength)."""
+
+
+def _mean_reversion(
+    features: Features, book: Book, p: MeanReversionParams, ranging: NDArray[np.bool_]
+) -> NDArray[np.float64]:
+    if features.close.shape[1] < p.window:
+        return np.zeros(len(features.symbols))
+    z = zscore(features.close, p.window)
+    rangy = ranging & features.eligible
+    long_w = _rule(rangy & (z <= -p.entry_z), z >= -p.exit_z, book.position > 0)
+    short_w = _rule(rangy & (z >= p.entry_z), z <= p.exit_z, book.position < 0)
+    return _combine(long_w, short_w, book)
+
+
+class MeanReversion:
+    """Fades stretched moves inside a range (see the module docstring)."""
+
+    name = "mean_reversion"
+    Params = MeanReversionParams
+    exits: ClassVar[ExitConfig] = ExitConfig(stop_loss_atr=3.0, max_hold_bars=48)
+    protections: ClassVar[ProtectionConfig] = ProtectionConfig(cooldown_bars=12)
+
+    def __init__(self, params: MeanReversionParams | None = None) -> None:
+        self.params = params or MeanReversionParams()
+
+    def targets(self, features: Features, book: Book) -> Targets:
+        ranging = features.feature("adx") < self.params.max_adx
+        w = _mean_reversion(features, book, self.params, ranging)
+        return Targets(weight=w * vol_scaled(features, self.params), reason="mean_reversion")
+
+
+# --- breakout -------------------------------------------------------------------------------
+
+
+class BreakoutParams(Sizing, frozen=True, forbid_unknown_fields=True):
+    channel: Annotated[int, msgspec.Meta(ge=2)] = 48
+    """Bars whose highest high (lowest low, short) the close must break."""
+    exit_channel: Annotated[int, msgspec.Meta(ge=2)] = 24
+    """Out when the close falls below the lowest low of this many bars (long)."""
+    min_volume_z: float = 1.0
+    """The breaking bar's volume z-score at least this."""
+
+
+def _breakout(
+    features: Features, book: Book, p: BreakoutParams, where: NDArray[np.bool_]
+) -> NDArray[np.float64]:
+    hi, lo = channel(features, p.channel)
+    exit_hi, exit_lo = channel(features, p.exit_channel)
+    close = features.last
+    loud = features.feature("volume_z") >= p.min_volume_z
+    ok = where & features.eligible & loud
+    with np.errstate(invalid="ignore"):
+        long_w = _rule(ok & (close > hi), close < exit_lo, book.position > 0)
+        short_w = _rule(ok & (close < lo), close > exit_hi, book.position < 0)
+    return _combine(long_w, short_w, book)
+
+
+class Breakout:
+    """Range breaks on volume (see the module docstring)."""
+
+    name = "breakout"
+    Params = BreakoutParams
+    exits: ClassVar[ExitConfig] = ExitConfig(stop_loss_atr=2.0, trailing_atr=3.0)
+    protections: ClassVar[ProtectionConfig] = ProtectionConfig(cooldown_bars=6)
+
+    def __init__(self, params: BreakoutParams | None = None) -> None:
+        self.params = params or BreakoutParams()
+
+    def targets(self, features: Features, book: Book) -> Targets:
+        everywhere = np.ones(len(features.symbols), dtype=bool)
+        w = _breakout(features, book, self.params, everywhere)
+        return Targets(weight=w * vol_scaled(features, self.params), reason="breakout")
+
+
+def _combine(
+    long_w: NDArray[np.float64], short_w: NDArray[np.float64], book: Book
+) -> NDArray[np.float64]:
+    """One signed direction from a long rule and a short rule (each 1 / 0 / NaN)."""
+    out = long_w - short_w  # NaN where either keeps
+    flat = book.position == 0
+    out[flat] = (np.nan_to_num(long_w) - np.nan_to_num(short_w))[flat]
+    out[book.position > 0] = long_w[book.position > 0]
+    out[book.position < 0] = -short_w[book.position < 0]
+    return out
+
+
+# --- regime adaptive ------------------------------------------------------------------------
+
+
+class RegimeAdaptiveParams(Sizing, frozen=True, forbid_unknown_fields=True):
+    trend: TrendParams = TrendParams()
+    mean_reversion: MeanReversionParams = MeanReversionParams()
+    breakout: BreakoutParams = BreakoutParams()
+    volatile_scale: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
+    """A held position's weight in VOLATILE: at most this share of its entry weight (0: out)."""
+    min_confidence: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
+    """No entry when the regime's confidence is below this."""
+
+
+class RegimeAdaptive:
+    """Trend in TRENDING, breakouts in BREAKOUT, mean reversion in RANGING, aside in VOLATILE."""
+
+    name = "regime_adaptive"
+    Params = RegimeAdaptiveParams
+    exits: ClassVar[ExitConfig] = ExitConfig(stop_loss_atr=3.0, trailing_atr=4.0)
+    protections: ClassVar[ProtectionConfig] = ProtectionConfig(cooldown_bars=6)
+
+    def __init__(self, params: RegimeAdaptiveParams | None = None) -> None:
+        self.params = params or RegimeAdaptiveParams()
+
+    def targets(self, features: Features, book: Book) -> Targets:
+        p = self.params
+        n = len(features.symbols)
+        regime = features.regime
+        blind = regime == NO_LABEL
+        # A held position answers to the rule of the regime it was entered in.
+        flat = book.position == 0
+        rule_regime = np.where(flat, regime, book.entry_regime)
+        rule_blind = rule_regime == NO_LABEL
+        trend = _trend(features, book, p.trend)
+        breakout = _breakout(features, book, p.breakout, np.ones(n, dtype=bool))
+        ranging = features.feature("adx") < p.mean_reversion.max_adx
+        mean_rev = _mean_reversion(features, book, p.mean_reversion, ranging | ~blind)
+        direction = np.zeros(n)
+        reason = np.full(n, "regime_adaptive", dtype=object)
+        for code, rule, name in (
+            (RANGING, mean_rev, "mean_reversion"),
+            (BREAKOUT, breakout, "breakout"),
+            (TRENDING, trend, "trend"),
+        ):
+            pick = rule_regime == code
+            direction[pick] = rule[pick]
+            reason[pick] = name
+            # Unlabelled: any rule that fires, the trend rule first (it is applied last).
+            fire = rule_blind & ((np.nan_to_num(rule) != 0) | np.isnan(rule))
+            direction[fire] = rule[fire]
+            reason[fire] = name
+        weight = direction * vol_scaled(features, p)
+        entering = flat & (np.nan_to_num(direction) != 0)
+        conf = np.where(blind, 1.0, features.confidence)
+        weight[entering] *= conf[entering]
+        weight[entering & ~blind & (conf < p.min_confidence)] = 0.0
+        # VOLATILE: no entry; a held position is cut to volatile_scale of its entry weight.
+        volatile = regime == VOLATILE
+        weight[flat & volatile] = 0.0
+        cut = ~flat & volatile
+        if cut.any():
+            cap = np.abs(book.entry_weight[cut]) * p.volatile_scale
+            now = np.where(np.isnan(weight[cut]), book.target_weight[cut], weight[cut])
+            weight[cut] = np.sign(now) * np.minimum(np.abs(now), cap)
+            reason[cut] = "volatile"
+        return Targets(weight=weight, reason=tuple(reason.tolist()))
+
+
+BUILTINS: dict[str, type] = {
+    cls.name: cls for cls in (Trend, MeanReversion, Breakout, RegimeAdaptive)
+}
