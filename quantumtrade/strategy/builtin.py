@@ -15,8 +15,9 @@ weight is NaN ("keep") while its own exit condition is not met and 0 when it is 
   on volume (volume z-score at least ``min_volume_z``); out below the lowest low of the last
   ``exit_channel`` bars.
 * ``regime_adaptive`` (the default): the trend rule in TRENDING, the breakout rule in
-  BREAKOUT, the mean-reversion rule in RANGING, no entry in VOLATILE (a held position's weight
-  is cut to ``volatile_scale`` of it, 0: out). A position is governed by the rule of the regime
+  BREAKOUT, the mean-reversion rule in RANGING (``trade_ranging``; off by default, see its
+  docstring), no entry in VOLATILE (a held position's weight is cut to ``volatile_scale`` of
+  its entry weight, 0: out). A position is governed by the rule of the regime
   it was entered in; entry weights are scaled by the regime's confidence. Without regime labels
   (``NO_LABEL``: warm-up, or the ``regime_blind`` comparison) every rule applies everywhere.
 
@@ -236,12 +237,19 @@ def _combine(
 
 
 class RegimeAdaptiveParams(Sizing, frozen=True, forbid_unknown_fields=True):
+    """Defaults chosen on binance-spot-1h-2021 only (``scripts/research/strategy_grid.py``)."""
+
     trend: TrendParams = TrendParams()
     mean_reversion: MeanReversionParams = MeanReversionParams()
     breakout: BreakoutParams = BreakoutParams()
-    volatile_scale: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
-    """A held position's weight in VOLATILE: at most this share of its entry weight (0: out)."""
-    min_confidence: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
+    trade_ranging: bool = False
+    """Mean reversion in RANGING; off by default: on the in-sample data it lost after costs
+    (alone: Sharpe -4.6), so the default stands aside in RANGING as in VOLATILE."""
+    volatile_scale: Annotated[float, msgspec.Meta(ge=0, le=1)] = 1.0
+    """A held position's weight in VOLATILE: at most this share of its entry weight (0: out,
+    1: kept). The engine resizes only past ``[strategy] rebalance_threshold``, so a cut
+    smaller than it does not trade (the in-sample grid's 0.5 at threshold 0.5 was a keep)."""
+    min_confidence: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.8
     """No entry when the regime's confidence is below this."""
 
 
@@ -250,7 +258,7 @@ class RegimeAdaptive:
 
     name = "regime_adaptive"
     Params = RegimeAdaptiveParams
-    exits: ClassVar[ExitConfig] = ExitConfig(stop_loss_atr=3.0, trailing_atr=4.0)
+    exits: ClassVar[ExitConfig] = ExitConfig(stop_loss_atr=5.0, trailing_atr=8.0)
     protections: ClassVar[ProtectionConfig] = ProtectionConfig(cooldown_bars=6)
 
     def __init__(self, params: RegimeAdaptiveParams | None = None) -> None:
@@ -267,22 +275,37 @@ class RegimeAdaptive:
         rule_blind = rule_regime == NO_LABEL
         trend = _trend(features, book, p.trend)
         breakout = _breakout(features, book, p.breakout, np.ones(n, dtype=bool))
-        ranging = features.feature("adx") < p.mean_reversion.max_adx
-        mean_rev = _mean_reversion(features, book, p.mean_reversion, ranging | ~blind)
+        if p.trade_ranging:
+            ranging = features.feature("adx") < p.mean_reversion.max_adx
+            mean_rev = _mean_reversion(features, book, p.mean_reversion, ranging | ~blind)
+        else:  # aside: never an entry, and no reason to hold
+            mean_rev = np.zeros(n)
         direction = np.zeros(n)
         reason = np.full(n, "regime_adaptive", dtype=object)
-        for code, rule, name in (
+        rules = (
             (RANGING, mean_rev, "mean_reversion"),
             (BREAKOUT, breakout, "breakout"),
             (TRENDING, trend, "trend"),
-        ):
+        )
+        for code, rule, name in rules:
             pick = rule_regime == code
             direction[pick] = rule[pick]
             reason[pick] = name
-            # Unlabelled: any rule that fires, the trend rule first (it is applied last).
-            fire = rule_blind & ((np.nan_to_num(rule) != 0) | np.isnan(rule))
-            direction[fire] = rule[fire]
-            reason[fire] = name
+        if rule_blind.any():
+            # Unlabelled (warm-up, or the regime-blind comparison): a flat symbol enters on the
+            # first rule that fires, trend first; a held one is kept while any rule would keep
+            # it (or enter on its side), and leaves when none would.
+            side = np.sign(book.position)
+            keep = np.zeros(n, dtype=bool)
+            entered = np.zeros(n, dtype=bool)
+            for _, rule, name in reversed(rules):
+                keep |= np.isnan(rule) | ((np.nan_to_num(rule) * side) > 0)
+                fire = rule_blind & flat & ~entered & (np.nan_to_num(rule) != 0)
+                direction[fire] = rule[fire]
+                reason[fire] = name
+                entered |= fire
+            held_blind = rule_blind & ~flat
+            direction[held_blind] = np.where(keep[held_blind], np.nan, 0.0)
         weight = direction * vol_scaled(features, p)
         entering = flat & (np.nan_to_num(direction) != 0)
         conf = np.where(blind, 1.0, features.confidence)

@@ -3,7 +3,8 @@
 * route: ``OrderRouter.route`` ranking 5 paper venues with 50-level books (fee, slippage from
   walking each book, latency penalty, venue record), p50 and p99 over many decisions; beside
   the bare minimum of the same work, ``walk_book`` over the 5 books in a loop.
-* e2e: a ``SignalGenerated`` published on the bus → risk manager → ``OrderIntent`` → router →
+* e2e: an order the strategy engine would send (``RiskManager.submit_order``: the risk checks)
+  → ``OrderIntent`` on the bus → router →
   ``CcxtVenue`` (ccxt's real binance client) → the loopback Binance server on 127.0.0.1 (signed
   endpoints) → fills back on the bus, p50 and p99; beside a bare ccxt ``create_order`` on the
   same server, sent right after each routed order so both see the same machine load (the
@@ -40,7 +41,6 @@ from quantumtrade.events import (
     OrderIntent,
     OrderRejected,
     Side,
-    SignalGenerated,
 )
 from quantumtrade.execution.ccxt_venue import CcxtVenue, CcxtVenueConfig
 from quantumtrade.execution.paper import PaperVenue, PaperVenueConfig
@@ -160,18 +160,17 @@ async def e2e_latency(orders: int) -> tuple[list[float], list[float]]:
                     bus.start(tg)
                     for i in range(orders + 20):
                         side = Side.BUY if i % 2 == 0 else Side.SELL
-                        signal = SignalGenerated(
-                            ts_ns=clock.now_ns(),
-                            signal_id=f"bench-{i}",
-                            symbol="BTCUSDT",
-                            side=side,
-                            score=1.0,
-                            price=60_000.0,
-                            volatility=0.02,
-                        )
                         done = tracker.watch(f"qt-bench-{i}")
                         t0 = time.perf_counter_ns()
-                        await bus.publish(signal)
+                        await risk.submit_order(
+                            client_order_id=f"qt-bench-{i}",
+                            symbol="BTCUSDT",
+                            side=side,
+                            quantity=1000.0 / 60_000.0,
+                            price=60_000.0,
+                            signal_id=f"bench-{i}",
+                            reason="bench",
+                        )
                         outcome = await done
                         t1 = time.perf_counter_ns()
                         assert outcome.status in ("FILLED", "CANCELLED"), outcome

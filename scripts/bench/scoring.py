@@ -12,6 +12,10 @@
 * incremental: one new bar on every symbol through ``IncrementalIndicators`` (every indicator
   from saved state; bit-identical to the full recomputation) plus ``RegimeTracker.update`` when
   the regime engine has it; the filters and top-N on top are printed separately.
+* strategy: the default strategy (``regime_adaptive``) turning that scan into target weights
+  (``Strategy.targets`` on the newest 200 bars, regimes and indicators of every symbol, an
+  empty book), timed on top of the incremental update and of the full scan: the scanner's
+  goals hold with the default strategy in place only if the sums do.
 * first scan after a restart: a fresh interpreter imports the package and runs one full scan,
   the kernels coming from numba's on-disk cache (data generation excluded).
 
@@ -38,6 +42,8 @@ from quantumtrade.regime import engine as regime
 from quantumtrade.scoring import indicators as ind
 from quantumtrade.scoring.incremental import IncrementalIndicators
 from quantumtrade.scoring.scanner import ScannerConfig, select, select_from_values
+from quantumtrade.strategy.base import Book, Features
+from quantumtrade.strategy.builtin import RegimeAdaptive
 
 Array = NDArray[np.float64]
 
@@ -175,10 +181,31 @@ def first_scan_after_restart(n: int, bars: int) -> tuple[float, float]:
     return float(imports), float(scan)
 
 
+def strategy_inputs(
+    close: Array, high: Array, low: Array, volume: Array, values: Array, labels: Any, conf: Array
+) -> tuple[Features, Book]:
+    """What the engine hands the strategy: the newest 200 bars, indicators, regimes, no book."""
+    n, w = close.shape[0], min(200, close.shape[1])
+    features = Features(
+        symbols=tuple(symbols_for(n)), values=values, regime=np.asarray(labels, dtype=np.int8),
+        confidence=conf, eligible=np.ones(n, dtype=bool), selected=tuple(range(3)),
+        open=close[:, -w:], high=high[:, -w:], low=low[:, -w:], close=close[:, -w:],
+        volume=volume[:, -w:], ts_ms=np.zeros(n, dtype=np.int64), bar_ms=3_600_000,
+    )  # fmt: skip
+    zero = np.zeros(n)
+    book = Book(
+        position=zero, weight=zero, entry_price=np.full(n, np.nan),
+        bars_held=np.full(n, -1, dtype=np.int64), entry_weight=zero, target_weight=zero,
+        entry_regime=np.full(n, -1, dtype=np.int8), equity=100_000.0,
+    )  # fmt: skip
+    return features, book
+
+
 def incremental_step(
     close: Array, high: Array, low: Array, volume: Array, rounds: int
-) -> tuple[float, float | None, float]:
-    """Best seconds for one new bar on every symbol: (indicators, regimes or None, filters)."""
+) -> tuple[float, float | None, float, float]:
+    """Best seconds for one new bar on every symbol: (indicators, regimes or None, filters,
+    the default strategy's targets)."""
     inc = IncrementalIndicators.from_history(
         high[:, :-1], low[:, :-1], close[:, :-1], volume[:, :-1]
     )
@@ -189,7 +216,8 @@ def incremental_step(
         tracker.reset(close[:, :-1], high[:, :-1], low[:, :-1], volume[:, :-1])
     symbols = symbols_for(close.shape[0])
     cfg = ScannerConfig()
-    ind_t, reg_t, sel_t = [], [], []
+    ind_t, reg_t, sel_t, strat_t = [], [], [], []
+    strategy = RegimeAdaptive()
     rng = np.random.default_rng(1)
     for _ in range(rounds * 10):
         factor = 1.0 + 0.001 * rng.standard_normal(close.shape[0])
@@ -199,16 +227,22 @@ def incremental_step(
         values = inc.update(h, lo, c, v)
         t1 = time.perf_counter()
         regimes: list[Regime | None] | None = None
+        labels, conf = np.full(c.size, -1), np.zeros(c.size)
         if tracker is not None:
-            labels, _ = tracker.update(c, h, lo, v)
+            labels, conf = tracker.update(c, h, lo, v)
             regimes = regimes_from(labels)
         t2 = time.perf_counter()
         select_from_values(symbols, values, close, volume, cfg, regimes)
         t3 = time.perf_counter()
+        features, book = strategy_inputs(close, high, low, volume, values, labels, conf)
+        t4 = time.perf_counter()
+        strategy.targets(features, book)
+        t5 = time.perf_counter()
         ind_t.append(t1 - t0)
         reg_t.append(t2 - t1)
         sel_t.append(t3 - t2)
-    return min(ind_t), (min(reg_t) if tracker is not None else None), min(sel_t)
+        strat_t.append(t5 - t4)
+    return min(ind_t), (min(reg_t) if tracker is not None else None), min(sel_t), min(strat_t)
 
 
 def main() -> None:
@@ -229,7 +263,7 @@ def main() -> None:
     talib_s = best(lambda: talib_loop(close, high, low, volume), args.rounds)
     numpy_s = best(lambda: numpy_indicators(close, high, low, volume), args.rounds)
     imports_s, first_s = first_scan_after_restart(args.symbols, args.bars)
-    inc_ind, inc_reg, inc_sel = incremental_step(close, high, low, volume, args.rounds)
+    inc_ind, inc_reg, inc_sel, strat = incremental_step(close, high, low, volume, args.rounds)
     incremental = inc_ind + (inc_reg or 0.0)
     figures = {
         "full_scan_ms": round(ours * 1000, 1),
@@ -245,6 +279,9 @@ def main() -> None:
         "incremental_regimes_ms": None if inc_reg is None else round(inc_reg * 1000, 3),
         "incremental_filters_ms": round(inc_sel * 1000, 3),
         "first_scan_after_restart_s": round(imports_s + first_s, 2),
+        "strategy_targets_ms": round(strat * 1000, 3),
+        "full_scan_with_strategy_ms": round((ours + strat) * 1000, 1),
+        "incremental_with_strategy_ms": round((incremental + inc_sel + strat) * 1000, 3),
     }
     print(f"{args.symbols:,} symbols x {args.bars:,} bars, best of {args.rounds}")
     print(
@@ -272,6 +309,11 @@ def main() -> None:
         f"incremental one-bar update: {figures['incremental_ms']} ms (goal < 2 ms) = indicators "
         f"{figures['incremental_indicators_ms']} ms + {regimes_note}; filters + top-N on top: "
         f"{figures['incremental_filters_ms']} ms"
+    )
+    print(
+        f"default strategy (regime_adaptive) targets: {figures['strategy_targets_ms']} ms; "
+        f"with it, full scan {figures['full_scan_with_strategy_ms']} ms (goal < 50 ms), one-bar "
+        f"update + filters + strategy {figures['incremental_with_strategy_ms']} ms (goal < 2 ms)"
     )
     print(
         f"first scan after a restart (fresh process, numba cache): "

@@ -33,13 +33,21 @@ from quantumtrade.events import (
     OrderIntent,
     OrderRejected,
     SignalGenerated,
+    TargetPosition,
 )
 from quantumtrade.execution.bar_fill import market_price, stop_fill_price
 
 HOUR_MS = 3_600_000
 START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 SYMBOLS = ("AAAUSDT", "BBBUSDT", "CCCUSDT", "DDDUSDT")
-DECISIONS = (SignalGenerated, OrderIntent, OrderRejected, OrderFilled, OrderCancelled)
+DECISIONS = (
+    SignalGenerated,
+    TargetPosition,
+    OrderIntent,
+    OrderRejected,
+    OrderFilled,
+    OrderCancelled,
+)
 SUMMARY_KEYS = {
     "total_return", "cagr", "volatility", "sharpe", "sortino", "calmar", "max_drawdown",
     "max_drawdown_bars", "win_rate", "profit_factor", "expectancy", "avg_hold_bars", "exposure",
