@@ -419,6 +419,21 @@ def benchmark_trades(
     return trades
 
 
+def exit_stats(trades: Sequence[Trade]) -> dict[str, dict[str, float | int | None]]:
+    """Trades, PnL, win rate and mean bars held per exit reason (sorted by reason)."""
+    out: dict[str, dict[str, float | int | None]] = {}
+    for reason in sorted({t.exit_reason for t in trades}):
+        mine = [t for t in trades if t.exit_reason == reason]
+        pnl = np.fromiter((t.pnl for t in mine), dtype=np.float64, count=len(mine))
+        out[reason] = {
+            "trades": len(mine),
+            "pnl": _finite(pnl.sum()),
+            "win_rate": float(np.count_nonzero(pnl > 0.0)) / len(mine),
+            "avg_hold_bars": float(np.mean([t.hold_bars for t in mine])),
+        }
+    return out
+
+
 def group_stats(
     trades: Sequence[Trade],
     signals: Sequence[SignalRecord],

@@ -12,7 +12,12 @@ from typing import Any
 import numpy as np
 
 from quantumtrade.backtest.baselines import Comparison, baselines, buy_and_hold, result_performance
-from quantumtrade.backtest.metrics import baseline_accuracy, group_stats, signal_accuracy
+from quantumtrade.backtest.metrics import (
+    baseline_accuracy,
+    exit_stats,
+    group_stats,
+    signal_accuracy,
+)
 from quantumtrade.backtest.model import EquityCurve
 from quantumtrade.backtest.runner import BacktestResult
 from quantumtrade.regime.engine import NO_LABEL, REGIME_ORDER
@@ -69,6 +74,7 @@ def summarize(
         "signals": len(signals),
         "by_regime": group_stats(result.trades, signals, close, row_of, "regime"),
         "by_symbol": group_stats(result.trades, signals, close, row_of, "symbol"),
+        "by_exit_reason": exit_stats(result.trades),
         "orders": result.orders,
         "fills": result.fills,
         "rejected_orders": result.rejected_orders,

@@ -12,6 +12,7 @@ from quantumtrade.backtest.metrics import (
     baseline_accuracy,
     benchmark_curve,
     benchmark_trades,
+    exit_stats,
     group_stats,
     performance,
     signal_accuracy,
@@ -59,6 +60,7 @@ def trade(
     exit_bar: int = 1,
     symbol: str = "BTC",
     regime: str | None = None,
+    exit_reason: str = "signal",
 ) -> Trade:
     return Trade(
         symbol=symbol,
@@ -73,7 +75,7 @@ def trade(
         fees=0.0,
         pnl=pnl,
         regime=regime,
-        exit_reason="signal",
+        exit_reason=exit_reason,
     )
 
 
@@ -579,3 +581,21 @@ def test_ruin_leaves_the_return_ratios_undefined() -> None:
     assert summary["total_return"] == pytest.approx(10.0 / 100.0 - 1.0, rel=TIGHT)
     assert summary["max_drawdown"] == pytest.approx(1.5, rel=TIGHT)  # 1 - (-50) / 100
     assert score([100.0, 40.0, 10.0])["sharpe"] is not None  # no ruin: defined
+
+
+def test_exit_stats_group_trades_by_their_exit_reason() -> None:
+    trades = [
+        trade(5.0, 0, 4, exit_reason="trailing_stop"),
+        trade(-3.0, 2, 3, exit_reason="stop_loss"),
+        trade(-1.0, 5, 7, exit_reason="stop_loss"),
+        trade(2.0, 1, 9, exit_reason="trailing_stop"),
+        trade(-2.0, 6, 8, exit_reason="trailing_stop"),
+    ]
+    stats = exit_stats(trades)
+    assert list(stats) == ["stop_loss", "trailing_stop"]
+    assert stats["stop_loss"] == {"trades": 2, "pnl": -4.0, "win_rate": 0.0, "avg_hold_bars": 1.5}
+    assert stats["trailing_stop"]["trades"] == 3
+    assert stats["trailing_stop"]["pnl"] == pytest.approx(5.0)
+    assert stats["trailing_stop"]["win_rate"] == pytest.approx(2 / 3)
+    assert stats["trailing_stop"]["avg_hold_bars"] == pytest.approx((4 + 8 + 2) / 3)
+    assert exit_stats([]) == {}

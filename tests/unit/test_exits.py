@@ -18,6 +18,8 @@ from quantumtrade.strategy.exits import (
     TRAILING_STOP,
     ExitConfig,
     Levels,
+    ProtectionConfig,
+    Protections,
 )
 
 LONG, SHORT = 1, -1
@@ -214,3 +216,36 @@ def test_atr_only_exits_are_off_until_an_atr_is_known() -> None:
 def test_no_exit_configured_never_triggers() -> None:
     levels = Levels(LONG, 100.0, 2.0, ExitConfig())
     assert check(levels, bar(100.0, 1_000.0, 0.01, 50.0)) is None
+
+
+def test_symbol_drawdown_pauses_only_that_symbol_and_the_peak_restarts() -> None:
+    guard = Protections(ProtectionConfig(symbol_drawdown=0.1, pause_bars=5))
+    guard.on_exit("BTC", "signal_fade", 0.08, bar=10)  # peak 0.08
+    guard.on_exit("BTC", "signal_fade", -0.05, bar=12)  # 0.03: 5 % below the peak
+    assert guard.why_blocked("BTC", 13) is None
+    guard.on_exit("BTC", "signal_fade", -0.06, bar=14)  # -0.03: 11 % below the peak
+    assert guard.why_blocked("BTC", 15) == "drawdown_pause"
+    assert guard.why_blocked("ETH", 15) is None  # another symbol trades on
+    assert guard.why_blocked("BTC", 19) is None  # paused for pause_bars
+    # The peak restarted at the pause: a further 5 % loss is not a new 10 % drawdown.
+    guard.on_exit("BTC", "signal_fade", -0.05, bar=20)
+    assert guard.why_blocked("BTC", 21) is None
+    assert guard.blocked["drawdown_pause"] == 1
+
+
+def test_only_stop_outs_count_towards_cooldown_and_the_global_pause() -> None:
+    guard = Protections(
+        ProtectionConfig(cooldown_bars=3, stopout_limit=2, stopout_window=10, pause_bars=4)
+    )
+    guard.on_exit("BTC", "take_profit", 0.02, bar=1)
+    guard.on_exit("BTC", "time_stop", -0.01, bar=2)
+    assert guard.why_blocked("BTC", 3) is None  # neither is a stop-out
+    guard.on_exit("BTC", "stop_loss", -0.02, bar=5)
+    assert guard.why_blocked("BTC", 7) == "cooldown"
+    assert guard.why_blocked("ETH", 7) is None
+    assert guard.why_blocked("BTC", 8) is None
+    guard.on_exit("ETH", "trailing_stop", -0.01, bar=20)  # first stop-out left the window
+    assert guard.why_blocked("SOL", 21) is None
+    guard.on_exit("SOL", "stop_loss", -0.01, bar=22)  # two within 10 bars: everyone pauses
+    assert guard.why_blocked("XRP", 23) == "stopout_pause"
+    assert guard.why_blocked("XRP", 26) is None
