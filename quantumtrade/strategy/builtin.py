@@ -28,7 +28,8 @@ unless ``[strategy] allow_short = true``.
 from __future__ import annotations
 
 import math
-from typing import Annotated, ClassVar
+from collections.abc import Sequence
+from typing import Annotated, ClassVar, overload
 
 import msgspec
 import numpy as np
@@ -82,13 +83,23 @@ def zscore(close: NDArray[np.float64], window: int) -> NDArray[np.float64]:
         return np.where(std > 0, (close[:, -1] - mean) / std, 0.0)
 
 
-def channel(features: Features, bars: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Highest high and lowest low of the ``bars`` bars before the newest (NaN: too few)."""
+def channel(
+    features: Features, bars: int, rows: NDArray[np.intp] | None = None
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Highest high and lowest low of the ``bars`` bars before the newest (NaN: too few), for
+    every symbol, or only for ``rows`` (NaN elsewhere: the reductions are the costly part)."""
     high, low = features.high, features.low
+    n = high.shape[0]
     if high.shape[1] < bars + 1:
-        nan = np.full(high.shape[0], np.nan)
+        nan = np.full(n, np.nan)
         return nan, nan
-    return high[:, -bars - 1 : -1].max(axis=1), low[:, -bars - 1 : -1].min(axis=1)
+    if rows is None:
+        return high[:, -bars - 1 : -1].max(axis=1), low[:, -bars - 1 : -1].min(axis=1)
+    hi, lo = np.full(n, np.nan), np.full(n, np.nan)
+    if rows.size:
+        hi[rows] = high[rows, -bars - 1 : -1].max(axis=1)
+        lo[rows] = low[rows, -bars - 1 : -1].min(axis=1)
+    return hi, lo
 
 
 def _rule(
@@ -193,11 +204,13 @@ class BreakoutParams(Sizing, frozen=True, forbid_unknown_fields=True):
 def _breakout(
     features: Features, book: Book, p: BreakoutParams, where: NDArray[np.bool_]
 ) -> NDArray[np.float64]:
-    hi, lo = channel(features, p.channel)
-    exit_hi, exit_lo = channel(features, p.exit_channel)
     close = features.last
     loud = features.feature("volume_z") >= p.min_volume_z
     ok = where & features.eligible & loud
+    # Channels only where they can matter: entry channels on the loud candidates, exit
+    # channels on the held rows (a few of thousands, most bars).
+    hi, lo = channel(features, p.channel, np.flatnonzero(ok))
+    exit_hi, exit_lo = channel(features, p.exit_channel, np.flatnonzero(book.position != 0))
     with np.errstate(invalid="ignore"):
         long_w = _rule(ok & (close > hi), close < exit_lo, book.position > 0)
         short_w = _rule(ok & (close < lo), close > exit_hi, book.position < 0)
@@ -234,6 +247,32 @@ def _combine(
 
 
 # --- regime adaptive ------------------------------------------------------------------------
+
+_REASONS = ("regime_adaptive", "mean_reversion", "breakout", "trend", "volatile")
+_MEAN_REVERSION, _BREAKOUT, _TREND, _VOLATILE = 1, 2, 3, 4
+
+
+class _Reasons(Sequence[str]):
+    """Each symbol's reason, kept as codes: the engine reads only the rows that change."""
+
+    __slots__ = ("_codes",)
+
+    def __init__(self, codes: NDArray[np.int8]) -> None:
+        self._codes = codes
+
+    def __len__(self) -> int:
+        return int(self._codes.size)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        if isinstance(index, slice):
+            return [_REASONS[c] for c in self._codes[index].tolist()]
+        return _REASONS[int(self._codes[index])]
 
 
 class RegimeAdaptiveParams(Sizing, frozen=True, forbid_unknown_fields=True):
@@ -281,11 +320,11 @@ class RegimeAdaptive:
         else:  # aside: never an entry, and no reason to hold
             mean_rev = np.zeros(n)
         direction = np.zeros(n)
-        reason = np.full(n, "regime_adaptive", dtype=object)
+        reason = np.zeros(n, dtype=np.int8)  # an index in _REASONS
         rules = (
-            (RANGING, mean_rev, "mean_reversion"),
-            (BREAKOUT, breakout, "breakout"),
-            (TRENDING, trend, "trend"),
+            (RANGING, mean_rev, _MEAN_REVERSION),
+            (BREAKOUT, breakout, _BREAKOUT),
+            (TRENDING, trend, _TREND),
         )
         for code, rule, name in rules:
             pick = rule_regime == code
@@ -319,8 +358,8 @@ class RegimeAdaptive:
             cap = np.abs(book.entry_weight[cut]) * p.volatile_scale
             now = np.where(np.isnan(weight[cut]), book.target_weight[cut], weight[cut])
             weight[cut] = np.sign(now) * np.minimum(np.abs(now), cap)
-            reason[cut] = "volatile"
-        return Targets(weight=weight, reason=tuple(reason.tolist()))
+            reason[cut] = _VOLATILE
+        return Targets(weight=weight, reason=_Reasons(reason))
 
 
 BUILTINS: dict[str, type] = {

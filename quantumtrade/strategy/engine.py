@@ -146,6 +146,8 @@ class StrategyEngine:
         """client order id -> reason, for the engine's own orders still open."""
         self._closing: dict[str, tuple[str, float, float]] = {}
         self._ticks: dict[str, float] = {}
+        self._rows_for: tuple[str, ...] = ()
+        self._row_of: dict[str, int] = {}
         """Held symbol -> last ticker price since the last ``check_bars`` (live fills)."""
         """symbol -> (reason, exit value, exit quantity) of a position being closed."""
         self.decisions = 0
@@ -281,7 +283,10 @@ class StrategyEngine:
             steps = cols.ts_ms[:, -1] - cols.ts_ms[:, -2]
             steps = steps[(cols.ts_ms[:, -2] > 0) & (steps > 0)]
             self._bar_ms = int(steps.min()) if steps.size else 0
-        row_of = {s: i for i, s in enumerate(symbols)}
+        if symbols != self._rows_for:
+            self._rows_for = symbols
+            self._row_of = {s: i for i, s in enumerate(symbols)}
+        row_of = self._row_of
         exposure = self.risk.exposures()
         self._adopt(scan, row_of)
         equity = self.config.capital + self.portfolio.net_pnl()
