@@ -126,20 +126,11 @@ class Daemon:
         )
         # Live mode trades on the configured exchanges only; paper mode on the simulator.
         self.ccxt_venues = list(venues)
-        ex = cfg.execution
         self.core = TradingCore.build(
+            cfg,
             bus=self.bus,
             clock=clock,
             state=self.state,
-            regime=cfg.regime,
-            scanner=cfg.scanner,
-            strategy=cfg.strategy,
-            risk=cfg.risk,
-            router=ex.router,
-            breaker=cfg.breaker,
-            fill_model=ex.fill_model,
-            bar_fill=ex.bar_fill,
-            paper=ex.paper,
             books=self.order_book,
             live_venues=self.ccxt_venues,
             on_latency=self.metrics.observe_router_latency,

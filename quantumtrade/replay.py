@@ -36,6 +36,7 @@ import msgspec
 from quantumtrade.bus import EventBus
 from quantumtrade.clock import ManualClock
 from quantumtrade.config import AppConfig
+from quantumtrade.core import DecisionPath
 from quantumtrade.data.market_state import MarketState
 from quantumtrade.events import (
     BarsUpdated,
@@ -51,15 +52,8 @@ from quantumtrade.events import (
     TickerUpdated,
     decode,
 )
-from quantumtrade.execution.bar_fill import FillModel
-from quantumtrade.portfolio import Portfolio
-from quantumtrade.regime.detector import RegimeDetector
-from quantumtrade.risk.manager import RiskManager, subscribe_decision_path
-from quantumtrade.scoring.scanner import Scanner
 from quantumtrade.store.eventlog import EventLog, StoredEvent
 from quantumtrade.store.session import Account, SessionMarker, is_session_start, marker_of
-from quantumtrade.strategy.engine import StrategyEngine
-from quantumtrade.strategy.loader import load_strategy
 
 Decision = SignalGenerated | TargetPosition | OrderIntent | OrderRejected
 
@@ -169,24 +163,12 @@ class _SessionReplay:
         # Seqs continue after the log's, as the daemon's do: restored fills stay the older.
         self.bus = bus = EventBus(clock=clock, first_seq=report.first_seq)
         self.state = state = MarketState([], cfg.data.capacity)
-        self.detector = RegimeDetector(bus=bus, clock=clock, state=state, config=cfg.regime)
-        self.scanner = Scanner(
-            bus=bus, clock=clock, state=state, config=cfg.scanner, regime_of=self.detector.regime
-        )
-        self.portfolio = Portfolio(bus=bus, clock=clock)
-        self.risk = RiskManager(bus=bus, clock=clock, limits=cfg.risk, portfolio=self.portfolio)
-        self.engine = StrategyEngine(
-            bus=bus,
-            clock=clock,
-            state=state,
-            loaded=load_strategy(cfg.strategy),
-            config=cfg.strategy,
-            risk=self.risk,
-            portfolio=self.portfolio,
-            regime=self.detector,
-            window=cfg.scanner.window,
-            fills_within_bar=cfg.execution.fill_model is FillModel.NEXT_BAR,
-        )
+        # The decision path as the daemon builds it (routing apart: the venues' answers are
+        # the log's).
+        self.path = path = DecisionPath.build(cfg, bus=bus, clock=clock, state=state)
+        self.risk = path.risk
+        self.portfolio = path.portfolio
+        self.engine = path.strategy
         self.logged: list[Decision] = []
         self.replayed: list[Decision] = []
         self.feeding = False
@@ -195,8 +177,6 @@ class _SessionReplay:
         bus.subscribe(TargetPosition, self._collect)
         bus.subscribe(OrderIntent, self._collect)
         bus.subscribe(OrderRejected, self._collect)
-        subscribe_decision_path(bus, risk=self.risk, portfolio=self.portfolio)
-        self.engine.subscribe()
         report.restored_fills = self.portfolio.restore(fills)
         # Orders the logged session decided: a rejection with one of these ids came from risk.
         self.risk_decided: set[str] = set()
@@ -243,14 +223,12 @@ class _SessionReplay:
             # As TradingCore.after_bars: the new bars against every held position's levels.
             self.bars_unjudged = False
             self.in_window = self.window.holds(stored)
-            await self.engine.check_bars()
+            await self.path.check_levels()
             await self.bus.drain()
         if isinstance(event, ScanCompleted):
             self.in_window = self.window.holds(stored)
             report.scans += self.in_window
-            await self.detector.update()  # as TradingCore.decide: classify, scan, decide
-            result = await self.scanner.scan()
-            await self.engine.decide(result)
+            await self.path.decide()  # as TradingCore.decide
             await self.bus.drain()
         elif isinstance(event, SignalGenerated | TargetPosition | OrderIntent):
             if isinstance(event, OrderIntent):

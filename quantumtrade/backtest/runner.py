@@ -32,7 +32,7 @@ from quantumtrade.backtest.data import Candles
 from quantumtrade.backtest.model import EquityCurve, SignalRecord, Trade
 from quantumtrade.bus import EventBus
 from quantumtrade.clock import ManualClock
-from quantumtrade.config import AppConfig
+from quantumtrade.config import AppConfig, Mode
 from quantumtrade.core import TradingCore
 from quantumtrade.core import warm_up as core_warm_up
 from quantumtrade.data.market_state import MarketState
@@ -265,21 +265,14 @@ async def run_backtest(
     if record is not None:
         bus.set_recorder(_Recorder(record))
     state = MarketState(candles.symbols, cfg.data.capacity)
-    ex = cfg.execution
-    core = TradingCore.build(
-        bus=bus,
-        clock=clock,
-        state=state,
-        regime=cfg.regime,
-        scanner=cfg.scanner,
+    # The daemon's core as a paper daemon with next-bar fills builds it, sized on this equity.
+    sim = msgspec.structs.replace(
+        cfg,
+        system=msgspec.structs.replace(cfg.system, mode=Mode.PAPER),
+        execution=msgspec.structs.replace(cfg.execution, fill_model=FillModel.NEXT_BAR),
         strategy=msgspec.structs.replace(cfg.strategy, capital=initial_equity),
-        risk=cfg.risk,
-        router=ex.router,
-        breaker=cfg.breaker,
-        fill_model=FillModel.NEXT_BAR,
-        bar_fill=ex.bar_fill,
-        paper=ex.paper,
     )
+    core = TradingCore.build(sim, bus=bus, clock=clock, state=state)
     ledger = Ledger(candles.symbols, initial_equity)
     ledger.subscribe(bus)
     all_rows = list(range(n_sym))
