@@ -1,9 +1,12 @@
 """The composition root: builds every component from the config, wires the bus, runs, stops.
 
-Start order: event log → bus → sources and MarketState → orchestrator → scanner → portfolio →
-risk → venues and router → metrics → admin API. Stop runs the other way: intake stops first
-(orchestrator workers), then the bus drains, the event log flushes and closes, the admin API
-goes last so ``/health`` reports "stopping" while the rest winds down.
+Build order (``Daemon.__init__``, top to bottom): event log writer → bus → outbox → market-data
+caches → MarketState → orchestrator → the trading core (``core.TradingCore``: regimes, scan,
+strategy, risk, portfolio, router, venues) → order tracking and reconciliation → metrics →
+admin API. ``create`` opens the event log, the source and (live) the exchanges first, and
+restores positions (``restore.py``) before the first heartbeat. Stop runs the other way:
+intake stops first (orchestrator workers), then the bus drains, the event log flushes and
+closes, the admin API goes last so ``/health`` reports "stopping" while the rest winds down.
 """
 
 from __future__ import annotations
@@ -19,42 +22,36 @@ import structlog
 
 from quantumtrade.admin.server import AdminServer
 from quantumtrade.bus import EventBus
-from quantumtrade.cache.l1 import L1Cache
-from quantumtrade.cache.tiered import RedisL2, TieredCache
 from quantumtrade.clock import Clock
 from quantumtrade.config import AppConfig, Mode, Secrets, describe
 from quantumtrade.core import TradingCore
 from quantumtrade.core import warm_up as core_warm_up
-from quantumtrade.data.bar_cache import CachedBars
+from quantumtrade.data.caches import MarketCaches
 from quantumtrade.data.ccxt_source import CcxtSource
 from quantumtrade.data.factory import active_symbols, build_source
 from quantumtrade.data.market_state import MarketState
 from quantumtrade.data.orchestrator import Orchestrator
 from quantumtrade.data.source import OrderBook, Source
-from quantumtrade.errors import SourceUnavailable, StoreUnavailable
 from quantumtrade.events import (
-    Event,
     OrderCancelled,
     OrderFilled,
     OrderIntent,
     OrderRejected,
     RegimeChanged,
-    TradingState,
-    decode,
 )
 from quantumtrade.execution.ccxt_venue import CcxtVenue
 from quantumtrade.execution.reconcile import OrderLedger, Reconciler
 from quantumtrade.execution.tracker import OrderTracker
 from quantumtrade.metrics import Metrics, Snapshot
+from quantumtrade.outbox import Outbox
+from quantumtrade.restore import restore_session
 from quantumtrade.store.eventlog import EventLog, EventLogWriter
 from quantumtrade.store.factory import open_event_log
-from quantumtrade.store.session import RESTORE_EVENT_TYPES, positions_unknown, start_session
 from quantumtrade.store.spool import Spool
 
 log = structlog.get_logger("quantumtrade.app")
 
 HEALTH_VALUE = {"ok": 1.0, "degraded": 0.5}
-OUTBOX_SIZE = 10_000
 
 
 class Daemon:
@@ -71,107 +68,58 @@ class Daemon:
         first_seq: int = 1,
         venues: Sequence[CcxtVenue] = (),
     ) -> None:
-        self.cfg = cfg
-        self.clock = clock
+        self.cfg, self.clock, self.eventlog, self.source = cfg, clock, eventlog, source
         self.status = "starting"
         self.ticks = 0
-        self.eventlog = eventlog
         db = cfg.database
         self.writer = EventLogWriter(
-            eventlog,
-            batch_size=db.batch_size,
-            flush_interval_ms=db.flush_interval_ms,
-            max_buffer=db.max_buffer,
-            spool=spool,
-        )
+            eventlog, batch_size=db.batch_size, flush_interval_ms=db.flush_interval_ms,
+            max_buffer=db.max_buffer, spool=spool,
+        )  # fmt: skip
         self.bus = EventBus(clock=clock, config=cfg.bus, recorder=self.writer, first_seq=first_seq)
         self.metrics = Metrics()
-
-        # Sync callbacks (breaker changes) hand events here; a task publishes them in order.
-        self._outbox: asyncio.Queue[Event] = asyncio.Queue(maxsize=OUTBOX_SIZE)
-        self.outbox_overflow = 0
-        l2 = (
-            RedisL2.from_url(
-                cfg.redis.url, prefix=cfg.redis.key_prefix, timeout_s=cfg.redis.timeout_ms / 1000
-            )
-            if cfg.redis.url
-            else None
-        )
-        self.book_cache: TieredCache[OrderBook] = TieredCache(
-            clock=clock,
-            l1=L1Cache(clock=clock, ttl_ms=cfg.cache.ttl_ms, max_entries=cfg.cache.max_entries),
-            l2=l2,
-            value_type=OrderBook,
-            on_breaker_change=self._post,
-        )
-        # Bars share Redis with the books (one client, one breaker each).
-        self.bars_cache: TieredCache[CachedBars] = TieredCache(
-            clock=clock,
-            l1=L1Cache(clock=clock, ttl_ms=cfg.cache.ttl_ms, max_entries=cfg.cache.max_entries),
-            l2=l2,
-            value_type=CachedBars,
-            on_breaker_change=self._post,
-        )
-        self.source = source
+        self.outbox = Outbox(self.bus)  # breaker changes from synchronous code, in order
+        self.caches = MarketCaches.build(
+            clock=clock, ttl_ms=cfg.cache.ttl_ms, max_entries=cfg.cache.max_entries,
+            redis_url=cfg.redis.url, key_prefix=cfg.redis.key_prefix,
+            timeout_ms=cfg.redis.timeout_ms, on_breaker_change=self.outbox.post,
+        )  # fmt: skip
+        self.book_cache, self.bars_cache = self.caches.books, self.caches.bars
         self.state = MarketState(active_symbols(cfg, source), cfg.data.capacity)
         self.orchestrator = Orchestrator(
-            bus=self.bus,
-            clock=clock,
-            state=self.state,
-            sources={self.source.name: self.source},
-            config=cfg.data.orchestrator,
-            breaker_config=cfg.breaker,
-            on_processing_time=self.metrics.observe_processing_time,
-            cache=self.bars_cache,
-        )
-        # Live mode trades on the configured exchanges only; paper mode on the simulator.
+            bus=self.bus, clock=clock, state=self.state, sources={source.name: source},
+            config=cfg.data.orchestrator, breaker_config=cfg.breaker,
+            on_processing_time=self.metrics.observe_processing_time, cache=self.bars_cache,
+        )  # fmt: skip
+        # The trading core: live mode trades on the configured exchanges, paper on a simulator.
         self.ccxt_venues = list(venues)
         self.core = TradingCore.build(
-            cfg,
-            bus=self.bus,
-            clock=clock,
-            state=self.state,
-            books=self.order_book,
-            live_venues=self.ccxt_venues,
-            on_latency=self.metrics.observe_router_latency,
-            on_breaker_change=self._post,
-        )
-        self.regime = self.core.regime
-        self.scanner = self.core.scanner
-        self.strategy = self.core.strategy
-        self.portfolio = self.core.portfolio
-        self.risk = self.core.risk
-        self.router = self.core.router
+            cfg, bus=self.bus, clock=clock, state=self.state, books=self.order_book,
+            live_venues=self.ccxt_venues, on_latency=self.metrics.observe_router_latency,
+            on_breaker_change=self.outbox.post,
+        )  # fmt: skip
+        core = self.core
+        self.regime, self.scanner, self.strategy = core.regime, core.scanner, core.strategy
+        self.portfolio, self.risk, self.router = core.portfolio, core.risk, core.router
+        # Around the core, for the live daemon only: order tracking, reconciliation, the API.
         self.tracker = OrderTracker()
         self.ledger = OrderLedger()
         self.reconciler = Reconciler(
-            bus=self.bus,
-            clock=clock,
-            ledger=self.ledger,
+            bus=self.bus, clock=clock, ledger=self.ledger,
             venues={v.name: v for v in self.ccxt_venues},
-            busy=self.router.in_progress.__contains__,
-            config=cfg.execution.reconcile,
-        )
+            busy=self.router.in_progress.__contains__, config=cfg.execution.reconcile,
+        )  # fmt: skip
         self._reconcile_task: asyncio.Task[None] | None = None
         self._subscribe()
         self.metrics.attach(self._snapshot())
         self.admin = AdminServer(
-            host=cfg.admin.host,
-            port=cfg.admin.port,
-            token=cfg.admin.token,
-            health=self.health,
-            metrics=self.metrics,
-            orchestrator=self.orchestrator,
-            state=self.state,
-            router=self.router,
-            portfolio=self.portfolio,
-            risk=self.risk,
-            regime=self.regime,
-            cache_stats=self.cache_stats,
-            cached_book=lambda symbol: self.book_cache.l1.peek(f"book:{symbol}"),
-            tracker=self.tracker,
+            host=cfg.admin.host, port=cfg.admin.port, token=cfg.admin.token,
+            health=self.health, metrics=self.metrics, orchestrator=self.orchestrator,
+            state=self.state, router=self.router, portfolio=self.portfolio, risk=self.risk,
+            regime=self.regime, cache_stats=self.caches.stats,
+            cached_book=self.caches.cached_book, tracker=self.tracker,
             reconciler=self.reconciler,
-        )
+        )  # fmt: skip
 
     @classmethod
     async def create(
@@ -209,67 +157,16 @@ class Daemon:
             raise
 
     async def restore_positions(self) -> None:
-        """Positions and the order ledger from the log (and the spool): a restart keeps them.
-
-        If the log cannot be read, the positions are unknown: trading starts HALTED (orders
-        refused, visible in /health) until an operator sets the state back to ACTIVE.
-        """
-        events: dict[int, Event] = {}
-        try:
-            async for stored in self.eventlog.read(types=list(RESTORE_EVENT_TYPES)):
-                events[stored.seq] = decode(stored.payload)
-        except (StoreUnavailable, OSError) as exc:
-            log.error("positions_unknown_trading_halted", error=str(exc))
-            self.session = positions_unknown(self.cfg, symbols=self.state.symbols)
-            await self.risk.set_state(
-                TradingState.HALTED, "positions unknown: event log unreadable"
-            )
-            return
-        if self.writer.spool is not None:
-            for seq, _, type_name, payload in self.writer.spool.load():
-                if type_name in RESTORE_EVENT_TYPES:
-                    events[seq] = decode(payload)
-        ordered = [events[seq] for seq in sorted(events)]
-        self.ledger.restore(ordered)
-        self.session = await start_session(
-            self.cfg, symbols=self.state.symbols, logged=ordered, eventlog=self.eventlog
-        )
-        restored = self.portfolio.restore(self.session.fills)
-        if restored:
-            log.info(
-                "positions_restored",
-                fills=restored,
-                open_positions=sum(1 for p in self.portfolio.positions().values() if p.quantity),
-            )
+        """Positions and the order ledger from the log and the spool (``restore.py``)."""
+        self.session = await restore_session(
+            self.cfg, eventlog=self.eventlog, spool=self.writer.spool,
+            symbols=self.state.symbols, ledger=self.ledger, portfolio=self.portfolio,
+            risk=self.risk,
+        )  # fmt: skip
 
     async def order_book(self, symbol: str) -> OrderBook | None:
-        """The symbol's book through the tiered cache and its source's breaker (None: none)."""
-        try:
-            return await self.book_cache.get_or_load(
-                f"book:{symbol}", lambda: self._load_book(symbol)
-            )
-        except SourceUnavailable:
-            return None
-
-    async def _load_book(self, symbol: str) -> OrderBook:
-        book = await self.orchestrator.order_book(symbol)
-        if book is None:
-            raise SourceUnavailable(f"no order book for {symbol}")
-        return book
-
-    def _post(self, event: Event) -> None:
-        try:
-            self._outbox.put_nowait(event)
-        except asyncio.QueueFull:
-            # Counted and logged, never silent; the outbox only carries breaker changes.
-            self.outbox_overflow += 1
-            log.error("outbox_full_event_not_published", event_type=type(event).__name__)
-
-    async def _publish_outbox(self) -> None:
-        while True:
-            event = await self._outbox.get()
-            await self.bus.publish(event)
-            self._outbox.task_done()
+        """The symbol's book through the cache and its source's breaker (None: none)."""
+        return await self.caches.order_book(symbol, self.orchestrator.order_book)
 
     def _subscribe(self) -> None:
         bus = self.bus
@@ -302,7 +199,7 @@ class Daemon:
             risk_state=lambda: str(self.risk.state),
             pnl=lambda: self.portfolio.totals(),
             eventlog=self.writer.health,
-            cache=self.cache_stats,
+            cache=self.caches.stats,
             regime=self.regime.current,
         )
 
@@ -315,7 +212,7 @@ class Daemon:
         self.bus.start(tg)
         # First event of the session: where it starts in the log, and on what market.
         await self.bus.publish(self.session.command(self.clock.now_ns()))
-        self._outbox_task = tg.create_task(self._publish_outbox(), name="outbox")
+        self.outbox.start(tg)
         if self.reconciler.venues:
             # Before any new order: the log learns what the venues did while we were away.
             status = await self.reconciler.run_once()
@@ -375,17 +272,11 @@ class Daemon:
                 await self._reconcile_task
         await self.orchestrator.stop()
         await self.core.close()
-        with suppress(TimeoutError):
-            async with asyncio.timeout(budget * 0.1):
-                await self._outbox.join()
-        self._outbox_task.cancel()
-        with suppress(asyncio.CancelledError):
-            await self._outbox_task
+        await self.outbox.stop(timeout=budget * 0.1)
         await self.bus.stop(timeout=budget * 0.4)
         await self.writer.stop(timeout=budget * 0.4)
         await self.admin.stop()
-        if self.book_cache.l2 is not None:
-            await self.book_cache.l2.close()
+        await self.caches.close()
         if isinstance(self.source, CcxtSource):
             await self.source.close()
         for venue in self.ccxt_venues:
@@ -399,10 +290,6 @@ class Daemon:
             unwritten=self.writer.pending,
             stop_s=round(time.perf_counter() - t0, 3),
         )
-
-    def cache_stats(self) -> dict[str, dict[str, Any]]:
-        """Hits and misses of the order-book and the market-data (bars) caches."""
-        return {"books": self.book_cache.stats(), "bars": self.bars_cache.stats()}
 
     def health(self) -> dict[str, Any]:
         components: dict[str, dict[str, Any]] = {
@@ -418,13 +305,7 @@ class Daemon:
             "strategy": self.strategy.health(),
             "risk": self.risk.health(),
             "router": self.router.health(),
-            "cache": {
-                "status": "ok"
-                if self.book_cache.l2 is None
-                or all(c.breaker.state == "CLOSED" for c in (self.book_cache, self.bars_cache))
-                else "degraded",
-                "l2": "redis" if self.book_cache.l2 is not None else "off",
-            },
+            "cache": self.caches.health(),
         }
         if self.status != "running":
             status = self.status
