@@ -1,4 +1,9 @@
-"""QuantumTrade: an asyncio crypto trading daemon."""
+"""QuantumTrade: an asyncio crypto trading daemon.
+
+One process, one event loop, one typed bus. Each package's ``__init__`` says what it owns;
+docs/architecture.md ("Packages and what they may import") says what each may import, and
+tests/unit/test_import_graph.py checks it.
+"""
 
 import os
 

@@ -15,20 +15,16 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import msgspec
 import structlog
 
 from quantumtrade.events import Event, encode
-
-if TYPE_CHECKING:
-    from quantumtrade.store.spool import Spool
+from quantumtrade.store.rows import Row
+from quantumtrade.store.spool import Spool
 
 log = structlog.get_logger("quantumtrade.eventlog")
-
-Row = tuple[int, int, str, str]
-"""(seq, ts_ns, type, payload JSON)."""
 
 
 class StoredEvent(msgspec.Struct, frozen=True):

@@ -15,7 +15,8 @@ import structlog
 
 from quantumtrade.errors import StoreUnavailable
 from quantumtrade.redaction import redact_url
-from quantumtrade.store.eventlog import Row, StoredEvent
+from quantumtrade.store.eventlog import StoredEvent
+from quantumtrade.store.rows import Row
 
 log = structlog.get_logger("quantumtrade.eventlog.postgres")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import structlog
 
-from quantumtrade.store.eventlog import Row
+from quantumtrade.store.rows import Row
 
 log = structlog.get_logger("quantumtrade.spool")
 
