@@ -23,9 +23,10 @@ import structlog
 from quantumtrade.admin.server import AdminServer
 from quantumtrade.bus import EventBus
 from quantumtrade.clock import Clock
-from quantumtrade.config import AppConfig, Mode, Secrets, describe
+from quantumtrade.config import AppConfig, Mode, describe
 from quantumtrade.core import TradingCore
 from quantumtrade.core import warm_up as core_warm_up
+from quantumtrade.credentials import Secrets
 from quantumtrade.data.caches import MarketCaches
 from quantumtrade.data.ccxt_source import CcxtSource
 from quantumtrade.data.factory import active_symbols, build_source

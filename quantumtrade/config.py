@@ -9,7 +9,7 @@ errors naming the file and the key), and applies environment variables on top:
   ``UPDATE_INTERVAL`` (ms), ``CIRCUIT_BREAKER_THRESHOLD``.
 
 Exchange credentials (``BINANCE_API_KEY``, ``BINANCE_SECRET_KEY``, and the same for coinbase,
-kraken, kucoin, okx) are read into ``Secrets``, which never prints its values.
+kraken, kucoin, okx) are read into ``credentials.Secrets``, which never prints its values.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ import msgspec
 
 from quantumtrade.breaker import BreakerConfig
 from quantumtrade.bus import BusConfig
+from quantumtrade.credentials import Credentials as Credentials  # re-exported (older importers)
+from quantumtrade.credentials import Secrets
 from quantumtrade.data.ccxt_source import CcxtSourceConfig
 from quantumtrade.data.orchestrator import OrchestratorConfig
 from quantumtrade.data.replay_source import ReplayConfig, parse_timeframe
@@ -36,7 +38,7 @@ from quantumtrade.execution.ccxt_venue import CcxtVenueConfig
 from quantumtrade.execution.paper import PaperVenueConfig
 from quantumtrade.execution.reconcile import ReconcileConfig
 from quantumtrade.execution.router import RouterConfig
-from quantumtrade.redaction import redact, redact_url
+from quantumtrade.redaction import redact_url
 from quantumtrade.regime.engine import RegimeConfig
 from quantumtrade.risk.manager import RiskLimits
 from quantumtrade.scoring.scanner import ScannerConfig
@@ -170,47 +172,7 @@ SEED_ENV: dict[str, tuple[str, ...]] = {
     "UPDATE_INTERVAL": ("data", "orchestrator", "update_interval_ms"),
     "CIRCUIT_BREAKER_THRESHOLD": ("breaker", "failure_threshold"),
 }
-EXCHANGES = ("binance", "coinbase", "kraken", "kucoin", "okx")
 ENV_PREFIX = "QT_"
-
-
-class Credentials(msgspec.Struct, frozen=True):
-    api_key: str
-    secret: str
-    password: str = ""
-    """The API passphrase some exchanges need (KuCoin, OKX): ``<EXCHANGE>_PASSPHRASE``."""
-
-    def __repr__(self) -> str:
-        return f"Credentials(api_key='{redact(self.api_key)}', secret='***')"
-
-    __str__ = __repr__
-
-
-class Secrets:
-    """Exchange credentials from the environment; values never appear in repr or logs."""
-
-    def __init__(self, credentials: Mapping[str, Credentials]) -> None:
-        self._credentials = dict(credentials)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> Secrets:
-        found: dict[str, Credentials] = {}
-        for exchange in EXCHANGES:
-            key = environ.get(f"{exchange.upper()}_API_KEY", "")
-            secret = environ.get(f"{exchange.upper()}_SECRET_KEY", "")
-            password = environ.get(f"{exchange.upper()}_PASSPHRASE", "")
-            if key or secret:
-                found[exchange] = Credentials(api_key=key, secret=secret, password=password)
-        return cls(found)
-
-    def get(self, exchange: str) -> Credentials | None:
-        return self._credentials.get(exchange)
-
-    def exchanges(self) -> list[str]:
-        return sorted(self._credentials)
-
-    def __repr__(self) -> str:
-        return f"Secrets(exchanges={self.exchanges()})"
 
 
 _AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)

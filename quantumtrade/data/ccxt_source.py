@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import ccxt.async_support as ccxt_async
@@ -29,12 +29,10 @@ import msgspec
 import structlog
 
 from quantumtrade.clock import Clock, WallClock
+from quantumtrade.credentials import Credentials
 from quantumtrade.data.source import OrderBook, Ticker
 from quantumtrade.errors import SourceUnavailable
 from quantumtrade.events import Bar
-
-if TYPE_CHECKING:  # config.py composes this module's config, so import it for types only
-    from quantumtrade.config import Credentials
 
 log = structlog.get_logger("quantumtrade.ccxt_source")
 

@@ -7,7 +7,8 @@ import os
 import msgspec
 
 from quantumtrade.clock import Clock
-from quantumtrade.config import AppConfig, Secrets, SourceKind
+from quantumtrade.config import AppConfig, SourceKind
+from quantumtrade.credentials import Secrets
 from quantumtrade.data.ccxt_source import CcxtSource
 from quantumtrade.data.replay_source import ReplaySource
 from quantumtrade.data.source import Source

@@ -1,13 +1,10 @@
 """A live trading venue through ``ccxt.async_support``: orders, cancels, order state and balances.
 
-Every order carries our ``client_order_id`` to the exchange (Binance: ``newClientOrderId``; OKX:
-``clOrdId``; KuCoin: ``clientOid``; Kraken: ``cl_ord_id``; Coinbase: ``client_order_id``, which
-replaces ccxt's own ``ccxt-<uuid>``), mapped by ``exchange_client_id`` to the characters and
-length the exchange accepts, and that id is how the venue finds the order again (Kraken, whose
-order query takes only its own order ids: in its open, then its closed order list, both filtered
-by ``cl_ord_id``; Coinbase, likewise: by the order id its place answer gave, else by matching
-``client_order_id`` in its order list of the product, from shortly before the order was sent, or
-its whole history for an id this process did not send). An exchange that only acknowledges a
+Every order carries our ``client_order_id`` to the exchange, shaped to the characters and length
+the exchange accepts, and that id is how the venue finds the order again. What differs between
+exchanges (the id's name and shape, how an order is found, cancelled and listed, market-buy
+sizing, error texts, raw order states) is in ``execution/exchanges.py``, one adapter per
+exchange: nothing here depends on which exchange it is. An exchange that only acknowledges a
 placed order (OKX, KuCoin, Kraken, Coinbase) is asked for the order's state and fills straight
 away. A submit whose outcome is unknown (timeout, dropped connection, 5xx, 429, a garbled
 answer) is never sent again: the venue queries the order by its client id, a few times, and
@@ -15,16 +12,8 @@ answers what the exchange holds. Only an answer that proves the exchange did not
 (an explicit reject, or "order does not exist" to that query) comes back REJECTED; when even the
 queries fail, ``submit`` raises ``VenueError`` and the order stays known, so a later submit or
 ``fetch_order`` with the same id resolves it by querying again. A duplicate-id error from the
-exchange means an earlier submit got through, and is resolved the same way.
-
-Kraken's limit: it keeps a ``cl_ord_id`` unique among open orders only (and documents no
-duplicate error), so that last guard does not hold there. A process that has forgotten an id (a
-restart, or more than ``order_memory`` orders since) and is asked to submit it again sends a
-second order when the first has closed, and reads Kraken's refusal as a reject when the first is
-still open: ask ``lookup`` first for ids that may have been sent before (reconciliation does).
-
-Coinbase's market buys are sized in the base asset (``market_market_ioc`` with ``base_size``)
-instead of ccxt's quote-sized buy, which needs a price.
+exchange means an earlier submit got through, and is resolved the same way (not on Kraken: see
+``KrakenAdapter``).
 
 Fees, in the quote asset: a fill's fee is the exchange's commission (a trade's, or for fills
 known only from an order query, which carries no trades, the order's total) when it is charged
@@ -35,13 +24,10 @@ the fill's notional.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
-import re
 from collections import OrderedDict
-from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import ccxt.async_support as ccxt_async
@@ -50,10 +36,13 @@ import structlog
 
 from quantumtrade.cache.l1 import L1Cache
 from quantumtrade.clock import Clock
+from quantumtrade.credentials import Credentials
 from quantumtrade.data.ccxt_source import EXCHANGE_IDS, ExchangeId, ExchangeSession, new_exchange
 from quantumtrade.data.source import OrderBook
 from quantumtrade.errors import VenueError
 from quantumtrade.events import OrderIntent, OrderType, Side
+from quantumtrade.execution.exchanges import OPEN_STATUSES, new_adapter
+from quantumtrade.execution.exchanges import exchange_client_id as exchange_client_id
 from quantumtrade.execution.venue import (
     Execution,
     Fill,
@@ -63,64 +52,8 @@ from quantumtrade.execution.venue import (
     round_to_step,
 )
 
-if TYPE_CHECKING:  # config.py composes configs, so import it for types only
-    from quantumtrade.config import Credentials
-
 log = structlog.get_logger("quantumtrade.ccxt_venue")
 
-# The exchange's own order states (Binance's names; ccxt keeps them in ``info``).
-_VENUE_STATUS: dict[str, OrderStatus] = {
-    "NEW": OrderStatus.NEW,
-    "PARTIALLY_FILLED": OrderStatus.PARTIALLY_FILLED,
-    "FILLED": OrderStatus.FILLED,
-    "CANCELED": OrderStatus.CANCELLED,
-    "PENDING_CANCEL": OrderStatus.CANCELLED,
-    "EXPIRED": OrderStatus.CANCELLED,
-    "EXPIRED_IN_MATCH": OrderStatus.CANCELLED,
-    "REJECTED": OrderStatus.REJECTED,
-    # Coinbase's (its CANCELLED, EXPIRED and FAILED would all read "canceled" through ccxt).
-    "PENDING": OrderStatus.NEW,
-    "QUEUED": OrderStatus.NEW,
-    "OPEN": OrderStatus.NEW,
-    "CANCEL_QUEUED": OrderStatus.NEW,
-    "CANCELLED": OrderStatus.CANCELLED,
-    "FAILED": OrderStatus.REJECTED,
-}
-_OPEN = (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)
-# ccxt's unified states, for exchanges whose raw status we do not know.
-_UNIFIED_STATUS: dict[str, OrderStatus] = {
-    "open": OrderStatus.NEW,
-    "closed": OrderStatus.FILLED,
-    "canceled": OrderStatus.CANCELLED,
-    "expired": OrderStatus.CANCELLED,
-    "rejected": OrderStatus.REJECTED,
-}
-# Binance's, OKX's (51016) and KuCoin's (400100) answers to a client order id already used.
-DUPLICATE_MARKERS = ("duplicate order", "duplicated clordid", "clientoidduplicated")
-# How each exchange's ccxt client takes our client order id: (create_order param, fetch_order
-# and cancel_order param). Others take ccxt's unified ``clientOrderId`` (okx's client, given
-# Binance's names, sends them on as unknown fields and a broker-prefixed id of its own).
-_CLIENT_ID_PARAMS: dict[str, tuple[str, str]] = {
-    "binance": ("newClientOrderId", "origClientOrderId"),
-    # ccxt's coinbase client drops ``clientOrderId``; its request field, given as a param,
-    # replaces the ``ccxt-<uuid>`` it makes up (Coinbase's queries never take it).
-    "coinbase": ("client_order_id", "client_order_id"),
-}
-# What each exchange accepts as a client order id where the router's ids (letters, digits,
-# ``.``, ``_``, ``-``, up to 36) may not pass: (a valid id, a refused character, longest id).
-_CLIENT_ID_RULES: dict[str, tuple[re.Pattern[str], re.Pattern[str], int]] = {
-    "okx": (re.compile(r"[A-Za-z0-9]{1,32}"), re.compile(r"[^A-Za-z0-9]"), 32),
-    "kucoin": (re.compile(r"[A-Za-z0-9_-]{1,40}"), re.compile(r"[^A-Za-z0-9_-]"), 40),
-    # Kraken's free-text ``cl_ord_id`` (its other form, a UUID, would not keep our ids legible).
-    "kraken": (re.compile(r"[A-Za-z0-9_.-]{1,18}"), re.compile(r"[^A-Za-z0-9_.-]"), 18),
-}
-# Exchange answers that ccxt leaves as a plain ``ExchangeError`` but that mean the credentials are
-# wrong: Kraken's wrong secret (ccxt maps its unknown key, "EAPI:Invalid key", already).
-_AUTH_ERRORS: dict[str, tuple[str, ...]] = {"kraken": ("EAPI:Invalid signature",)}
-# Coinbase: how far before our clock's send time its order list is searched (clock skew), and
-# the orders asked per page of it.
-_COINBASE_SKEW_MS = 300_000
-_COINBASE_PAGE = 100
 # ccxt's names for our order types and sides (looked up: an enum's ``.value`` costs more).
 _CCXT_TYPE = {OrderType.MARKET: "market", OrderType.LIMIT: "limit"}
 _CCXT_SIDE = {Side.BUY: "buy", Side.SELL: "sell"}
@@ -162,25 +95,6 @@ class CcxtVenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("sandbox and api_url exclude each other: api_url names the host")
 
 
-def exchange_client_id(exchange: str, cid: str) -> str:
-    """Our client order id as ``exchange`` accepts it (OKX: 1-32 letters and digits; KuCoin: 1-40
-    letters, digits, ``_`` and ``-``; Kraken: 1-18 of those or ``.``; the others: unchanged).
-
-    An id the exchange accepts goes unchanged; any other (the router's ``parent-n`` children on
-    OKX, ids with ``.``) becomes its accepted characters, cut to leave room, plus 12 hex digits
-    of its digest: the same id maps to the same exchange id in every process (a restarted one
-    finds its orders), and two ids collide only if 48 bits of their digests do.
-    """
-    rule = _CLIENT_ID_RULES.get(exchange)
-    if rule is None:
-        return cid
-    valid, refused, longest = rule
-    if valid.fullmatch(cid):
-        return cid
-    digest = hashlib.blake2b(cid.encode(), digest_size=6).hexdigest()
-    return refused.sub("", cid)[: longest - len(digest)] + digest
-
-
 def _quote_fee(
     fee: dict[str, Any] | None, pair: tuple[str, str], price: float, fallback: float
 ) -> float:
@@ -194,22 +108,6 @@ def _quote_fee(
     if currency == pair[0]:
         return float(fee["cost"]) * price
     return fallback
-
-
-def _is_duplicate(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return any(marker in text for marker in DUPLICATE_MARKERS)
-
-
-def _reason(exc: BaseException) -> str:
-    # ccxt raises Coinbase's refused orders as a plain ExchangeError carrying its answer.
-    if isinstance(exc, ccxt_async.InsufficientFunds) or "INSUFFICIENT_FUND" in str(exc):
-        return "insufficient_balance"
-    if isinstance(exc, ccxt_async.AuthenticationError):
-        return "authentication_failed"
-    if isinstance(exc, ccxt_async.BadSymbol):
-        return "unknown_symbol"
-    return "venue_rejected"
 
 
 class CcxtVenue(ExchangeSession):
@@ -238,26 +136,12 @@ class CcxtVenue(ExchangeSession):
             if config.book_ttl_ms
             else None
         )
-        exact = self._exchange.exceptions["exact"]  # the client's own copy
-        for message in _AUTH_ERRORS.get(config.exchange, ()):
-            exact[message] = ccxt_async.AuthenticationError
-        # Reconciliation lists open orders across symbols; Binance's client refuses that
-        # unless told the (heavier) request is meant.
-        self._exchange.options["warnOnFetchOpenOrdersWithoutSymbol"] = False
-        self._create_id_param, self._query_id_param = _CLIENT_ID_PARAMS.get(
-            config.exchange, ("clientOrderId", "clientOrderId")
-        )
         if config.sandbox:
             self._exchange.set_sandbox_mode(True)
         if credentials.password:
             self._exchange.password = credentials.password
-        # Coinbase: client order id → (our clock's send time in ms, or None for an id sent by
-        # another process; Coinbase's order id once known): its order query needs that id.
-        self._coinbase: dict[str, tuple[int | None, str]] | None = None
-        if config.exchange == "coinbase":
-            self._coinbase = {}
-            # Advanced Trade's accounts (available and held), not ccxt's default v2 wallets.
-            self._exchange.options["fetchBalance"] = "v3PrivateGetBrokerageAccounts"
+        # Everything this exchange does its own way (it configures the client for trading).
+        self._adapter = new_adapter(config.exchange, self._exchange)
         self._unified: dict[str, str] = {}  # our name (BTCUSDT) → ccxt's (BTC/USDT)
         self._assets: dict[str, tuple[str, str]] = {}  # our name → (base, quote)
         self._steps: dict[str, float] = {}  # our name → lot step (absent: not known)
@@ -362,12 +246,7 @@ class CcxtVenue(ExchangeSession):
             return False
         try:
             with self._as_venue_error("cancel_order", symbol):
-                if self._coinbase is not None:
-                    await self._coinbase_cancel(client_order_id, symbol)
-                else:
-                    await self._exchange.cancel_order(
-                        None, self._unified[symbol], self._query_params(client_order_id)
-                    )
+                await self._adapter.cancel_order(client_order_id, self._unified[symbol])
         except VenueError as exc:
             if isinstance(exc.__cause__, ccxt_async.OrderNotFound):
                 return False
@@ -406,7 +285,7 @@ class CcxtVenue(ExchangeSession):
         """Every order open at the exchange on this account, in any listed symbol."""
         ours = {unified: symbol for symbol, unified in self._unified.items()}
         with self._as_venue_error("fetch_open_orders", None):
-            orders = await self._fetch_open_orders(ours)
+            orders = await self._adapter.fetch_open_orders(ours)
         found: list[VenueOrder] = []
         for order in orders:
             symbol = ours.get(str(order.get("symbol")))
@@ -427,25 +306,6 @@ class CcxtVenue(ExchangeSession):
                     status=self._execution(cid, order).status,
                 )
             )
-        return found
-
-    async def _fetch_open_orders(self, ours: dict[str, str]) -> list[dict[str, Any]]:
-        exchange = self._exchange
-        if self._coinbase is not None:  # ccxt's reads one page of 100 only
-            listed = self._coinbase_list({"order_status": "OPEN"})
-            return [exchange.parse_order(raw) async for raw in listed]
-        if self.name != "kucoin" or not exchange.options.get("hf"):
-            orders: list[dict[str, Any]] = await exchange.fetch_open_orders()
-            return orders
-        # KuCoin lists a high-frequency account's open orders one symbol at a time (ccxt refuses
-        # the call without one): ask which symbols have any, then list those we trade.
-        answer = await exchange.privateGetHfOrdersActiveSymbols()
-        natives = (answer.get("data") or {}).get("symbols") or []
-        found = []
-        for native in natives:
-            unified = exchange.safe_symbol(native, None, "-")
-            if unified in ours:
-                found += await exchange.fetch_open_orders(unified)
         return found
 
     async def balance(self) -> dict[str, float]:
@@ -490,19 +350,11 @@ class CcxtVenue(ExchangeSession):
         self._answers[cid] = answer
         # Remembered for good, rejected or not: a resubmit asks the exchange, never resends.
         self._remember(cid, intent.symbol)
-        params: dict[str, Any] = {self._create_id_param: self._exchange_id(cid)}
+        params = self._adapter.order_params(
+            intent, self._unified[intent.symbol], sent_ms=self.clock.now_ns() // 1_000_000
+        )
         if intent.order_type is OrderType.LIMIT:
             params["timeInForce"] = time_in_force
-        if self._coinbase is not None:
-            self._coinbase[cid] = (self.clock.now_ns() // 1_000_000, "")
-            if intent.order_type is OrderType.MARKET and intent.side is Side.BUY:
-                # ccxt sends a market buy as ``quote_size`` (amount times a price it demands);
-                # Coinbase takes the size in the base asset, as ccxt sends a sell.
-                size = self._exchange.amount_to_precision(
-                    self._unified[intent.symbol], intent.quantity
-                )
-                params["createMarketBuyOrderRequiresPrice"] = False
-                params["order_configuration"] = {"market_market_ioc": {"base_size": size}}
         try:
             execution = await self._place(intent, params)
         except BaseException as exc:
@@ -549,14 +401,12 @@ class CcxtVenue(ExchangeSession):
             )
             return await self._resolve(cid, intent.symbol, absent_reason=type(exc).__name__)
         except ccxt_async.ExchangeError as exc:
-            if _is_duplicate(exc):
+            if self._adapter.is_duplicate(exc):
                 self._log(intent).warning("submit_duplicate_id")
                 return await self._resolve(cid, intent.symbol, absent_reason="duplicate_id")
             self._log(intent).info("submit_rejected", error=f"{type(exc).__name__}: {exc}")
-            return self._rejected(cid, _reason(exc), detail=str(exc))
-        if self._coinbase is not None and order.get("id"):
-            sent_ms = self._coinbase.get(cid, (None, ""))[0]
-            self._coinbase[cid] = (sent_ms, str(order["id"]))
+            return self._rejected(cid, self._adapter.reject_reason(exc), detail=str(exc))
+        self._adapter.placed(cid, order)
         if order.get("status") is None:
             # An acknowledgement only (OKX, KuCoin answer a place with ids, no state): ask for the
             # order, and ask again while an order that cannot rest is still matching.
@@ -615,7 +465,7 @@ class CcxtVenue(ExchangeSession):
             except ccxt_async.ExchangeError as exc:
                 raise VenueError(f"{self.name} fetch_order {cid}: {exc}") from exc
             execution = self._execution(cid, order)
-            if settle and execution.status in _OPEN and attempt + 1 < attempts:
+            if settle and execution.status in OPEN_STATUSES and attempt + 1 < attempts:
                 continue
             return execution
         raise OutcomeUnknown(
@@ -623,11 +473,9 @@ class CcxtVenue(ExchangeSession):
         ) from last
 
     def _execution(self, cid: str, order: dict[str, Any]) -> Execution:
-        info = order.get("info") or {}
-        raw = str(info.get("status") or "").upper()
-        status = _VENUE_STATUS.get(raw) or _UNIFIED_STATUS.get(str(order.get("status")))
+        status = self._adapter.status(order)
         if status is None:
-            raise VenueError(f"{self.name}: order {cid} has unknown status {raw or order!r}")
+            raise VenueError(f"{self.name}: order {cid} has unknown status {order!r}")
         fills = self._fills(order)
         if status is OrderStatus.NEW and fills:
             status = OrderStatus.PARTIALLY_FILLED
@@ -672,85 +520,15 @@ class CcxtVenue(ExchangeSession):
         while len(self._symbols) > self.config.order_memory:
             forgotten, _ = self._symbols.popitem(last=False)
             self._ours.pop(self._exchange_id(forgotten), None)
-            if self._coinbase is not None:
-                self._coinbase.pop(forgotten, None)
+            self._adapter.forget(forgotten)
 
     def _exchange_id(self, cid: str) -> str:
         """Our client order id as the exchange takes it."""
-        return exchange_client_id(self.name, cid)
+        return self._adapter.client_id(cid)
 
     async def _query_order(self, cid: str, symbol: str) -> dict[str, Any]:
         """ccxt's order, found by our client order id (raises ccxt's ``OrderNotFound``)."""
-        exchange, unified = self._exchange, self._unified[symbol]
-        if self._coinbase is not None:
-            return await self._coinbase_order(cid, unified)
-        params = self._query_params(cid)
-        if self.name != "kraken":
-            order: dict[str, Any] = await exchange.fetch_order(None, unified, params)
-            return order
-        # Kraken's order query needs its own order id (ccxt sends ours as an int32 ``userref``,
-        # which Kraken refuses); its open and closed order lists filter by ``cl_ord_id``. Open
-        # first: an order only moves from that list to the other, so it cannot slip between.
-        for listing in (exchange.fetch_open_orders, exchange.fetch_closed_orders):
-            found: list[dict[str, Any]] = await listing(unified, None, None, params)
-            if found:
-                # Kraken keeps cl_ord_ids unique among open orders only; ours are never reused,
-                # but a closed order of the same id would be older: take the newest.
-                return max(found, key=lambda o: o.get("timestamp") or 0)
-        raise ccxt_async.OrderNotFound(f"kraken: no order with cl_ord_id {self._exchange_id(cid)}")
-
-    async def _coinbase_order(self, cid: str, unified: str) -> dict[str, Any]:
-        """Coinbase's order by its order id when known, else found in its order list by our
-        client order id (its id is then kept); raises ccxt's ``OrderNotFound``."""
-        assert self._coinbase is not None
-        exchange = self._exchange
-        sent_ms, order_id = self._coinbase.get(cid, (None, ""))
-        if order_id:
-            order: dict[str, Any] = await exchange.fetch_order(order_id, unified)
-            return order
-        market = exchange.market(unified)
-        request: dict[str, Any] = {"product_ids": market["id"]}
-        if sent_ms is not None:  # sent by this process: nothing older can be it
-            request["start_date"] = exchange.iso8601(sent_ms - _COINBASE_SKEW_MS)
-        theirs = self._exchange_id(cid)
-        async for raw in self._coinbase_list(request):
-            if raw.get("client_order_id") == theirs:
-                order = exchange.parse_order(raw, market)
-                self._coinbase[cid] = (sent_ms, str(order["id"]))
-                return order
-        raise ccxt_async.OrderNotFound(f"coinbase: no order with client_order_id {theirs}")
-
-    async def _coinbase_cancel(self, cid: str, symbol: str) -> None:
-        """Cancel by Coinbase's order id; ccxt's ``OrderNotFound`` when nothing is open under
-        ``cid`` (Coinbase's refusal reaches us as a bare ``BadRequest``: asking tells)."""
-        order = await self._query_order(cid, symbol)
-        if self._execution(cid, order).status in _OPEN:
-            try:
-                await self._exchange.cancel_order(order["id"], self._unified[symbol])
-                return
-            except ccxt_async.BadRequest:
-                order = await self._query_order(cid, symbol)
-                if self._execution(cid, order).status in _OPEN:
-                    raise
-        raise ccxt_async.OrderNotFound(f"coinbase: order {cid} is not open")
-
-    async def _coinbase_list(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Every order of Coinbase's order list that ``request`` filters, page after page
-        (ccxt's ``fetch_orders`` reads one page only, and nothing short of the last page proves
-        an order absent)."""
-        request = {**request, "limit": _COINBASE_PAGE}
-        while True:
-            page = await self._exchange.v3PrivateGetBrokerageOrdersHistoricalBatch(request)
-            for raw in page.get("orders") or ():
-                yield raw
-            cursor = page.get("cursor")
-            if not page.get("has_next") or not cursor:
-                return
-            request["cursor"] = cursor
-
-    def _query_params(self, cid: str) -> dict[str, str]:
-        """ccxt params naming an order by our client order id (fetch_order, cancel_order)."""
-        return {self._query_id_param: self._exchange_id(cid)}
+        return await self._adapter.fetch_order(cid, self._unified[symbol])
 
     def _as_venue_error(self, call: str, symbol: str | None) -> _VenueErrors:
         return _VenueErrors(f"{self.name} {call}" + (f" {symbol}" if symbol else ""))

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from quantumtrade.bus import EventBus
 from quantumtrade.clock import ManualClock, WallClock
-from quantumtrade.config import Credentials
+from quantumtrade.credentials import Credentials
 from quantumtrade.data.ccxt_source import new_exchange
 from quantumtrade.data.source import OrderBook
 from quantumtrade.events import (

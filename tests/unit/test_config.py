@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from quantumtrade.config import AppConfig, Secrets, describe, load_config
+from quantumtrade.config import AppConfig, describe, load_config
+from quantumtrade.credentials import Secrets
 from quantumtrade.errors import ConfigError
 from quantumtrade.redaction import redact_url
 
