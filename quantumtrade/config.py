@@ -39,7 +39,7 @@ from quantumtrade.execution.paper import PaperVenueConfig
 from quantumtrade.execution.reconcile import ReconcileConfig
 from quantumtrade.execution.router import RouterConfig
 from quantumtrade.redaction import redact_url
-from quantumtrade.regime.engine import RegimeConfig
+from quantumtrade.regime.model import RegimeConfig
 from quantumtrade.risk.manager import RiskLimits
 from quantumtrade.scoring.scanner import ScannerConfig
 from quantumtrade.strategy.loader import StrategyConfig, load_strategy

@@ -20,7 +20,7 @@ from quantumtrade.backtest.metrics import (
 )
 from quantumtrade.backtest.model import EquityCurve
 from quantumtrade.backtest.runner import BacktestResult
-from quantumtrade.regime.engine import NO_LABEL, REGIME_ORDER
+from quantumtrade.regime.model import NO_LABEL, REGIME_ORDER
 
 YEAR_MS = 365 * 24 * 3_600_000
 """Crypto trades every hour of every day: a year is 365 days of bars."""

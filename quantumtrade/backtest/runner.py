@@ -46,7 +46,7 @@ from quantumtrade.events import (
     SignalGenerated,
 )
 from quantumtrade.execution.bar_fill import FillModel
-from quantumtrade.regime.engine import NO_LABEL
+from quantumtrade.regime.model import NO_LABEL
 from quantumtrade.strategy.loader import load_strategy
 
 log = structlog.get_logger("quantumtrade.backtest")

@@ -34,7 +34,7 @@ from numpy.typing import NDArray
 from quantumtrade.data.source import BarBatch
 from quantumtrade.data.validation import NO_BAR, OK, validate_run
 from quantumtrade.events import Bar, BarBlock
-from quantumtrade.scoring.kernels import by_rows, serial_twin
+from quantumtrade.scoring.jit import by_rows, serial_twin
 
 _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME = range(5)
 
@@ -529,7 +529,7 @@ class MarketState:
 def warm_up() -> None:
     """Compile (or load from numba's cache) every append kernel, serial and parallel builds:
     the in-place step, the per-row shift, the window move and the compaction."""
-    from quantumtrade.scoring.kernels import PARALLEL_MIN_ROWS
+    from quantumtrade.scoring.jit import PARALLEL_MIN_ROWS
 
     for n in (1, PARALLEL_MIN_ROWS):
         symbols = [f"W{i}USDT" for i in range(n)]

@@ -24,13 +24,8 @@ from quantumtrade.bus import EventBus
 from quantumtrade.clock import Clock
 from quantumtrade.data.market_state import MarketState
 from quantumtrade.events import Regime, RegimeChanged
-from quantumtrade.regime.engine import (
-    NO_LABEL,
-    REGIME_ORDER,
-    RegimeConfig,
-    RegimeTracker,
-    market_regime,
-)
+from quantumtrade.regime.engine import RegimeTracker, market_regime
+from quantumtrade.regime.model import NO_LABEL, REGIME_ORDER, RegimeConfig
 
 log = structlog.get_logger("quantumtrade.regime")
 

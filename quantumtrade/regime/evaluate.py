@@ -21,15 +21,8 @@ from numpy.typing import NDArray
 from quantumtrade.clock import ManualClock
 from quantumtrade.data.synthetic import REGIMES, SyntheticConfig, SyntheticSource
 from quantumtrade.data.synthetic_kernel import SQUEEZE_BARS
-from quantumtrade.regime.engine import (
-    N_FEATURES,
-    NO_LABEL,
-    REGIME_ORDER,
-    STATE_REGIME,
-    RegimeConfig,
-    classify,
-    compute_features,
-)
+from quantumtrade.regime.engine import classify, compute_features
+from quantumtrade.regime.model import N_FEATURES, NO_LABEL, REGIME_ORDER, STATE_REGIME, RegimeConfig
 
 # Bars after a true switch that accuracy ignores, and the tolerance of switch matching.
 SWITCH_WINDOW = 10

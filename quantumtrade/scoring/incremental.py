@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from quantumtrade.scoring import indicators as ind
 from quantumtrade.scoring.indicators import OUT_SCORE, OUT_VOL, ScanParams, ScanState
-from quantumtrade.scoring.kernels import by_rows, serial_twin
+from quantumtrade.scoring.jit import PARALLEL_MIN_ROWS, by_rows, serial_twin
 
 _resume_block_serial = serial_twin(ind.resume_block_kernel)
 
@@ -100,7 +100,7 @@ class IncrementalIndicators:
 
 
 class IncrementalScores:
-    """The trend score and its volatility (as ``kernels.compute_scores``), bar by bar."""
+    """The trend score and its volatility (as ``reference.compute_scores``), bar by bar."""
 
     def __init__(self, n_symbols: int, *, fast: int, slow: int, vol_window: int) -> None:
         if not (1 <= fast < slow) or vol_window < 2:
@@ -133,8 +133,6 @@ def warm_up() -> None:
     """Compile (or load from the cache) the kernels the incremental path runs: the full pass
     and the update, in both builds (serial below ``PARALLEL_MIN_ROWS`` symbols)."""
     ind.warm_up_scan()
-    from quantumtrade.scoring.kernels import PARALLEL_MIN_ROWS
-
     for n in (1, PARALLEL_MIN_ROWS):
         close = np.linspace(100.0, 103.0, n * 12).reshape(n, 12)
         inc = IncrementalIndicators.from_history(close + 0.5, close - 0.5, close, close)

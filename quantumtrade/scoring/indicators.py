@@ -1,538 +1,32 @@
-"""TA-Lib-exact indicator kernels over (symbols, bars) float64 arrays, and their Python layer.
+"""The scan's indicators at each symbol's newest bar, in one fused pass: the production path.
 
-Conventions (those of ``kernels.py``): C-contiguous float64 rows, oldest bar first; a row may
-start with NaN padding and each row's indicator starts at its first non-NaN value (for
-high/low/close, the first bar where all three are non-NaN, as TA-Lib's Python wrapper does);
-NaN before the warm-up; a NaN inside the series propagates through the recursion as it does in
-TA-Lib. Outputs are preallocated by the caller; rows run in ``prange``.
-
-Each TA-Lib indicator repeats TA-Lib's own operation order, so results agree with the installed
-TA-Lib (C 0.8.1) to the last bit for SMA, ADX, Bollinger width's middle band, MACD and ROC, and
-within a few ulps (< 3e-15 relative) for RSI and ATR, whose Wilder step TA-Lib 0.8 no longer
-writes in the classic ``prev *= n - 1; prev += x; prev /= n`` form we keep (its new form was
-not identified). TA-Lib 0.8's EMA step is a fused multiply-add, ``fma(x - prev, k, prev)``,
-reproduced here for MACD (and in ``kernels.ema``). The Bollinger stdev is exact where
-TA-Lib's is not (< 1e-10).
-
-The scan does not run these one by one: ``compute_scan`` computes all of them at each row's
-newest bar in one fused pass (``scan_block_kernel``), as a state machine that
+``compute_scan`` computes every indicator the scan uses (``OUTPUTS``) at each row's newest bar
+in one pass per symbol (``scan_block_kernel``), as a state machine that
 ``incremental.IncrementalIndicators`` resumes one bar at a time (``resume_block_kernel``);
 ``scan_kernel`` is the plain bar-by-bar form of the same machine (it also gives every bar's
-values: ``compute_scan(series=True)``). The fused step repeats the operations above, except
-that RSI, ATR and ADX multiply by 1/n where the per-indicator kernels divide by n (a multiply
-is cheaper than a division on every bar) and ADX's DX skips the DIs' common factor 100/TR:
-those three agree with the kernels above to < 1e-12 relative and with TA-Lib to < 1e-9
-(tested); every other output is bit-identical to its kernel.
+values: ``compute_scan(series=True)``).
+
+Inputs follow the conventions of ``reference.py``, whose per-indicator kernels (TA-Lib's
+operation order, checked against TA-Lib) the fused step repeats, except that RSI, ATR and ADX
+multiply by 1/n where the reference kernels divide by n (a multiply is cheaper than a division
+on every bar) and ADX's DX skips the DIs' common factor 100/TR: those three agree with the
+reference kernels to < 1e-12 relative and with TA-Lib to < 1e-9 (tested); every other output
+is bit-identical to its reference kernel.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import NamedTuple
 
 import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from quantumtrade.scoring.kernels import _JIT, _fma, _prefetch
+from quantumtrade.scoring.checks import at_least, bars, hlc, same_shape
+from quantumtrade.scoring.jit import fma, helper, kernel, prefetch
 
-F = TypeVar("F", bound=Callable[..., Any])
 Array = NDArray[np.float64]
-
-
-def _kernel(fn: F) -> F:
-    """Compile a 2-D kernel with the shared flags, parallel over symbols."""
-    return cast(F, numba.jit(**_JIT, parallel=True)(fn))
-
-
-def _helper(fn: F) -> F:
-    """Compile a per-row helper with the shared flags."""
-    return cast(F, numba.jit(**_JIT)(fn))
-
-
-@_helper
-def _first_valid(row: Array) -> int:
-    """Index of the first non-NaN value of ``row`` (``len(row)`` when there is none)."""
-    n: int = row.shape[0]
-    for j in range(n):
-        if not math.isnan(row[j]):
-            return j
-    return n
-
-
-@_helper
-def _first_valid3(a: Array, b: Array, c: Array) -> int:
-    """First index where ``a``, ``b`` and ``c`` are all non-NaN (``len(a)`` if none)."""
-    n: int = a.shape[0]
-    for j in range(n):
-        if not (math.isnan(a[j]) or math.isnan(b[j]) or math.isnan(c[j])):
-            return j
-    return n
-
-
-@_helper
-def _fill_nan(row: Array, stop: int) -> None:
-    for j in range(min(stop, row.shape[0])):
-        row[j] = np.nan
-
-
-@_helper
-def _true_range(high: Array, low: Array, close: Array, j: int) -> float:
-    """TA-Lib's true range of bar ``j``: high - low, then the two previous-close distances."""
-    greatest: float = high[j] - low[j]
-    val = abs(close[j - 1] - high[j])
-    if val > greatest:
-        greatest = val
-    val = abs(close[j - 1] - low[j])
-    if val > greatest:
-        greatest = val
-    return greatest
-
-
-@_kernel
-def sma(x: Array, period: int, out: Array) -> None:
-    """TA-Lib SMA: a running sum (added, read, then the trailing value taken off)."""
-    n_sym, n_bar = x.shape
-    for i in numba.prange(n_sym):
-        row = x[i]
-        start = _first_valid(row)
-        first = start + period - 1
-        _fill_nan(out[i], first)
-        if first >= n_bar:
-            continue
-        total = 0.0
-        for j in range(start, first):
-            total += row[j]
-        for j in range(first, n_bar):
-            total += row[j]
-            out[i, j] = total / period
-            total -= row[j - period + 1]
-
-
-@_kernel
-def rsi(close: Array, period: int, out: Array) -> None:
-    """TA-Lib RSI: mean gain/loss of the first ``period`` changes, then Wilder smoothing.
-
-    First value at bar start + period; 0.0 where gains and losses are both zero (flat prices)
-    or NaN (after a NaN inside the series), as TA-Lib 0.8 does.
-    """
-    n_sym, n_bar = close.shape
-    for i in numba.prange(n_sym):
-        row = close[i]
-        start = _first_valid(row)
-        first = start + period
-        _fill_nan(out[i], first)
-        if first >= n_bar:
-            continue
-        gain = 0.0
-        loss = 0.0
-        for j in range(start + 1, first + 1):
-            change = row[j] - row[j - 1]
-            if change < 0.0:
-                loss -= change
-            else:
-                gain += change
-        loss /= period
-        gain /= period
-        total = gain + loss
-        out[i, first] = 100.0 * (gain / total) if total > 0.0 else 0.0
-        for j in range(first + 1, n_bar):
-            change = row[j] - row[j - 1]
-            loss *= period - 1
-            gain *= period - 1
-            if change < 0.0:
-                loss -= change
-            else:
-                gain += change
-            loss /= period
-            gain /= period
-            total = gain + loss
-            out[i, j] = 100.0 * (gain / total) if total > 0.0 else 0.0
-
-
-@_kernel
-def atr(high: Array, low: Array, close: Array, period: int, out: Array) -> None:
-    """TA-Lib ATR: mean true range of bars start+1..start+period, then Wilder smoothing."""
-    n_sym, n_bar = close.shape
-    for i in numba.prange(n_sym):
-        h = high[i]
-        lo = low[i]
-        c = close[i]
-        start = _first_valid3(h, lo, c)
-        first = start + period
-        _fill_nan(out[i], first)
-        if first >= n_bar:
-            continue
-        total = 0.0
-        for j in range(start + 1, first + 1):
-            total += _true_range(h, lo, c, j)
-        prev = total / period
-        out[i, first] = prev
-        for j in range(first + 1, n_bar):
-            prev *= period - 1
-            prev += _true_range(h, lo, c, j)
-            prev /= period
-            out[i, j] = prev
-
-
-@_kernel
-def adx(high: Array, low: Array, close: Array, period: int, out: Array) -> None:
-    """TA-Lib ADX (Wilder): first value at bar start + 2*period - 1.
-
-    As TA-Lib: +DM/-DM/TR are summed over bars start+1..start+period-1, then smoothed with
-    ``s -= s / period; s += today`` (TR: ``s - s / period + today``); the first ADX is the mean
-    of the next ``period`` DX values; a DX whose TR or DI sum is not positive (zero, or NaN
-    after a NaN inside the series) is skipped and the previous ADX carried, as TA-Lib 0.8.
-    """
-    n_sym, n_bar = close.shape
-    for i in numba.prange(n_sym):
-        h = high[i]
-        lo = low[i]
-        c = close[i]
-        start = _first_valid3(h, lo, c)
-        first = start + 2 * period - 1
-        _fill_nan(out[i], first)
-        if first >= n_bar:
-            continue
-        minus_dm = 0.0
-        plus_dm = 0.0
-        tr = 0.0
-        for j in range(start + 1, start + period):
-            diff_p = h[j] - h[j - 1]
-            diff_m = lo[j - 1] - lo[j]
-            if diff_m > 0 and diff_p < diff_m:
-                minus_dm += diff_m
-            elif diff_p > 0 and diff_p > diff_m:
-                plus_dm += diff_p
-            tr += _true_range(h, lo, c, j)
-        sum_dx = 0.0
-        prev_adx = 0.0
-        for j in range(start + period, n_bar):
-            diff_p = h[j] - h[j - 1]
-            diff_m = lo[j - 1] - lo[j]
-            minus_dm -= minus_dm / period
-            plus_dm -= plus_dm / period
-            if diff_m > 0 and diff_p < diff_m:
-                minus_dm += diff_m
-            elif diff_p > 0 and diff_p > diff_m:
-                plus_dm += diff_p
-            tr = tr - tr / period + _true_range(h, lo, c, j)
-            have_dx = False
-            dx = 0.0
-            if tr > 0.0:
-                minus_di = 100.0 * (minus_dm / tr)
-                plus_di = 100.0 * (plus_dm / tr)
-                di_sum = minus_di + plus_di
-                if di_sum > 0.0:
-                    dx = 100.0 * (abs(minus_di - plus_di) / di_sum)
-                    have_dx = True
-            if j < first:
-                if have_dx:
-                    sum_dx += dx
-                continue
-            if j == first:
-                if have_dx:
-                    sum_dx += dx
-                prev_adx = sum_dx / period
-            elif have_dx:
-                prev_adx = (prev_adx * (period - 1) + dx) / period
-            out[i, j] = prev_adx
-
-
-@_kernel
-def bbands_width(close: Array, period: int, nbdev: float, out: Array) -> None:
-    """Bollinger width (upper - lower) / middle with TA-Lib's bands: middle = SMA, population
-    stdev, upper/lower = middle +/- stdev * nbdev (the multiply skipped when nbdev == 1).
-
-    The stdev is two-pass over each window around TA-Lib's SMA (exact; TA-Lib 0.8's own
-    variance agrees to ~1e-12), and 0.0 when the variance is not positive, as TA-Lib.
-    """
-    n_sym, n_bar = close.shape
-    for i in numba.prange(n_sym):
-        row = close[i]
-        start = _first_valid(row)
-        first = start + period - 1
-        _fill_nan(out[i], first)
-        if first >= n_bar:
-            continue
-        total = 0.0
-        for j in range(start, first):
-            total += row[j]
-        for j in range(first, n_bar):
-            total += row[j]
-            middle = total / period
-            total -= row[j - period + 1]
-            ss = 0.0
-            for k in range(j - period + 1, j + 1):
-                d = row[k] - middle
-                ss += d * d
-            var = ss / period
-            std = math.sqrt(var) if var > 0.0 else 0.0
-            band = std * nbdev if nbdev != 1.0 else std
-            out[i, j] = ((middle + band) - (middle - band)) / middle
-
-
-@_helper
-def _ema_seed(row: Array, begin: int, period: int) -> float:
-    """SMA of ``row[begin:begin+period]``, TA-Lib's EMA seed."""
-    total = 0.0
-    for j in range(begin, begin + period):
-        total += row[j]
-    return total / period
-
-
-@_kernel
-def macd(
-    close: Array,
-    fast: int,
-    slow: int,
-    signal: int,
-    out_macd: Array,
-    out_signal: Array,
-    out_hist: Array,
-) -> None:
-    """TA-Lib MACD: all three outputs start at bar start + slow + signal - 2.
-
-    As TA-Lib: periods are swapped when slow < fast; the fast EMA is seeded on the ``fast``
-    bars that end where the slow EMA's seed ends (so both start at start + slow - 1); every EMA
-    (fast, slow, and the signal, seeded with the mean of the first ``signal`` MACD values)
-    steps as TA-Lib 0.8's fused ``fma(x - prev, k, prev)``, k = 2 / (n + 1).
-    """
-    if slow < fast:
-        fast, slow = slow, fast
-    k_fast = 2.0 / (fast + 1.0)
-    k_slow = 2.0 / (slow + 1.0)
-    k_signal = 2.0 / (signal + 1.0)
-    n_sym, n_bar = close.shape
-    for i in numba.prange(n_sym):
-        row = close[i]
-        start = _first_valid(row)
-        macd_first = start + slow - 1
-        first = macd_first + signal - 1
-        _fill_nan(out_macd[i], first)
-        _fill_nan(out_signal[i], first)
-        _fill_nan(out_hist[i], first)
-        if first >= n_bar:
-            continue
-        ema_fast = _ema_seed(row, macd_first - fast + 1, fast)
-        ema_slow = _ema_seed(row, start, slow)
-        # The MACD line is written from macd_first so the signal seed can read it back.
-        line = out_macd[i]
-        line[macd_first] = ema_fast - ema_slow
-        for j in range(macd_first + 1, first + 1):
-            ema_fast = _fma(row[j] - ema_fast, k_fast, ema_fast)
-            ema_slow = _fma(row[j] - ema_slow, k_slow, ema_slow)
-            line[j] = ema_fast - ema_slow
-        prev = _ema_seed(line, macd_first, signal)
-        _fill_nan(line, first)  # TA-Lib shows no MACD before its signal exists
-        value = line[first]
-        out_signal[i, first] = prev
-        out_hist[i, first] = value - prev
-        for j in range(first + 1, n_bar):
-            ema_fast = _fma(row[j] - ema_fast, k_fast, ema_fast)
-            ema_slow = _fma(row[j] - ema_slow, k_slow, ema_slow)
-            value = ema_fast - ema_slow
-            prev = _fma(value - prev, k_signal, prev)
-            line[j] = value
-            out_signal[i, j] = prev
-            out_hist[i, j] = value - prev
-
-
-@_kernel
-def realized_vol(close: Array, window: int, out: Array) -> None:
-    """Rolling sample stdev (ddof=1) of the last ``window`` log returns, two-pass per window.
-
-    First value at bar start + window; NaN while the window holds a NaN return.
-    """
-    n_sym, n_bar = close.shape
-    for i in numba.prange(n_sym):
-        row = close[i]
-        start = _first_valid(row)
-        first = start + window
-        _fill_nan(out[i], first)
-        # Each log return once (the logs were most of the cost), then the same two passes.
-        ret = np.empty(n_bar)
-        for k in range(start + 1, n_bar):
-            ret[k] = math.log(row[k] / row[k - 1])
-        for j in range(first, n_bar):
-            mean = 0.0
-            for k in range(j - window + 1, j + 1):
-                mean += ret[k]
-            mean /= window
-            ss = 0.0
-            for k in range(j - window + 1, j + 1):
-                d = ret[k] - mean
-                ss += d * d
-            out[i, j] = math.sqrt(ss / (window - 1))
-
-
-@_kernel
-def volume_zscore(volume: Array, window: int, out: Array) -> None:
-    """(v - mean) / stdev over the last ``window`` bars, the current bar included; POPULATION
-    stdev (ddof=0), two-pass per window. 0.0 when the window is flat (stdev 0, e.g. all-zero
-    volume): the bar is then exactly at its mean. First value at bar start + window - 1.
-    """
-    n_sym, n_bar = volume.shape
-    for i in numba.prange(n_sym):
-        row = volume[i]
-        start = _first_valid(row)
-        first = start + window - 1
-        _fill_nan(out[i], first)
-        for j in range(first, n_bar):
-            mean = 0.0
-            for k in range(j - window + 1, j + 1):
-                mean += row[k]
-            mean /= window
-            ss = 0.0
-            for k in range(j - window + 1, j + 1):
-                d = row[k] - mean
-                ss += d * d
-            std = math.sqrt(ss / window)
-            out[i, j] = (row[j] - mean) / std if std > 0.0 else (row[j] - mean) * 0.0
-
-
-@_kernel
-def roc(close: Array, period: int, out: Array) -> None:
-    """TA-Lib ROC: (x / x[-period] - 1) * 100, and 0.0 where x[-period] is 0, as TA-Lib."""
-    n_sym, n_bar = close.shape
-    for i in numba.prange(n_sym):
-        row = close[i]
-        start = _first_valid(row)
-        first = start + period
-        _fill_nan(out[i], first)
-        for j in range(first, n_bar):
-            before = row[j - period]
-            out[i, j] = ((row[j] / before) - 1.0) * 100.0 if before != 0.0 else 0.0
-
-
-# --- the Python layer ------------------------------------------------------------------------
-
-
-def _bars(name: str, a: NDArray[Any]) -> Array:
-    if not isinstance(a, np.ndarray) or a.dtype != np.float64:
-        raise TypeError(f"{name} must be a float64 array, got {getattr(a, 'dtype', type(a))}")
-    if a.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (symbols, bars), got shape {a.shape}")
-    return np.ascontiguousarray(a)
-
-
-def _same_shape(first: Array, **others: Array) -> None:
-    for name, a in others.items():
-        if a.shape != first.shape:
-            raise ValueError(f"{name} shape {a.shape} != {first.shape}")
-
-
-def _at_least(minimum: int, **periods: int) -> None:
-    for name, value in periods.items():
-        if isinstance(value, bool) or not isinstance(value, int | np.integer):
-            raise TypeError(f"{name} must be an int, got {value!r}")
-        if value < minimum:
-            raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def _series(
-    kernel: Callable[[Array, int, Array], None],
-    name: str,
-    x: Array,
-    *,
-    minimum: int,
-    **period: int,
-) -> Array:
-    """Check one series and its one period, allocate the output, run ``kernel``."""
-    x = _bars(name, x)
-    _at_least(minimum, **period)
-    out = np.empty_like(x)
-    kernel(x, int(next(iter(period.values()))), out)
-    return out
-
-
-def compute_sma(x: Array, *, period: int) -> Array:
-    """Simple moving average per row (TA-Lib SMA)."""
-    return _series(sma, "x", x, period=period, minimum=1)
-
-
-def compute_rsi(close: Array, *, period: int) -> Array:
-    """Relative strength index per row (TA-Lib RSI, Wilder smoothing)."""
-    return _series(rsi, "close", close, period=period, minimum=1)
-
-
-def _hlc(high: Array, low: Array, close: Array) -> tuple[Array, Array, Array]:
-    high, low, close = _bars("high", high), _bars("low", low), _bars("close", close)
-    _same_shape(close, high=high, low=low)
-    return high, low, close
-
-
-def compute_atr(high: Array, low: Array, close: Array, *, period: int) -> Array:
-    """Average true range per row (TA-Lib ATR)."""
-    high, low, close = _hlc(high, low, close)
-    _at_least(1, period=period)
-    out = np.empty_like(close)
-    atr(high, low, close, int(period), out)
-    return out
-
-
-def compute_adx(high: Array, low: Array, close: Array, *, period: int) -> Array:
-    """Average directional index per row (TA-Lib ADX)."""
-    high, low, close = _hlc(high, low, close)
-    _at_least(1, period=period)
-    out = np.empty_like(close)
-    adx(high, low, close, int(period), out)
-    return out
-
-
-def compute_bbands_width(close: Array, *, period: int, nbdev: float) -> Array:
-    """Bollinger band width (upper - lower) / middle per row (TA-Lib BBANDS, SMA middle)."""
-    close = _bars("close", close)
-    _at_least(1, period=period)
-    if not math.isfinite(nbdev) or nbdev < 0.0:
-        raise ValueError(f"nbdev must be finite and >= 0, got {nbdev}")
-    out = np.empty_like(close)
-    bbands_width(close, int(period), float(nbdev), out)
-    return out
-
-
-def compute_macd(close: Array, *, fast: int, slow: int, signal: int) -> tuple[Array, Array, Array]:
-    """(macd, signal, histogram) per row (TA-Lib MACD)."""
-    close = _bars("close", close)
-    _at_least(1, fast=fast, slow=slow, signal=signal)
-    out_macd = np.empty_like(close)
-    out_signal = np.empty_like(close)
-    out_hist = np.empty_like(close)
-    macd(close, int(fast), int(slow), int(signal), out_macd, out_signal, out_hist)
-    return out_macd, out_signal, out_hist
-
-
-def compute_realized_vol(close: Array, *, window: int) -> Array:
-    """Rolling sample stdev of log returns per row."""
-    return _series(realized_vol, "close", close, window=window, minimum=2)
-
-
-def compute_volume_zscore(volume: Array, *, window: int) -> Array:
-    """Rolling z-score of volume per row (population stdev, current bar in the window)."""
-    return _series(volume_zscore, "volume", volume, window=window, minimum=1)
-
-
-def compute_roc(close: Array, *, period: int) -> Array:
-    """Rate of change in percent per row (TA-Lib ROC)."""
-    return _series(roc, "close", close, period=period, minimum=1)
-
-
-def warm_up() -> None:
-    """Compile (or load from the cache) every indicator kernel on tiny arrays."""
-    close = np.linspace(100.0, 103.0, 3 * 12).reshape(3, 12)
-    close[0, :2] = np.nan
-    high = close + 0.5
-    low = close - 0.5
-    compute_sma(close, period=3)
-    compute_rsi(close, period=3)
-    compute_atr(high, low, close, period=3)
-    compute_adx(high, low, close, period=3)
-    compute_bbands_width(close, period=3, nbdev=2.0)
-    compute_macd(close, fast=2, slow=3, signal=2)
-    compute_realized_vol(close, window=3)
-    compute_volume_zscore(close, window=3)
-    compute_roc(close, period=2)
 
 
 # --- the fused scan: every indicator in one pass per symbol, as a resumable state machine -----
@@ -542,9 +36,9 @@ def warm_up() -> None:
 # symbols at once. The full pass runs the steps over every bar and ``_finish`` once; the
 # incremental update loads the state the full pass left, runs one step and ``_finish`` and
 # stores it back. All paths execute the same arithmetic in the same order, so they agree to the
-# last bit (tested), and each step repeats the operation order of the per-indicator kernels
-# above. Windowed statistics (Bollinger stdev, realised vol, volume z-score) are two-pass over
-# rings of their window, evaluated only where they are read.
+# last bit (tested), and each step repeats the operation order of the reference kernels
+# (``reference.py``). Windowed statistics (Bollinger stdev, realised vol, volume z-score) are
+# two-pass over rings of their window, evaluated only where they are read.
 
 # Integer parameters, in this order, in the ``params`` array the fused kernels take.
 P_FAST, P_SLOW, P_VOLW, P_RSI, P_ATR, P_ADX, P_BB, P_MF, P_MS, P_MSIG, P_ZW, P_ROC = range(12)
@@ -573,31 +67,31 @@ OUTPUTS = (
 VOL_FLOOR = 1e-12
 
 
-@_helper
+@helper
 def _params(p: NDArray[np.int64]) -> tuple[int, ...]:
     """The parameter array as a tuple (kept in registers by the kernels)."""
     return (p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11])
 
 
-@_helper
+@helper
 def _ring_sizes(p: tuple[int, ...]) -> tuple[int, int, int]:
     """Sizes of the close ring (Bollinger window and ROC lag), return ring, volume ring."""
     return max(p[P_BB], p[P_ROC] + 1), p[P_VOLW], p[P_ZW]
 
 
-@_helper
+@helper
 def _back(head: int, lag: int, size: int) -> int:
     """Ring index ``lag`` entries before ``head`` (0 <= lag < size)."""
     k = head - lag
     return k + size if k < 0 else k
 
 
-@_helper
+@helper
 def _advance(head: int, size: int) -> int:
     return head + 1 if head + 1 < size else 0
 
 
-@_helper
+@helper
 def _ema_upd(k: int, x: float, period: int, tot: float, val: float) -> tuple[float, float]:
     """TA-Lib 0.8 EMA: the mean of the first ``period`` values, then fma(x - prev, a, prev)."""
     if k < period:
@@ -605,13 +99,13 @@ def _ema_upd(k: int, x: float, period: int, tot: float, val: float) -> tuple[flo
         if k == period - 1:
             val = tot / period
     else:
-        val = _fma(x - val, 2.0 / (period + 1.0), val)
+        val = fma(x - val, 2.0 / (period + 1.0), val)
     return tot, val
 
 
-@_helper
+@helper
 def _true_range_of(h: float, lo: float, prev_c: float) -> float:
-    """TA-Lib's true range (as ``_true_range``), without branches."""
+    """TA-Lib's true range (as ``reference._true_range``), without branches."""
     greatest = h - lo
     val = abs(prev_c - h)
     greatest = val if val > greatest else greatest
@@ -619,7 +113,7 @@ def _true_range_of(h: float, lo: float, prev_c: float) -> float:
     return val if val > greatest else greatest
 
 
-@_helper
+@helper
 def _windows(
     ring: Array,
     rc: int,
@@ -632,8 +126,9 @@ def _windows(
     """The three windowed statistics at once: (sum of squared deviations of the last
     ``sizes[0]`` log returns from their mean, mean and sum of squared deviations of the last
     ``sizes[1]`` volumes, sum of squared deviations of the last ``sizes[2]`` closes from
-    ``middle``). A size of 0 skips that statistic. Each sum runs oldest first, as
-    ``_window_mean_ss``; interleaving the three independent chains is what makes it faster."""
+    ``middle``). A size of 0 skips that statistic. Each sum runs oldest first, as the
+    reference kernels' two-pass sums do; interleaving the three independent chains is what
+    makes it faster."""
     hc, hr, hv = heads
     w_ret, w_vol, w_bb = sizes
     j_ret = _back(hr, w_ret - 1, rr) if w_ret else 0
@@ -673,7 +168,7 @@ def _windows(
     return ss_ret, mean_vol, ss_vol, ss_bb
 
 
-@_helper
+@helper
 def _finish(
     p: tuple[int, ...],
     nbdev: float,
@@ -691,7 +186,7 @@ def _finish(
     _finish_from(p, nbdev, s, ks, ring, out, ss_ret, mean_z, ss_z, ss_bb)
 
 
-@_helper
+@helper
 def _window_sizes(p: tuple[int, ...], ks: tuple[int, ...]) -> tuple[int, int, int]:
     """The windows ``_windows`` sums for this state (0: not warmed up, skipped)."""
     k = ks[I_KC] - 1
@@ -701,7 +196,7 @@ def _window_sizes(p: tuple[int, ...], ks: tuple[int, ...]) -> tuple[int, int, in
     return (w if k >= w else 0, w_z if ks[I_KV] - 1 >= w_z - 1 else 0, n_bb if k >= n_bb - 1 else 0)
 
 
-@_helper
+@helper
 def _finish_from(
     p: tuple[int, ...],
     nbdev: float,
@@ -768,7 +263,7 @@ def _finish_from(
         out[OUT_VOLUME_Z] = (x - mean_z) / std if std > 0.0 else (x - mean_z) * 0.0
 
 
-@_helper
+@helper
 def _initial() -> tuple[tuple[float, ...], tuple[int, ...]]:
     """The state before any bar: nothing started, sums at zero, no previous bar."""
     nan = np.nan
@@ -779,7 +274,7 @@ def _initial() -> tuple[tuple[float, ...], tuple[int, ...]]:
     return s, (0, 0, 0, 0, -1, -1, -1)
 
 
-@_helper
+@helper
 def load_state(st: Array, ist: NDArray[np.int64]) -> tuple[tuple[float, ...], tuple[int, ...]]:
     """One symbol's state from its rows of the state arrays."""
     s = (
@@ -789,7 +284,7 @@ def load_state(st: Array, ist: NDArray[np.int64]) -> tuple[tuple[float, ...], tu
     return s, (ist[0], ist[1], ist[2], ist[3], ist[4], ist[5], ist[6])
 
 
-@_helper
+@helper
 def store_state(
     s: tuple[float, ...], ks: tuple[int, ...], st: Array, ist: NDArray[np.int64]
 ) -> None:
@@ -799,7 +294,7 @@ def store_state(
         ist[q] = ks[q]
 
 
-@_helper
+@helper
 def _step(
     p: tuple[int, ...],
     s: tuple[float, ...],
@@ -833,7 +328,7 @@ def _step(
         k = kc
         ef_tot, ef = _ema_upd(k, c, p[P_FAST], ef_tot, ef)
         es_tot, es = _ema_upd(k, c, p[P_SLOW], es_tot, es)
-        # MACD as ``macd`` above (periods ordered by the Python layer).
+        # MACD as ``reference.macd`` (periods ordered by the Python layer).
         f_n = p[P_MF]
         s_n = p[P_MS]
         g_n = p[P_MSIG]
@@ -845,8 +340,8 @@ def _step(
                 mf = mf_tot / f_n
                 ms = ms_tot / s_n
         else:
-            mf = _fma(c - mf, 2.0 / (f_n + 1.0), mf)
-            ms = _fma(c - ms, 2.0 / (s_n + 1.0), ms)
+            mf = fma(c - mf, 2.0 / (f_n + 1.0), mf)
+            ms = fma(c - ms, 2.0 / (s_n + 1.0), ms)
         if k >= s_n - 1:
             line = mf - ms
             if k <= s_n + g_n - 2:
@@ -854,7 +349,7 @@ def _step(
                 if k == s_n + g_n - 2:
                     sig = sig_tot / g_n
             else:
-                sig = _fma(line - sig, 2.0 / (g_n + 1.0), sig)
+                sig = fma(line - sig, 2.0 / (g_n + 1.0), sig)
         # RSI (Wilder), branch-free: a random walk's up/down moves defeat branch prediction.
         n = p[P_RSI]
         if k >= 1:
@@ -931,7 +426,7 @@ def _step(
     return s, (kc, kh, kv, nvalid, hc, hr, hv)
 
 
-@_kernel
+@kernel
 def scan_kernel(
     high: Array,
     low: Array,
@@ -982,7 +477,7 @@ PREFETCH_BARS = 32
 _NV = N_FSTATE  # an extra float row of the block state: non-NaN closes seen in steady state
 
 
-@_helper
+@helper
 def _lane_get(
     st: Array, kst: NDArray[np.int64], lane: int
 ) -> tuple[tuple[float, ...], tuple[int, ...]]:
@@ -1004,7 +499,7 @@ def _lane_get(
     return s, ks
 
 
-@_helper
+@helper
 def _lane_put(
     st: Array, kst: NDArray[np.int64], lane: int, s: tuple[float, ...], ks: tuple[int, ...]
 ) -> None:
@@ -1014,7 +509,7 @@ def _lane_put(
         kst[q * LANES + lane] = ks[q]
 
 
-@_helper
+@helper
 def _steady_from(p: tuple[int, ...]) -> tuple[int, int]:
     """Bars since start from which every close (resp. high/low) branch of ``_step`` takes its
     steady side: no seed, no warm-up left."""
@@ -1023,7 +518,7 @@ def _steady_from(p: tuple[int, ...]) -> tuple[int, int]:
     return kc, kh
 
 
-@_helper
+@helper
 def _steady_tile(
     p: tuple[int, ...], st: Array, tc: Array, th: Array, tl: Array, m: int, lag: int
 ) -> None:
@@ -1051,18 +546,18 @@ def _steady_tile(
             last_h = st[F_LAST_H * LANES + lane]
             last_l = st[F_LAST_L * LANES + lane]
             ef = st[F_EF * LANES + lane]
-            st[F_EF * LANES + lane] = _fma(c - ef, a_fast, ef)
+            st[F_EF * LANES + lane] = fma(c - ef, a_fast, ef)
             es = st[F_ES * LANES + lane]
-            st[F_ES * LANES + lane] = _fma(c - es, a_slow, es)
+            st[F_ES * LANES + lane] = fma(c - es, a_slow, es)
             mf = st[F_MF * LANES + lane]
-            mf = _fma(c - mf, a_mf, mf)
+            mf = fma(c - mf, a_mf, mf)
             st[F_MF * LANES + lane] = mf
             ms = st[F_MS * LANES + lane]
-            ms = _fma(c - ms, a_ms, ms)
+            ms = fma(c - ms, a_ms, ms)
             st[F_MS * LANES + lane] = ms
             line = mf - ms
             sig = st[F_SIG * LANES + lane]
-            st[F_SIG * LANES + lane] = _fma(line - sig, a_sig, sig)
+            st[F_SIG * LANES + lane] = fma(line - sig, a_sig, sig)
             change = c - last_c
             down = change < 0.0
             loss = st[F_LOSS * LANES + lane] * (n_rsi - 1)
@@ -1106,7 +601,7 @@ def _steady_tile(
             st[F_LAST_L * LANES + lane] = lo
 
 
-@_kernel
+@kernel
 def scan_block_kernel(
     high: Array,
     low: Array,
@@ -1174,7 +669,7 @@ def scan_block_kernel(
         # Tiles of the next bars, transposed to [bar][lane]. The close tile also keeps the
         # ``lag_bb`` bars before them (the Bollinger total's trailing value), carried over
         # from the previous tile. Each bar prefetches the inputs ``PREFETCH_BARS`` ahead for
-        # every 8th lane, in turn (as ``regime.engine.classify_kernel`` does): one request per
+        # every 8th lane, in turn (as ``regime.numerics.classify_kernel`` does): one request per
         # cache line of 8 bars, spread over the bars, where the rows' lines would otherwise all
         # miss on the same bar (measured at 5,000 x 1,000: this kernel ~15 % faster).
         j = j_steady
@@ -1187,9 +682,9 @@ def scan_block_kernel(
                 row = (lag_bb + jj) * LANES
                 for lane in range((j + jj) % 8, nb, 8):
                     k = (i0 + lane) * n_bar + j + jj + PREFETCH_BARS
-                    _prefetch(cf, k)
-                    _prefetch(hf, k)
-                    _prefetch(lf, k)
+                    prefetch(cf, k)
+                    prefetch(hf, k)
+                    prefetch(lf, k)
                 for lane in range(nb):
                     i = i0 + lane
                     tc[row + lane] = close[i, j + jj]
@@ -1224,7 +719,7 @@ def scan_block_kernel(
             store_state(s, ks, state[i], istate[i])
 
 
-@_helper
+@helper
 def _lanes_ready(p: tuple[int, ...], istate: NDArray[np.int64], i0: int, nb: int) -> bool:
     """Whether the block's next bar can take the lane-parallel path: every lane past the
     warm-up of every recursion and window, and the ring heads the same for all lanes."""
@@ -1242,7 +737,7 @@ def _lanes_ready(p: tuple[int, ...], istate: NDArray[np.int64], i0: int, nb: int
     return True
 
 
-@_kernel
+@kernel
 def resume_block_kernel(
     high: Array,
     low: Array,
@@ -1375,11 +870,11 @@ class ScanParams(NamedTuple):
 
     def as_array(self) -> NDArray[np.int64]:
         """Checked, in the ``P_*`` order the kernels read (MACD periods ordered as TA-Lib)."""
-        _at_least(1, ema_fast=self.ema_fast, ema_slow=self.ema_slow, rsi=self.rsi)
-        _at_least(1, atr=self.atr, adx=self.adx, bb_period=self.bb_period, roc=self.roc)
-        _at_least(1, macd_fast=self.macd_fast, macd_slow=self.macd_slow)
-        _at_least(1, macd_signal=self.macd_signal, zscore_window=self.zscore_window)
-        _at_least(2, vol_window=self.vol_window)
+        at_least(1, ema_fast=self.ema_fast, ema_slow=self.ema_slow, rsi=self.rsi)
+        at_least(1, atr=self.atr, adx=self.adx, bb_period=self.bb_period, roc=self.roc)
+        at_least(1, macd_fast=self.macd_fast, macd_slow=self.macd_slow)
+        at_least(1, macd_signal=self.macd_signal, zscore_window=self.zscore_window)
+        at_least(2, vol_window=self.vol_window)
         if not math.isfinite(self.bb_nbdev) or self.bb_nbdev < 0.0:
             raise ValueError(f"bb_nbdev must be finite and >= 0, got {self.bb_nbdev}")
         mf, ms = sorted((self.macd_fast, self.macd_slow))
@@ -1428,9 +923,9 @@ def compute_scan(
 ) -> tuple[ScanState, Array | None]:
     """Every scan indicator at each row's newest bar (and, with ``series``, at every bar as an
     (outputs, symbols, bars) array), in one fused pass; the state for incremental updates."""
-    high, low, close = _hlc(high, low, close)
-    volume = _bars("volume", volume)
-    _same_shape(close, volume=volume)
+    high, low, close = hlc(high, low, close)
+    volume = bars("volume", volume)
+    same_shape(close, volume=volume)
     p = params if params is not None else ScanParams()
     arr = p.as_array()
     n_sym, n_bar = close.shape

@@ -29,7 +29,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-from quantumtrade.regime.engine import NO_LABEL, REGIME_ORDER
+from quantumtrade.regime.model import NO_LABEL, REGIME_ORDER
 from quantumtrade.scoring.indicators import OUTPUTS
 
 __all__ = [

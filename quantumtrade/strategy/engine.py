@@ -50,7 +50,7 @@ from quantumtrade.events import (
 )
 from quantumtrade.portfolio import Portfolio
 from quantumtrade.regime.detector import RegimeDetector
-from quantumtrade.regime.engine import NO_LABEL, REGIME_ORDER
+from quantumtrade.regime.model import NO_LABEL, REGIME_ORDER
 from quantumtrade.risk.manager import RiskManager
 from quantumtrade.scoring.indicators import OUTPUTS
 from quantumtrade.scoring.scanner import ScanResult

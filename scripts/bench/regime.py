@@ -70,6 +70,11 @@ def previous_engine() -> ModuleType | None:
     except (OSError, subprocess.CalledProcessError) as exc:
         print(f"baseline unavailable ({exc}); only our figures are printed")
         return None
+    # The baseline's one import from the package: the shared jit flags, since moved (unchanged).
+    source = source.replace(
+        "from quantumtrade.scoring.kernels import _JIT",
+        "from quantumtrade.scoring.jit import JIT_FLAGS as _JIT",
+    )
     # One directory per baseline commit, reused: numba caches the baseline's compiled kernels
     # beside it, and runs do not leave a directory each behind.
     folder = Path(tempfile.gettempdir()) / f"qt_regime_baseline_{BASELINE_COMMIT}"

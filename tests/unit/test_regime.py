@@ -15,15 +15,7 @@ from quantumtrade.clock import ManualClock
 from quantumtrade.data.synthetic import SyntheticConfig, SyntheticSource
 from quantumtrade.data.synthetic_kernel import SQUEEZE_BARS
 from quantumtrade.events import Regime
-from quantumtrade.regime.engine import (
-    N_FEATURES,
-    NO_LABEL,
-    REGIME_ORDER,
-    RegimeConfig,
-    classify,
-    label_features,
-    market_regime,
-)
+from quantumtrade.regime.engine import classify, label_features, market_regime
 from quantumtrade.regime.evaluate import (
     accuracy,
     detect_csv,
@@ -36,6 +28,7 @@ from quantumtrade.regime.evaluate import (
     switches,
     synthetic_sample,
 )
+from quantumtrade.regime.model import N_FEATURES, NO_LABEL, REGIME_ORDER, RegimeConfig
 
 T, R, V, B = 0, 1, 2, 3
 

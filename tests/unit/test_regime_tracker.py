@@ -10,13 +10,8 @@ from quantumtrade.clock import ManualClock
 from quantumtrade.data.market_state import MarketState
 from quantumtrade.events import Bar, RegimeChanged
 from quantumtrade.regime.detector import MAX_STEPS, RegimeDetector
-from quantumtrade.regime.engine import (
-    NO_LABEL,
-    REGIME_ORDER,
-    RegimeConfig,
-    RegimeTracker,
-    classify,
-)
+from quantumtrade.regime.engine import RegimeTracker, classify
+from quantumtrade.regime.model import NO_LABEL, REGIME_ORDER, RegimeConfig
 
 CFG = RegimeConfig(warmup=60, history=200)
 

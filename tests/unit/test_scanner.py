@@ -13,7 +13,7 @@ from quantumtrade.bus import EventBus
 from quantumtrade.clock import ManualClock
 from quantumtrade.data.market_state import MarketState
 from quantumtrade.events import Bar, ScanCompleted, Side
-from quantumtrade.scoring.kernels import compute_scores
+from quantumtrade.scoring.reference import compute_scores
 from quantumtrade.scoring.scanner import (
     CORRELATED,
     DROP_REASONS,

@@ -9,12 +9,13 @@ import numpy as np
 
 from quantumtrade.data import market_state as ms
 from quantumtrade.data.source import BarBatch
-from quantumtrade.regime import engine
-from quantumtrade.regime.engine import RegimeConfig, RegimeTracker
+from quantumtrade.regime import numerics
+from quantumtrade.regime.engine import RegimeTracker
+from quantumtrade.regime.model import RegimeConfig
 from quantumtrade.scoring import incremental
 from quantumtrade.scoring import indicators as ind
 from quantumtrade.scoring.incremental import IncrementalIndicators
-from quantumtrade.scoring.kernels import PARALLEL_MIN_ROWS, by_rows
+from quantumtrade.scoring.jit import PARALLEL_MIN_ROWS, by_rows
 
 N = 300  # above PARALLEL_MIN_ROWS, so the default path is the parallel build
 
@@ -41,10 +42,10 @@ def test_regime_update_serial_equals_parallel() -> None:
     active = rng.random(N) > 0.1
     for t in range(300, 400):
         cols = [np.ascontiguousarray(a[:, t]) for a in (close, high, low, volume)]
-        engine.update_kernel(*cols, active, tracker._prm, tracker.labels, tracker.confidence,
-                             tracker._state)  # fmt: skip
-        engine._update_kernel_serial(*cols, active, twin._prm, twin.labels, twin.confidence,
-                                     twin._state)  # fmt: skip
+        numerics.update_kernel(*cols, active, tracker._prm, tracker.labels, tracker.confidence,
+                               tracker._state)  # fmt: skip
+        numerics.update_kernel_serial(*cols, active, twin._prm, twin.labels, twin.confidence,
+                                      twin._state)  # fmt: skip
     assert np.array_equal(tracker.labels, twin.labels)
     assert np.array_equal(tracker.confidence, twin.confidence)
     assert np.array_equal(tracker._state, twin._state, equal_nan=True)

@@ -1,4 +1,5 @@
-"""Scoring kernels against slow, obvious references (and TA-Lib for the EMA)."""
+"""The trend-score reference kernels against slow, obvious references (and TA-Lib for the
+EMA)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import talib
 from numpy.typing import NDArray
 
-from quantumtrade.scoring import kernels
+from quantumtrade.scoring import reference
 
 RTOL = 1e-9
 Array = NDArray[np.float64]
@@ -85,7 +86,7 @@ def rows_ref(ref: object, x: Array, *args: int) -> Array:
 def test_ema_matches_reference(seed: int, period: int) -> None:
     close = random_closes(seed)
     out = np.empty_like(close)
-    kernels.ema(close, period, out)
+    reference.ema(close, period, out)
     np.testing.assert_allclose(out, rows_ref(ema_ref, close, period), rtol=RTOL, equal_nan=True)
 
 
@@ -97,7 +98,7 @@ def test_ema_matches_talib_bit_for_bit(period: int) -> None:
     padded[:33] = np.nan
     close = np.vstack([walk, padded])
     out = np.empty_like(close)
-    kernels.ema(close, period, out)
+    reference.ema(close, period, out)
     for row, got in zip(close, out, strict=True):
         expected = talib.EMA(row, timeperiod=period)
         warm = int(np.argmax(~np.isnan(expected)))
@@ -111,7 +112,7 @@ def test_ema_matches_talib_bit_for_bit(period: int) -> None:
 def test_log_return_vol_matches_reference(seed: int, window: int) -> None:
     close = random_closes(seed)
     out = np.empty_like(close)
-    kernels.log_return_vol(close, window, out)
+    reference.log_return_vol(close, window, out)
     np.testing.assert_allclose(out, rows_ref(vol_ref, close, window), rtol=RTOL, equal_nan=True)
     # The gap at bar 70 blanks exactly the windows that contain it, then the row recovers.
     assert np.isnan(out[6, 70 : 70 + window + 1]).all()
@@ -121,7 +122,7 @@ def test_log_return_vol_matches_reference(seed: int, window: int) -> None:
 def test_log_return_vol_of_a_flat_series_is_zero() -> None:
     close = np.full((2, 40), 123.25)
     out = np.empty_like(close)
-    kernels.log_return_vol(close, 10, out)
+    reference.log_return_vol(close, 10, out)
     assert (out[:, 10:] == 0.0).all() and np.isnan(out[:, :10]).all()
 
 
@@ -130,7 +131,7 @@ def test_log_return_vol_of_a_flat_series_is_zero() -> None:
 def test_momentum_matches_reference(seed: int, period: int) -> None:
     close = random_closes(seed)
     out = np.empty_like(close)
-    kernels.momentum(close, period, out)
+    reference.momentum(close, period, out)
     np.testing.assert_allclose(
         out, rows_ref(momentum_ref, close, period), rtol=RTOL, equal_nan=True
     )
@@ -142,7 +143,7 @@ def test_score_last_matches_reference(seed: int, fast: int, slow: int, vol_windo
     close = random_closes(seed)
     score = np.empty(close.shape[0])
     vol = np.empty(close.shape[0])
-    kernels.score_last(close, np.ones_like(close), fast, slow, vol_window, score, vol)
+    reference.score_last(close, np.ones_like(close), fast, slow, vol_window, score, vol)
     expected = [score_ref(row, fast, slow, vol_window) for row in close]
     np.testing.assert_allclose(score, [s for s, _ in expected], rtol=RTOL, equal_nan=True)
     np.testing.assert_allclose(vol, [v for _, v in expected], rtol=RTOL, equal_nan=True)
@@ -150,7 +151,9 @@ def test_score_last_matches_reference(seed: int, fast: int, slow: int, vol_windo
 
 def test_score_last_needs_slow_plus_one_bars() -> None:
     close = random_closes(5)
-    score, vol = kernels.compute_scores(close, np.ones_like(close), fast=12, slow=26, vol_window=20)
+    score, vol = reference.compute_scores(
+        close, np.ones_like(close), fast=12, slow=26, vol_window=20
+    )
     assert not math.isnan(score[4])  # slow + 1 bars
     assert math.isnan(score[5]) and not math.isnan(vol[5])  # slow bars: vol yes, score no
     assert not math.isnan(vol[7]) and math.isnan(vol[2]) and math.isnan(score[3])
@@ -162,14 +165,18 @@ def test_score_sign_follows_the_trend() -> None:
     close = np.vstack(
         [100.0 * np.exp(0.002 * bars + wiggle), 100.0 * np.exp(-0.002 * bars + wiggle)]
     )
-    score, vol = kernels.compute_scores(close, np.ones_like(close), fast=12, slow=26, vol_window=30)
+    score, vol = reference.compute_scores(
+        close, np.ones_like(close), fast=12, slow=26, vol_window=30
+    )
     assert score[0] > 0 > score[1]
     assert (vol > 0).all()
 
 
 def test_flat_series_scores_zero_not_nan() -> None:
     close = np.full((1, 60), 50.0)
-    score, vol = kernels.compute_scores(close, np.ones_like(close), fast=12, slow=26, vol_window=30)
+    score, vol = reference.compute_scores(
+        close, np.ones_like(close), fast=12, slow=26, vol_window=30
+    )
     assert score[0] == 0.0 and vol[0] == 0.0
 
 
@@ -179,41 +186,37 @@ def test_flat_series_scores_zero_not_nan() -> None:
 def test_compute_scores_accepts_non_contiguous_input() -> None:
     close = random_closes(7)
     volume = np.ones_like(close)
-    expected = kernels.compute_scores(close, volume, fast=12, slow=26, vol_window=30)
+    expected = reference.compute_scores(close, volume, fast=12, slow=26, vol_window=30)
     strided = np.asfortranarray(close)
     assert not strided.flags.c_contiguous
-    got = kernels.compute_scores(strided, volume[:, ::1], fast=12, slow=26, vol_window=30)
+    got = reference.compute_scores(strided, volume[:, ::1], fast=12, slow=26, vol_window=30)
     np.testing.assert_array_equal(got[0], expected[0])
     np.testing.assert_array_equal(got[1], expected[1])
     wide = np.repeat(close, 2, axis=1)[:, ::2]  # a strided view
-    got = kernels.compute_scores(wide, volume, fast=12, slow=26, vol_window=30)
+    got = reference.compute_scores(wide, volume, fast=12, slow=26, vol_window=30)
     np.testing.assert_array_equal(got[0], expected[0])
 
 
 def test_compute_scores_refuses_wrong_dtype_and_shape() -> None:
     close = random_closes(0)
     with pytest.raises(TypeError, match="float64"):
-        kernels.compute_scores(
+        reference.compute_scores(
             close.astype(np.float32), np.ones_like(close), fast=2, slow=3, vol_window=3
         )
     with pytest.raises(ValueError, match="2-D"):
-        kernels.compute_scores(close[0], np.ones(close.shape[1]), fast=2, slow=3, vol_window=3)
+        reference.compute_scores(close[0], np.ones(close.shape[1]), fast=2, slow=3, vol_window=3)
     with pytest.raises(ValueError, match="shape"):
-        kernels.compute_scores(close, np.ones((2, 2)), fast=2, slow=3, vol_window=3)
+        reference.compute_scores(close, np.ones((2, 2)), fast=2, slow=3, vol_window=3)
     with pytest.raises(ValueError, match="vol_window"):
-        kernels.compute_scores(close, np.ones_like(close), fast=2, slow=3, vol_window=1)
+        reference.compute_scores(close, np.ones_like(close), fast=2, slow=3, vol_window=1)
 
 
 def test_kernels_accept_empty_arrays() -> None:
     empty = np.empty((0, 200))
-    score, vol = kernels.compute_scores(empty, empty, fast=12, slow=26, vol_window=30)
+    score, vol = reference.compute_scores(empty, empty, fast=12, slow=26, vol_window=30)
     assert score.shape == vol.shape == (0,)
     no_bars = np.empty((3, 0))
-    score, vol = kernels.compute_scores(no_bars, no_bars, fast=12, slow=26, vol_window=30)
+    score, vol = reference.compute_scores(no_bars, no_bars, fast=12, slow=26, vol_window=30)
     assert np.isnan(score).all() and np.isnan(vol).all()
-    for kernel in (kernels.ema, kernels.log_return_vol, kernels.momentum):
+    for kernel in (reference.ema, reference.log_return_vol, reference.momentum):
         kernel(no_bars, 5, np.empty_like(no_bars))
-
-
-def test_warm_up_runs() -> None:
-    kernels.warm_up()
