@@ -342,10 +342,11 @@ def load_config(path: str | Path | None, environ: Mapping[str, str] | None = Non
         raise ConfigError(where, key, reason) from None
 
     for name, key_path, raw in _env_overrides(environ):
-        # The value as TOML would read it (numbers, booleans, lists), else as the raw text:
-        # QT_ADMIN__TOKEN=12345 is text because the key is text.
+        # The value as TOML would read it (numbers, booleans, lists), else as the raw text
+        # (QT_ADMIN__TOKEN=12345 is text because the key is text), else as a list of one
+        # (QT_DATA__SYMBOLS=BTCUSDT: one symbol, as "BTCUSDT,ETHUSDT" is two).
         error: msgspec.ValidationError | None = None
-        for value in (_env_value(raw), raw):
+        for value in (_env_value(raw), raw, [raw.strip()]):
             tree = msgspec.to_builtins(cfg)
             _set_path(tree, key_path, value)
             try:

@@ -167,3 +167,16 @@ def test_venue_config_errors_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text), environ={})
     assert info.value.key == "execution.venues" and "one venue per exchange" in info.value.reason
+
+
+def test_a_single_value_env_override_fills_a_list_key() -> None:
+    cfg = load_config(None, {"QT_DATA__SYMBOLS": "BTCUSDT"})
+    assert cfg.data.symbols == ["BTCUSDT"]
+    assert load_config(None, {"QT_DATA__SYMBOLS": "BTCUSDT,ETHUSDT"}).data.symbols == [
+        "BTCUSDT",
+        "ETHUSDT",
+    ]
+    assert load_config(None, {"QT_DATA__SYMBOLS": "7"}).data.symbols == 7  # a count
+    # A value that is not a symbol name is still refused, naming the key.
+    with pytest.raises(ConfigError, match=r"data\.symbols: not symbol names"):
+        load_config(None, {"QT_DATA__SYMBOLS": "btc usdt"})
