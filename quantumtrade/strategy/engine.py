@@ -29,6 +29,7 @@ entered at its average price, with levels from the current ATR.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -69,6 +70,9 @@ from quantumtrade.strategy.loader import LoadedStrategy, StrategyConfig
 log = structlog.get_logger("quantumtrade.strategy")
 
 _ATR = OUTPUTS.index("atr")
+# Open orders whose reason is kept (an exit's fill is attributed to it); a split order's end
+# comes as its children's events, so the oldest entries are dropped past this bound.
+_ORDERS_REMEMBERED = 10_000
 _EPS = 1e-9
 
 
@@ -142,7 +146,7 @@ class StrategyEngine:
         self._targets: dict[str, _Target] = {}
         self._pending: dict[str, tuple[float, int, float]] = {}
         """symbol -> (ATR, regime code, weight) of an entry target not yet filled."""
-        self._order_reason: dict[str, str] = {}
+        self._order_reason: OrderedDict[str, str] = OrderedDict()
         """client order id -> reason, for the engine's own orders still open."""
         self._closing: dict[str, tuple[str, float, float]] = {}
         self._ticks: dict[str, float] = {}
@@ -150,7 +154,6 @@ class StrategyEngine:
         self._row_of: dict[str, int] = {}
         """Held symbol -> last ticker price since the last ``check_bars`` (live fills)."""
         """symbol -> (reason, exit value, exit quantity) of a position being closed."""
-        self.decisions = 0
         self.targets_published = 0
         self.orders = 0
         self.refused = 0
@@ -172,6 +175,10 @@ class StrategyEngine:
     def on_fill(self, fill: OrderFilled) -> None:
         symbol = fill.symbol
         signed = fill.quantity * fill.side.sign
+        order_id = fill.parent_id or fill.client_order_id
+        reason = self._order_reason.get(order_id, SIGNAL_FADE)
+        if not fill.parent_id and fill.leaves_quantity <= 0.0:
+            self._order_reason.pop(order_id, None)  # done (a split's children: see _trade)
         held = self._held.get(symbol)
         if held is None:
             self._open(symbol, signed, fill.price)
@@ -185,7 +192,6 @@ class StrategyEngine:
             held.qty = after
             return
         closed = min(abs(signed), abs(before))
-        reason = self._order_reason.get(fill.parent_id or fill.client_order_id, SIGNAL_FADE)
         why, value, qty = self._closing.get(symbol, (reason, 0.0, 0.0))
         self._closing[symbol] = (why, value + closed * fill.price, qty + closed)
         held.qty = after
@@ -278,7 +284,6 @@ class StrategyEngine:
             return
         self._last_ms = newest.copy()
         self.bar += 1
-        self.decisions += 1
         if not self._bar_ms and cols.ts_ms.shape[1] >= 2:
             steps = cols.ts_ms[:, -1] - cols.ts_ms[:, -2]
             steps = steps[(cols.ts_ms[:, -2] > 0) & (steps > 0)]
@@ -551,6 +556,8 @@ class StrategyEngine:
         target.orders += 1
         client_order_id = f"qt-{target.id}-{target.orders}"
         self._order_reason[client_order_id] = target.reason
+        while len(self._order_reason) > _ORDERS_REMEMBERED:
+            self._order_reason.popitem(last=False)  # a split parent's children end elsewhere
         self.orders += 1
         outcome = await self.risk.submit_order(
             client_order_id=client_order_id,
@@ -579,7 +586,7 @@ class StrategyEngine:
     def metrics(self) -> dict[str, Any]:
         return {
             "strategy": self.name,
-            "decisions": self.decisions,
+            "decisions": self.bar,
             "targets_published": self.targets_published,
             "orders": self.orders,
             "refused": self.refused,
