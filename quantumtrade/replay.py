@@ -178,12 +178,13 @@ class _SessionReplay:
         bus.subscribe(OrderIntent, self._collect)
         bus.subscribe(OrderRejected, self._collect)
         report.restored_fills = self.portfolio.restore(fills)
-        # Orders the logged session decided: a rejection with one of these ids came from risk.
-        self.risk_decided: set[str] = set()
-        # Bars fed since the levels were last judged, and the logged orders decided before
-        # those bars (their venue answers may still come before the judging).
+        # Orders the logged session decided, with the seq of their intent: a rejection with
+        # one of these ids came from risk.
+        self.risk_decided: dict[str, int] = {}
+        # Bars fed since the levels were last judged, from this seq on: answers to orders
+        # decided before it may still come before the judging.
         self.bars_unjudged = False
-        self.decided_before: set[str] = set()
+        self.bars_from_seq = 0
         self.targets: set[str] = set()
         """Logged target ids: an order refused by risk for one of them is a decision."""
 
@@ -214,7 +215,7 @@ class _SessionReplay:
             await self.risk.publish_trip()
             if not self.bars_unjudged:
                 self.bars_unjudged = True
-                self.decided_before = set(self.risk_decided)
+                self.bars_from_seq = stored.seq
             return
         if isinstance(event, TickerUpdated):
             self.engine.on_ticker(event)  # part of the heartbeat's refresh, as bars are
@@ -232,7 +233,7 @@ class _SessionReplay:
             await self.bus.drain()
         elif isinstance(event, SignalGenerated | TargetPosition | OrderIntent):
             if isinstance(event, OrderIntent):
-                self.risk_decided.add(event.client_order_id)
+                self.risk_decided[event.client_order_id] = stored.seq
             elif isinstance(event, TargetPosition):
                 self.targets.add(event.target_id)
             if self.in_window:
@@ -262,7 +263,8 @@ class _SessionReplay:
         of orders decided on an earlier bar, which the daemon ran before judging levels)."""
         if not isinstance(event, OrderSubmitted | OrderFilled | OrderCancelled | OrderRejected):
             return False
-        return (event.parent_id or event.client_order_id) in self.decided_before
+        decided = self.risk_decided.get(event.parent_id or event.client_order_id)
+        return decided is not None and decided < self.bars_from_seq
 
     def forget(self, events: Sequence[BarsUpdated]) -> None:
         """Take back the count of ``events`` fed last: they turned out to be the next

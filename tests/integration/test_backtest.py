@@ -36,6 +36,8 @@ from quantumtrade.events import (
     TargetPosition,
 )
 from quantumtrade.execution.bar_fill import market_price, stop_fill_price
+from quantumtrade.replay import replay_log
+from quantumtrade.store.eventlog import SqliteEventLog
 
 HOUR_MS = 3_600_000
 START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
@@ -175,6 +177,18 @@ async def test_run_in_replay_mode_makes_the_same_signals_orders_and_fills_as_bac
     assert len(live) == len(backtest)
     for a, b in zip(live, backtest, strict=True):
         assert a == b
+    # The daemon's log replays to the same decisions: with bar fills, the levels are judged
+    # after the gate's release of earlier orders and before the bar's own decisions.
+    log = SqliteEventLog(cfg.database.sqlite_path)
+    await log.open()
+    try:
+        report = await replay_log(log, cfg)
+    finally:
+        await log.close()
+    assert report.logged.get("TargetPosition", 0) > 0
+    assert any(e.get("stop_price") for e in live if e["type"] == "OrderIntent")
+    assert report.differences == []
+    assert report.replayed == report.logged
 
 
 async def test_parity_check_catches_a_different_decision_path(
