@@ -162,7 +162,8 @@ class TradingCore:
     ) -> TradingCore:
         """Live venues when given; else the simulator ``[execution] fill_model`` names
         (``books`` feeds the book-filling paper venue)."""
-        if live_venues and uses_bar_fills(cfg):
+        bar_fills = uses_bar_fills(cfg)  # the one answer the path's stop judging also uses
+        if live_venues and bar_fills:
             raise ValueError("live venues with bar fills: live mode trades on its venues")
         path = DecisionPath.build(cfg, bus=bus, clock=clock, state=state)
         ex = cfg.execution
@@ -170,7 +171,7 @@ class TradingCore:
         bar_venue: BarVenue | None = None
         if live_venues:
             venues = list(live_venues)
-        elif ex.fill_model is FillModel.NEXT_BAR:
+        elif bar_fills:
             bar_venue = BarVenue("sim", config=ex.bar_fill)
             venues = [bar_venue]
         else:
