@@ -126,6 +126,21 @@ class BarBlock(msgspec.Struct, frozen=True, array_like=True, gc=False):
         return iter(self.bars())
 
 
+_index_cache: tuple[tuple[str, ...], dict[str, int]] = ((), {})
+
+
+def symbol_index(symbols: tuple[str, ...]) -> dict[str, int]:
+    """``{symbol: position}`` in ``symbols``. The last answer is kept: the handlers of one
+    ``BarsUpdated`` (and successive heartbeats over the same symbols) ask for the same
+    tuple, so it is built once, not once per handler and step. Do not modify the answer."""
+    global _index_cache
+    cached = _index_cache
+    if cached[0] is symbols or cached[0] == symbols:
+        return cached[1]
+    _index_cache = (symbols, {s: j for j, s in enumerate(symbols)})
+    return _index_cache[1]
+
+
 def _frozen_bytes(a: NDArray[Any], dtype: str) -> memoryview:
     """A read-only byte view of ``a`` as ``dtype`` in C order: zero-copy for a read-only
     contiguous array (frozen data is shared, e.g. a fetched batch), else a frozen copy."""
@@ -140,10 +155,90 @@ def byte_view(a: NDArray[Any]) -> memoryview:
     return a.data.cast("B") if a.size else memoryview(b"")
 
 
-class BarsUpdated(Event, frozen=True, gc=False):
-    symbol: str
+MAX_EVENT_BARS = 65_536
+"""Bars in one ``BarsUpdated`` at most (~3 MB): a history fetch of thousands of symbols is
+split into several events, a heartbeat's bar per symbol is one."""
+
+
+class BarsUpdated(Event, frozen=True, gc=False, omit_defaults=True):
+    """Bars newly stored in MarketState, for one or more symbols: one event per heartbeat's
+    batch, so a step over 5,000 symbols is one event, not 5,000.
+
+    Symbol ``symbols[j]`` owns bars ``offsets[j]:offsets[j + 1]`` of ``bars`` (oldest first);
+    each symbol appears once and holds at least one bar. ``offsets`` is packed little-endian
+    int64, like the block's buffers, so an event is a few buffers whatever its size.
+
+    ``BarsUpdated(symbol=..., source=..., bars=...)`` builds a one-symbol event; logs written
+    before batches hold that form (one event per symbol) and decode to it, so readers only
+    ever see ``symbols`` and ``offsets`` (``symbol`` is then empty).
+    """
+
     source: str
     bars: BarBlock
+    symbols: tuple[str, ...] = ()
+    offsets: memoryview | None = None
+    symbol: str = ""
+    """The one-symbol form's symbol (folded into ``symbols`` on creation)."""
+
+    def __post_init__(self) -> None:
+        n = len(self.bars)
+        if self.offsets is None:
+            if self.symbols or not self.symbol:
+                raise ValueError("BarsUpdated needs symbol, or symbols with offsets")
+            msgspec.structs.force_setattr(self, "symbols", (self.symbol,))
+            msgspec.structs.force_setattr(self, "offsets", byte_view(np.array([0, n], dtype="<i8")))
+            msgspec.structs.force_setattr(self, "symbol", "")
+            return
+        if self.symbol:
+            raise ValueError("BarsUpdated takes symbol or symbols, not both")
+        if self.offsets.nbytes != 8 * (len(self.symbols) + 1):
+            raise ValueError(f"{len(self.symbols)} symbols need {len(self.symbols) + 1} offsets")
+        bounds = self.offsets.cast("q")
+        if bounds[0] != 0 or bounds[len(self.symbols)] != n:
+            raise ValueError(f"offsets must run from 0 to the {n} bars")
+
+    @classmethod
+    def of(
+        cls,
+        ts_ns: int,
+        source: str,
+        symbols: tuple[str, ...],
+        offsets: NDArray[np.int64],
+        bars: BarBlock,
+    ) -> BarsUpdated:
+        return cls(
+            ts_ns=ts_ns,
+            source=source,
+            bars=bars,
+            symbols=symbols,
+            offsets=_frozen_bytes(offsets, "<i8"),
+        )
+
+    def offsets_array(self) -> NDArray[np.int64]:
+        """(len(symbols) + 1,) bar offsets (read-only view)."""
+        assert self.offsets is not None  # set by __post_init__
+        return np.frombuffer(self.offsets, dtype="<i8")
+
+    @property
+    def one_each(self) -> bool:
+        """Every symbol holds exactly one bar (a heartbeat's usual batch)."""
+        return len(self.bars) == len(self.symbols)
+
+    def block(self, j: int) -> BarBlock:
+        """Symbol ``j``'s bars (views, no copy)."""
+        assert self.offsets is not None
+        bounds = self.offsets.cast("q")
+        a, b = bounds[j], bounds[j + 1]
+        return BarBlock(self.bars.ts_ms[8 * a : 8 * b], self.bars.prices[40 * a : 40 * b])
+
+    def blocks(self) -> Iterator[tuple[str, BarBlock]]:
+        """(symbol, its bars) for every symbol, in order."""
+        for j, symbol in enumerate(self.symbols):
+            yield symbol, self.block(j)
+
+    def last_index(self) -> NDArray[np.int64]:
+        """Index in ``bars`` of each symbol's newest bar."""
+        return self.offsets_array()[1:] - 1
 
 
 class TickerUpdated(Event, frozen=True):

@@ -192,12 +192,9 @@ class _SessionReplay:
         if self.in_window and not self.feeding:
             self.replayed.append(event)
 
-    def overlaps(self, event: BarsUpdated) -> bool:
-        """True if ``event`` does not extend the symbol's held bars (a restart re-fetched)."""
-        if len(event.bars) == 0:
-            return False
-        last = self.state.last_ts_ms(event.symbol) if event.symbol in self.state else None
-        return last is not None and int(event.bars.ts()[0]) <= last
+    def overlaps(self, event: BarsUpdated) -> list[str]:
+        """The symbols ``event`` does not extend (a restart fetched their history again)."""
+        return self.state.overlapping(event)
 
     async def feed(self, stored: StoredEvent, event: Event) -> None:
         report = self.report
@@ -207,9 +204,7 @@ class _SessionReplay:
             self.clock.set(event.ts_ns)
         if isinstance(event, BarsUpdated):
             report.market_events += 1
-            if event.symbol not in self.state:
-                self.state.add_symbols([event.symbol])
-            self.state.append_block(event.symbol, event.bars)
+            self.state.append_event(event)
             # As live: the risk manager sees every bar (price band, drawdown, VaR).
             self.risk.on_bars(event)
             await self.risk.publish_trip()
@@ -354,20 +349,24 @@ async def replay_log(
             elif session is None:
                 session = await begin(stored, "start of log", None)
             if isinstance(event, BarsUpdated):
-                if session.overlaps(event):
+                overlapping = session.overlaps(event)
+                if overlapping:
                     # A restart the log has no marker for. A daemon's first refresh fetches
-                    # each symbol once: the restart began after this symbol's last bars in
-                    # the current run of BarsUpdated, or at the run's start.
-                    held = [e.symbol for _, e in burst]
-                    cut = len(held) - held[::-1].index(event.symbol) if event.symbol in held else 0
+                    # each symbol once: the restart began after the last event of the current
+                    # run of BarsUpdated that holds one of these symbols, or at the run's start.
+                    again = set(overlapping)
+                    cut = 0
+                    for i, (_, earlier) in enumerate(burst):
+                        if not again.isdisjoint(earlier.symbols):
+                            cut = i + 1
                     restarted = burst[cut:]
                     if restarted:
                         session.forget([e for _, e in restarted])
                     session = await begin(
                         restarted[0][0] if restarted else stored, "inferred", None
                     )
-                    for earlier, bars in restarted:
-                        await session.feed(earlier, bars)
+                    for earlier_stored, bars in restarted:
+                        await session.feed(earlier_stored, bars)
                     burst = restarted
                 burst.append((stored, event))
             elif not is_session_start(event):

@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 
 from quantumtrade.data.source import BarBatch
 from quantumtrade.data.validation import NO_BAR, OK, validate_run
-from quantumtrade.events import Bar, BarBlock
+from quantumtrade.events import Bar, BarBlock, BarsUpdated
 from quantumtrade.scoring.jit import by_rows, serial_twin
 
 _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME = range(5)
@@ -337,12 +337,33 @@ class MarketState:
         return int(self.append_batch(batch, np.zeros(batch.total, dtype=np.int8))[0])
 
     def append_block(self, symbol: str, block: BarBlock) -> int:
-        """Append a validated ``BarBlock`` (as logged in ``BarsUpdated``); returns how many."""
+        """Append one symbol's validated ``BarBlock``; returns how many."""
         n = len(block)
         if n == 0:
             return 0
         batch = BarBatch((symbol,), block.ts(), block.rows(), np.array([0, n], dtype=np.int64))
         return int(self.append_batch(batch, np.zeros(n, dtype=np.int8))[0])
+
+    def append_event(self, event: BarsUpdated) -> int:
+        """Append a logged ``BarsUpdated`` (validated bars), adding rows for symbols not yet
+        held; returns how many bars."""
+        self.add_symbols(event.symbols)
+        bars = event.bars
+        batch = BarBatch(event.symbols, bars.ts(), bars.rows(), event.offsets_array())
+        return int(self.append_batch(batch, np.zeros(len(bars), dtype=np.int8)).sum())
+
+    def overlapping(self, event: BarsUpdated) -> list[str]:
+        """Symbols of ``event`` whose first bar is not newer than the newest one held (a
+        restarted daemon fetching its history again)."""
+        held = [j for j, s in enumerate(event.symbols) if s in self._index]
+        if not held:
+            return []
+        symbols = [event.symbols[j] for j in held]
+        first = event.bars.ts()[event.offsets_array()[held]]
+        last = self.last_ts_array(symbols)
+        return [
+            s for s, hit in zip(symbols, (last != NO_BAR) & (first <= last), strict=True) if hit
+        ]
 
     def append_batch(self, batch: BarBatch, codes: NDArray[np.int8]) -> NDArray[np.int64]:
         """Append every bar of ``batch`` whose validation code is ``OK`` to its symbol's row;

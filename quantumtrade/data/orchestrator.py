@@ -5,8 +5,8 @@ cadence has elapsed) and ``await join()``. A worker takes the most urgent symbol
 BREAKOUT first, RANGING last) and, when its source can fetch many symbols in one call
 (``BatchSource``), up to ``batch_size`` more from the queue in priority order. It fetches their
 new bars through the source's circuit breaker under a timeout, validates them (one numba pass
-over the columnar batch), appends the good ones to ``MarketState`` and publishes ``BarsUpdated``
-per symbol, ``DataRejected`` per bad bar, ``SourceFailed`` on a fault and every
+over the columnar batch), appends the good ones to ``MarketState`` and publishes one ``BarsUpdated``
+for the batch, ``DataRejected`` per bad bar, ``SourceFailed`` on a fault and every
 ``CircuitBreakerChanged``. Bars travel as columns from the source to ``MarketState``; records
 (``Bar``) exist only for sources that return them.
 """
@@ -34,6 +34,7 @@ from quantumtrade.data.schedule import Schedule
 from quantumtrade.data.source import BarBatch, BatchSource, OrderBook, Source, Ticker
 from quantumtrade.data.validation import NO_BAR, OK, REASONS
 from quantumtrade.events import (
+    MAX_EVENT_BARS,
     Bar,
     BarBlock,
     BarsUpdated,
@@ -744,26 +745,43 @@ async def publish_stored(
     counts: NDArray[np.int64],
     rejects: Counter[str],
 ) -> None:
-    """Publish what ``MarketState.append_validated`` made of a frozen ``batch``: one
-    ``BarsUpdated`` per symbol with bars stored (views of the batch's memory), one
+    """Publish what ``MarketState.append_validated`` made of a frozen ``batch``: the stored
+    bars as ``BarsUpdated`` (one event for the batch, views of its memory when every bar was
+    stored; a batch of more than ``MAX_EVENT_BARS`` bars is split by symbol), and one
     ``DataRejected`` per bad bar (counted by reason in ``rejects``). The orchestrator and the
     backtest both take bars in through here."""
     ts, prices = batch.ts_ms, batch.prices
-    ts_bytes = byte_view(ts)
-    price_bytes = byte_view(prices)
-    offsets = batch.offsets.tolist()
-    publish = bus.publish
     symbols = batch.symbols
-    for j, k in enumerate(counts.tolist()):
-        if not k:
-            continue
-        a, b = offsets[j], offsets[j + 1]
-        if k == b - a:
-            block = BarBlock(ts_bytes[8 * a : 8 * b], price_bytes[40 * a : 40 * b])
+    if counts.size and int(counts.sum()):
+        if np.array_equal(counts, np.diff(batch.offsets)):
+            offsets = batch.offsets  # every bar stored: the batch's own memory
+            kept_ts, kept_prices = ts, prices
         else:
-            keep = codes[a:b] == OK
-            block = BarBlock.of(ts[a:b][keep], batch.columns(j)[:, keep])
-        await publish(BarsUpdated(ts_ns=now_ns, symbol=symbols[j], source=source_name, bars=block))
+            keep = codes == OK
+            has = np.flatnonzero(counts)
+            if has.size != counts.size:
+                symbols = tuple(symbols[j] for j in has.tolist())
+            offsets = np.zeros(has.size + 1, dtype=np.int64)
+            np.cumsum(counts[has], out=offsets[1:])
+            kept_ts = ts[keep]
+            kept_prices = prices[keep]
+            kept_ts.flags.writeable = kept_prices.flags.writeable = False
+        first = 0
+        total = len(symbols)
+        while first < total:
+            # Whole symbols per event, at most MAX_EVENT_BARS bars (at least one symbol).
+            base = int(offsets[first])
+            last = int(np.searchsorted(offsets, base + MAX_EVENT_BARS, side="right")) - 1
+            last = min(max(last, first + 1), total)
+            a, b = base, int(offsets[last])
+            block = BarBlock(
+                byte_view(kept_ts)[8 * a : 8 * b], byte_view(kept_prices)[40 * a : 40 * b]
+            )
+            part = symbols if first == 0 and last == total else symbols[first:last]
+            await bus.publish(
+                BarsUpdated.of(now_ns, source_name, part, offsets[first : last + 1] - base, block)
+            )
+            first = last
     bad = np.flatnonzero(codes)
     if not bad.size:
         return
@@ -775,7 +793,7 @@ async def publish_stored(
         rejects[reason] += 1
         by_symbol.setdefault(symbol, Counter())[reason] += 1
         bar = Bar(int(ts[i]), *prices[i].tolist())
-        await publish(
+        await bus.publish(
             DataRejected(
                 ts_ns=now_ns,
                 symbol=symbol,

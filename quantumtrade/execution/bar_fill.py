@@ -28,6 +28,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
+from itertools import repeat
 from typing import Annotated
 
 import msgspec
@@ -37,11 +38,13 @@ from quantumtrade.clock import Clock
 from quantumtrade.data.source import OrderBook
 from quantumtrade.events import (
     Bar,
+    BarBlock,
     BarsUpdated,
     OrderCancelled,
     OrderIntent,
     OrderType,
     Side,
+    symbol_index,
 )
 from quantumtrade.execution.venue import (
     Execution,
@@ -224,32 +227,35 @@ class NextBarGate:
         self._route = route
         self._held: list[_Held] = []
         self._held_symbols: set[str] = set()
-        self._last_ms: dict[str, int] = {}
-        self._last_block: dict[str, BarsUpdated] = {}
+        self._latest: dict[str, BarsUpdated] = {}
+        """Each symbol's newest ``BarsUpdated`` (its newest bar is the last of its block)."""
         self.released = 0
         self.expired = 0
 
     def on_bars(self, event: BarsUpdated) -> None:
-        """Remember the symbol's newest bar; give the new bars to its held orders."""
-        block = event.bars
-        n = len(block)
-        if n == 0:
+        """Remember each symbol's newest bars; give the new bars to their held orders."""
+        symbols = event.symbols
+        self._latest.update(zip(symbols, repeat(event)))
+        if not self._held_symbols:
             return
-        self._last_ms[event.symbol] = block.ts_ms.cast("q")[n - 1]
-        self._last_block[event.symbol] = event
-        if event.symbol not in self._held_symbols:
-            return
+        index = symbol_index(symbols)
         for held in self._held:
-            if held.intent.symbol == event.symbol:
-                held.bars.extend(b for b in block.bars() if b.ts_ms > held.after_ms)
+            j = index.get(held.intent.symbol)
+            if j is not None:
+                held.bars.extend(b for b in event.block(j).bars() if b.ts_ms > held.after_ms)
+
+    def _newest(self, symbol: str) -> BarBlock | None:
+        event = self._latest.get(symbol)
+        return None if event is None else event.block(symbol_index(event.symbols)[symbol])
 
     def on_intent(self, intent: OrderIntent) -> None:
         """Hold the intent until a bar newer than its symbol's newest one arrives (a triggered
         exit: for the ``release`` that follows, on the bar that triggered it)."""
-        last = self._last_ms.get(intent.symbol, -1)
-        if intent.stop_price is not None and intent.symbol in self._last_block:
+        block = self._newest(intent.symbol)
+        last = -1 if block is None else block.ts_ms.cast("q")[len(block) - 1]
+        if intent.stop_price is not None and block is not None:
             held = _Held(intent, last - 1)
-            held.bars.append(self._last_block[intent.symbol].bars.bars()[-1])
+            held.bars.append(block.bars()[-1])
         else:
             held = _Held(intent, last)
         self._held.append(held)

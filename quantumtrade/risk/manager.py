@@ -42,6 +42,7 @@ from quantumtrade.events import (
     TradingState,
 )
 from quantumtrade.portfolio import Portfolio
+from quantumtrade.risk.history import PriceHistory
 from quantumtrade.risk.var import DEFAULT_CONFIDENCES, VarReport, portfolio_var
 
 log = structlog.get_logger("quantumtrade.risk")
@@ -211,11 +212,9 @@ class RiskManager:
         self.intents = 0
         self.checks_passed = 0
         self.rejects: dict[str, int] = {}
-        self._last_close: dict[str, float] = {}
-        self._last_bar_ms: dict[str, int] = {}
         self._signal_price: dict[str, float] = {}
-        # Per symbol: (bar open time in ms, close-to-close return), newest last.
-        self._returns: dict[str, deque[tuple[int, float]]] = {}
+        # Per symbol: the last close, and the newest var_window close-to-close returns.
+        self._history = PriceHistory(self.limits.var_window)
         # Outcomes of our own orders, newest last: True for a venue or router rejection.
         self._outcomes: deque[bool] = deque(maxlen=self.limits.error_window)
         self._errors_in_window = 0  # True entries of _outcomes, kept as they come and go
@@ -274,7 +273,7 @@ class RiskManager:
 
     def mark(self, symbol: str) -> float:
         """Last close, else last order price, else the position's average price (0 if none)."""
-        price = self._last_close.get(symbol) or self._signal_price.get(symbol)
+        price = self._history.last_close(symbol) or self._signal_price.get(symbol)
         return price if price is not None else self.portfolio.position(symbol).avg_price
 
     def _book_exposure(self, symbol: str) -> tuple[float, float]:
@@ -344,52 +343,41 @@ class RiskManager:
     # --- market -----------------------------------------------------------------------
 
     def on_bars(self, event: BarsUpdated) -> None:
-        """Remember the symbol's last close and extend its bounded return history."""
-        symbol = event.symbol
-        prev = self._last_close.get(symbol)
-        last_ms = self._last_bar_ms.get(symbol)
-        returns = self._returns.get(symbol)
-        if returns is None:
-            returns = self._returns[symbol] = deque(maxlen=self.limits.var_window)
+        """Remember each symbol's last close, extend its bounded return history, mark the
+        portfolio at the new closes and judge the kill switches once for the batch (its
+        closes are one moment of the market, not one per symbol)."""
+        history = self._history
+        rows = history.rows(event.symbols)
         block = event.bars
-        if len(block) == 1:
-            # One bar (every heartbeat's usual case): the same rules as below, without numpy.
-            bar_ms = block.ts_ms.cast("q")[0]
-            price = block.prices.cast("d")[3]
-            if math.isfinite(price) and price > 0 and (last_ms is None or bar_ms > last_ms):
-                if prev is not None:
-                    returns.append((bar_ms, price / prev - 1.0))
-                self._last_close[symbol] = price
-                self._last_bar_ms[symbol] = bar_ms
-                self.portfolio.set_mark(symbol, price)
-            # Equity moves with a held symbol's close and with fills the portfolio applied since
-            # the last verdict; the error rate with order outcomes, which judge it themselves.
-            # Unchanged inputs, unchanged verdict: skip the rest (most symbols are not held).
-            held = self.portfolio.positions_view().get(symbol)
-            if (held is not None and held.quantity) or (
-                self.portfolio.last_fill_seq != self._judged_fill_seq
-            ):
-                self._judge_kill_switches()
-            return
-        ts, close = event.bars.ts(), event.bars.rows()[:, 3]
-        # A bar seen before (a re-fetch) or a bad close would add a false return; of a long
-        # history only the newest var_window returns can stay in the deque.
-        keep = np.isfinite(close) & (close > 0)
-        if last_ms is not None:
-            keep &= ts > last_ms
-        picked = np.flatnonzero(keep)[-(self.limits.var_window + 1) :]
-        for bar_ms, price in zip(ts[picked].tolist(), close[picked].tolist(), strict=True):
-            if prev is not None and (last_ms is None or bar_ms > last_ms):
-                returns.append((bar_ms, price / prev - 1.0))
-            prev, last_ms = price, bar_ms
-        if prev is not None and last_ms is not None:
-            self._last_close[symbol] = prev
-            self._last_bar_ms[symbol] = last_ms
-            self.portfolio.set_mark(symbol, prev)
-        self._judge_kill_switches()
+        moved = True  # an open position was marked (or may have been)
+        if event.one_each:
+            # A heartbeat: one bar per symbol, a few array operations for all of them.
+            close = block.rows()[:, 3]
+            taken = history.update_last(rows, block.ts(), close)
+            if taken.all():
+                moved = self.portfolio.set_marks(event.symbols, close)
+            else:
+                picked = np.flatnonzero(taken)
+                moved = self.portfolio.set_marks(
+                    tuple(event.symbols[j] for j in picked.tolist()), close[picked]
+                )
+        else:
+            ts, close = block.ts(), block.rows()[:, 3]
+            bounds = event.offsets_array().tolist()
+            for j, symbol in enumerate(event.symbols):
+                a, b = bounds[j], bounds[j + 1]
+                if history.update_row(int(rows[j]), ts[a:b], close[a:b]):
+                    last = history.last_close(symbol)
+                    assert last is not None
+                    self.portfolio.set_mark(symbol, last)
+        # Equity moves with a held symbol's close and with fills the portfolio applied since
+        # the last verdict; the error rate with order outcomes, which judge it themselves.
+        # Unchanged inputs, unchanged verdict: skip it (most batches move no held symbol).
+        if moved or self.portfolio.last_fill_seq != self._judged_fill_seq:
+            self._judge_kill_switches()
 
     def last_close(self, symbol: str) -> float | None:
-        return self._last_close.get(symbol)
+        return self._history.last_close(symbol)
 
     def equity(self) -> float:
         """Net PnL: realised - fees + unrealised at the last closes (the portfolio's marks,
@@ -412,11 +400,11 @@ class RiskManager:
             for s, p in self.portfolio.positions().items()
             if p.quantity
         }
-        histories = [self._returns.get(s, deque()) for s in held]
-        common = set.intersection(*({ts for ts, _ in h} for h in histories)) if held else set()
+        histories = [self._history.returns(s) for s in held]
+        common = set.intersection(*(set(ts.tolist()) for ts, _ in histories)) if held else set()
         returns = {
-            s: np.array([r for ts, r in h if ts in common], dtype=np.float64)
-            for s, h in zip(held, histories, strict=True)
+            s: r[np.fromiter((t in common for t in ts.tolist()), dtype=np.bool_, count=ts.size)]
+            for s, (ts, r) in zip(held, histories, strict=True)
         }
         return portfolio_var(held, returns, confidences)
 
@@ -557,7 +545,7 @@ class RiskManager:
             orders_last_minute=self._orders_last_minute(now),
             other_gross_exposure=other_gross,
             other_cluster_exposure=other_cluster,
-            last_price=self._last_close.get(symbol),
+            last_price=self._history.last_close(symbol),
         )
         for check in self.checks:
             failed = check(order, view)

@@ -4,7 +4,7 @@
   the workers ask for (``fetch_bar_batch`` of ``batch_size`` symbols).
 * refresh: a fresh source with the same seed, through the orchestrator's workers, the circuit
   breaker, the market-data cache (L1; every symbol misses and is stored, as on a cold start),
-  validation, ``MarketState`` and the bus (``BarsUpdated`` per symbol), i.e.
+  validation, ``MarketState`` and the bus (one ``BarsUpdated`` per batch), i.e.
   ``refresh_due()`` + ``join()`` on a manual clock.
 Both run once untimed first, so numba's compile/cache load is not counted.
 * peak RSS: a separate process holding N symbols x 1,000 bars in MarketState.

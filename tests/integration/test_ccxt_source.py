@@ -26,6 +26,7 @@ from quantumtrade.data.validation import DUPLICATE_TIMESTAMP, NON_FINITE, NON_PO
 from quantumtrade.errors import SourceUnavailable
 from quantumtrade.events import (
     Bar,
+    BarBlock,
     BarsUpdated,
     BreakerState,
     CircuitBreakerChanged,
@@ -288,6 +289,10 @@ class Rig:
     def of(self, kind: type[E]) -> list[E]:
         return [e for e in self.events if isinstance(e, kind)]
 
+    def stored(self) -> list[tuple[str, BarBlock]]:
+        """(symbol, bars) of every ``BarsUpdated``, in order (an event holds many symbols)."""
+        return [pair for e in self.of(BarsUpdated) for pair in e.blocks()]
+
     async def tick(self, seconds: float = 0.0) -> None:
         self.clock.advance(seconds)
         self.orch.refresh_due()
@@ -330,7 +335,7 @@ async def test_bars_flow_from_the_exchange_into_market_state(rig: Rig) -> None:
     assert rig.state.last_ts_ms("BTCUSDT") == START_MS - BAR_MS
     await rig.tick(60)  # the bar open since START_MS has closed
     assert rig.state.last_ts_ms("BTCUSDT") == START_MS
-    assert all(len(e.bars) == 1 for e in rig.of(BarsUpdated)[2:])
+    assert all(len(b) == 1 for _, b in rig.stored()[2:])
     book = await rig.orch.order_book("ETHUSDT")
     assert book is not None and book.symbol == "ETHUSDT" and len(book.bids) == 20
     assert rig.orch.health()["status"] == "ok"
@@ -395,7 +400,7 @@ async def test_a_failing_exchange_opens_the_breaker_then_recovers(name: str, rig
     # The bars missed while the exchange was down arrive in one catch-up fetch, with no gap.
     missed = (newest - (START_MS - BAR_MS)) // BAR_MS
     assert [rig.state.length(s) for s in SYMBOLS] == [HISTORY + missed] * 2
-    assert sorted(e.symbol for e in rig.of(BarsUpdated)) == SYMBOLS
+    assert sorted(s for s, _ in rig.stored()) == SYMBOLS
     assert rig.orch.health()["status"] == "ok"
 
 
@@ -418,7 +423,7 @@ async def test_bad_klines_are_rejected_by_reason_and_the_worker_survives(rig: Ri
         NON_POSITIVE_PRICE: 2,
         DUPLICATE_TIMESTAMP: 2,
     }
-    assert [len(e.bars) for e in rig.of(BarsUpdated)] == [2, 2]
+    assert [len(b) for _, b in rig.stored()] == [2, 2]
     assert rig.state.last_ts_ms("BTCUSDT") == last + 4 * BAR_MS
     assert rig.breaker() == "CLOSED" and rig.of(SourceFailed) == []  # bad data is no outage
 

@@ -191,7 +191,7 @@ async def run_session(batches: dict[str, list[list[Bar]]], rounds: int, workers:
             )
         ]
         assert stored == good, symbol
-        assert [b for e in updates if e.symbol == symbol for b in e.bars] == good
+        assert [b for e in updates for s, k in e.blocks() if s == symbol for b in k] == good
         assert sum(1 for e in rejected if e.symbol == symbol) == bad, symbol
     assert sum(metrics["rejects"].values()) == total_bad == len(rejected)
     assert metrics["bars_stored"] == sum(len(expected(b)[0]) for b in batches.values())

@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 from quantumtrade.app import Daemon
 from quantumtrade.clock import ManualClock
 from quantumtrade.config import AppConfig
-from quantumtrade.events import Command, decode
+from quantumtrade.events import BarsUpdated, Command, decode, encode
 from quantumtrade.replay import ReplayReport, replay_log
 from quantumtrade.store.eventlog import SqliteEventLog
 from tests.integration.test_paper_session import START_NS, session_config
@@ -179,3 +179,53 @@ async def test_paper_restart_on_the_same_market_keeps_positions_and_says_so(
     assert second.session.account == "restored"
     assert second.portfolio.positions() == first.portfolio.positions()
     assert not [e for e in logs if e["log_level"] == "warning"]
+
+
+def _split_into_per_symbol_events(path: Path) -> tuple[int, int]:
+    """Rewrite a log as versions before batched bars wrote it: one ``BarsUpdated`` per
+    symbol (``symbol``, ``source``, ``bars``), every event renumbered in order. Returns
+    (batch events, per-symbol events)."""
+    conn = sqlite3.connect(path)
+    rows = conn.execute("SELECT seq, ts_ns, type, payload FROM events ORDER BY seq").fetchall()
+    out: list[tuple[int, int, str, str]] = []
+    batches = 0
+    for _, ts_ns, kind, payload in rows:
+        event = decode(payload)
+        if isinstance(event, BarsUpdated):
+            batches += 1
+            for symbol, block in event.blocks():
+                legacy = {
+                    "type": "BarsUpdated",
+                    "ts_ns": ts_ns,
+                    "seq": len(out) + 1,
+                    "symbol": symbol,
+                    "source": event.source,
+                    "bars": msgspec.to_builtins(block),
+                }
+                out.append((len(out) + 1, ts_ns, kind, msgspec.json.encode(legacy).decode()))
+        else:
+            moved = msgspec.structs.replace(event, seq=len(out) + 1)
+            out.append((len(out) + 1, ts_ns, kind, encode(moved).decode()))
+    with conn:
+        conn.execute("DELETE FROM events")
+        conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", out)
+    conn.close()
+    return batches, sum(1 for r in out if r[2] == "BarsUpdated")
+
+
+async def test_a_log_of_per_symbol_bar_events_still_replays(tmp_path: Path) -> None:
+    # Logs written before BarsUpdated held a batch have one event per symbol; they decode as
+    # one-symbol batches, restart inference included, with no difference.
+    cfg = session_config(tmp_path)
+    await run_at(cfg, START_NS, 40)
+    await run_at(cfg, START_NS + 100 * SECOND_NS, 40)
+    batched = await replay(cfg)
+    assert batched.differences == [] and len(batched.sessions) == 2
+
+    batches, per_symbol = _split_into_per_symbol_events(Path(cfg.database.sqlite_path))
+    assert per_symbol > batches > 0
+    legacy = await replay(cfg)
+    assert [s.boundary for s in legacy.sessions] == ["marker", "marker"]
+    assert legacy.differences == []
+    assert legacy.logged == batched.logged and legacy.replayed == batched.replayed
+    assert legacy.market_events == per_symbol

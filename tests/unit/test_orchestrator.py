@@ -22,6 +22,7 @@ from quantumtrade.data.synthetic import SyntheticConfig, SyntheticSource
 from quantumtrade.data.validation import DUPLICATE_TIMESTAMP, HIGH_LOW_INCONSISTENT, NON_FINITE
 from quantumtrade.events import (
     Bar,
+    BarBlock,
     BarsUpdated,
     BreakerState,
     CircuitBreakerChanged,
@@ -89,6 +90,10 @@ class Rig:
     def of(self, kind: type[E]) -> list[E]:
         return [e for e in self.events if isinstance(e, kind)]
 
+    def stored(self) -> list[tuple[str, BarBlock]]:
+        """(symbol, bars) of every ``BarsUpdated``, in order (an event holds many symbols)."""
+        return [pair for e in self.of(BarsUpdated) for pair in e.blocks()]
+
     async def tick(self, seconds: float = 0.0) -> int:
         self.clock.advance(seconds)
         n = self.orch.refresh_due()
@@ -139,9 +144,9 @@ async def test_synthetic_bars_reach_market_state_and_the_bus() -> None:
     async with running({"synthetic": source}, source.symbols(), clock=clock) as rig:
         assert await rig.tick() == 5
         assert [rig.state.length(s) for s in source.symbols()] == [120] * 5
-        updates = rig.of(BarsUpdated)
-        assert sorted(e.symbol for e in updates) == sorted(source.symbols())
-        assert all(len(e.bars) == 120 and e.source == "synthetic" for e in updates)
+        assert sorted(s for s, _ in rig.stored()) == sorted(source.symbols())
+        assert all(len(b) == 120 for _, b in rig.stored())
+        assert all(e.source == "synthetic" for e in rig.of(BarsUpdated))
         assert (
             rig.state.latest("BTCUSDT")
             == (await source.fetch_bars("BTCUSDT", None, clock.now_ns() // 10**6))[-1]
@@ -234,7 +239,7 @@ async def test_failing_source_opens_its_breaker_then_recovers_half_open() -> Non
         ]
         assert rig.orch.stale_symbols == []
         assert all(rig.state.length(s) > 0 for s in symbols)
-        assert len(rig.of(BarsUpdated)) == 5
+        assert sorted(s for s, _ in rig.stored()) == symbols
         assert rig.orch.health()["status"] == "ok"
 
 

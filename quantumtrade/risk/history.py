@@ -1,0 +1,138 @@
+"""Each symbol's last close and its newest close-to-close returns, kept in arrays.
+
+One row per symbol (in order of first sight): the last close and its bar's open time, and a
+ring of the newest ``window`` returns with their bar times. A heartbeat's ``BarsUpdated``
+over thousands of symbols is a few array operations here (``update_last``), where a deque of
+tuples per symbol cost a Python call per symbol and ~110 bytes per return (275 MB at 5,000
+symbols x 500 returns, against 40 MB as arrays).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+_NONE = np.iinfo(np.int64).min
+"""``last_ms`` of a row with no close yet."""
+
+
+class PriceHistory:
+    def __init__(self, window: int) -> None:
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        self.window = window
+        self._row: dict[str, int] = {}
+        self._close = np.zeros(0)
+        self.last_ms = np.zeros(0, dtype=np.int64)
+        """Open time of each row's last close (``_NONE``: none yet)."""
+        self._ret = np.zeros((0, window))
+        self._ret_ms = np.zeros((0, window), dtype=np.int64)
+        self._held = np.zeros(0, dtype=np.int64)  # returns in the ring (<= window)
+        self._head = np.zeros(0, dtype=np.int64)  # the ring's next slot
+        self._rows_of: tuple[tuple[str, ...], NDArray[np.int64]] | None = None
+
+    def __len__(self) -> int:
+        return len(self._row)
+
+    def rows(self, symbols: tuple[str, ...]) -> NDArray[np.int64]:
+        """The rows of ``symbols`` (new ones are added); the last answer is kept, so the
+        same tuple at every heartbeat costs one comparison."""
+        cached = self._rows_of
+        if cached is not None and (cached[0] is symbols or cached[0] == symbols):
+            return cached[1]
+        row = self._row
+        new = [s for s in dict.fromkeys(symbols) if s not in row]
+        if new:
+            self._grow(len(row) + len(new))
+            for s in new:
+                row[s] = len(row)
+        rows = np.fromiter((row[s] for s in symbols), dtype=np.int64, count=len(symbols))
+        self._rows_of = (symbols, rows)
+        return rows
+
+    def _grow(self, n: int) -> None:
+        size = self._close.shape[0]
+        if n <= size:
+            return
+        cap = max(n, 2 * size, 16)
+        extra = cap - size
+        self._close = np.concatenate([self._close, np.zeros(extra)])
+        self.last_ms = np.concatenate([self.last_ms, np.full(extra, _NONE, dtype=np.int64)])
+        self._ret = np.concatenate([self._ret, np.zeros((extra, self.window))])
+        self._ret_ms = np.concatenate(
+            [self._ret_ms, np.zeros((extra, self.window), dtype=np.int64)]
+        )
+        self._held = np.concatenate([self._held, np.zeros(extra, dtype=np.int64)])
+        self._head = np.concatenate([self._head, np.zeros(extra, dtype=np.int64)])
+
+    def last_close(self, symbol: str) -> float | None:
+        r = self._row.get(symbol)
+        if r is None or self.last_ms[r] == _NONE:
+            return None
+        return float(self._close[r])
+
+    def update_last(
+        self, rows: NDArray[np.int64], bar_ms: NDArray[np.int64], close: NDArray[np.float64]
+    ) -> NDArray[np.bool_]:
+        """One new bar for each of ``rows`` (distinct): a finite positive close newer than
+        the row's last becomes its last close, and its return over the previous close (if
+        any) joins the ring. Returns which entries were taken."""
+        last = self.last_ms[rows]
+        take = np.isfinite(close) & (close > 0) & (bar_ms > last)
+        if not take.all():
+            rows, bar_ms, close, last = rows[take], bar_ms[take], close[take], last[take]
+        had = last != _NONE
+        if had.all():
+            r, ms, ret = rows, bar_ms, close / self._close[rows] - 1.0
+        else:
+            r, ms = rows[had], bar_ms[had]
+            ret = close[had] / self._close[r] - 1.0
+        if r.size:
+            slot = self._head[r]
+            self._ret[r, slot] = ret
+            self._ret_ms[r, slot] = ms
+            self._head[r] = (slot + 1) % self.window
+            self._held[r] = np.minimum(self._held[r] + 1, self.window)
+        self._close[rows] = close
+        self.last_ms[rows] = bar_ms
+        return take
+
+    def update_row(self, row: int, bar_ms: NDArray[np.int64], close: NDArray[np.float64]) -> bool:
+        """A run of bars of one row, oldest first (a history fetch): the same rules as
+        ``update_last`` bar by bar; of a long run only the newest ``window`` returns can stay.
+        Returns whether any bar was taken."""
+        last = int(self.last_ms[row])
+        good = np.flatnonzero(np.isfinite(close) & (close > 0))
+        ms, c = bar_ms[good], close[good]
+        # A bar is taken when it is newer than every bar before it (the last one taken).
+        before = np.maximum.accumulate(np.concatenate([[last], ms[:-1]])) if ms.size else ms
+        taken = np.flatnonzero(ms > before)[-(self.window + 1) :]
+        if not taken.size:
+            return False
+        ms, c = ms[taken], c[taken]
+        if last != _NONE:
+            prev = np.concatenate([[self._close[row]], c[:-1]])
+            ret_ms, ret = ms, c / prev - 1.0
+        else:
+            ret_ms, ret = ms[1:], c[1:] / c[:-1] - 1.0
+        ret_ms, ret = ret_ms[-self.window :], ret[-self.window :]
+        k = ret.size
+        if k:
+            head = int(self._head[row])
+            slots = (head + np.arange(k)) % self.window
+            self._ret[row, slots] = ret
+            self._ret_ms[row, slots] = ret_ms
+            self._head[row] = (head + k) % self.window
+            self._held[row] = min(int(self._held[row]) + k, self.window)
+        self._close[row] = c[-1]
+        self.last_ms[row] = ms[-1]
+        return True
+
+    def returns(self, symbol: str) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+        """(bar open times, returns), oldest first (empty for an unknown symbol)."""
+        r = self._row.get(symbol)
+        if r is None:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        held, head = int(self._held[r]), int(self._head[r])
+        order = (np.arange(head - held, head) + self.window) % self.window
+        return self._ret_ms[r, order], self._ret[r, order]
