@@ -33,6 +33,7 @@ from quantumtrade.execution.venue import Venue
 from quantumtrade.portfolio import Portfolio
 from quantumtrade.regime import engine as regime_engine
 from quantumtrade.regime.detector import RegimeDetector
+from quantumtrade.risk import history
 from quantumtrade.risk.manager import RiskManager, subscribe_decision_path
 from quantumtrade.scoring import incremental
 from quantumtrade.scoring.scanner import Scanner
@@ -42,9 +43,10 @@ from quantumtrade.strategy.loader import load_strategy
 
 def warm_up() -> None:
     """Compile (or load from numba's cache) every kernel the decision path runs per bar, both
-    builds, before the first bar: MarketState appends, regimes, the scan. Blocking: call it in
-    a thread from a running loop."""
+    builds, before the first bar: MarketState appends, the risk manager's price history,
+    regimes, the scan. Blocking: call it in a thread from a running loop."""
     market_state.warm_up()
+    history.warm_up()
     incremental.warm_up()
     regime_engine.warm_up()
 

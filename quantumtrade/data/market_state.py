@@ -290,6 +290,8 @@ class MarketState:
         self._ts = np.zeros((0, self._width), dtype=np.int64)
         self._lengths = np.zeros(0, dtype=np.int64)
         self.compactions = 0  # times the windows were copied back to the first columns
+        self._changes = 0  # appends, rows added, compactions: what a cached Columns depends on
+        self._columns: tuple[tuple[int, int], Columns] | None = None
         self.add_symbols(symbols)
 
     @property
@@ -327,6 +329,7 @@ class MarketState:
             lengths = np.zeros(new_rows, dtype=np.int64)
             lengths[:rows] = self._lengths
             self._prices, self._ts, self._lengths = prices, ts, lengths
+        self._changes += 1
         return added
 
     def append(self, symbol: str, bars: Sequence[Bar]) -> int:
@@ -422,6 +425,7 @@ class MarketState:
         counts = np.zeros(len(rows), dtype=np.int64)
         if not batch.total:
             return counts
+        self._changes += 1
         step = self._step(batch, rows)
         if step == 0:
             start = self._end - self.capacity
@@ -488,6 +492,7 @@ class MarketState:
         )
         self._end = self.capacity
         self.compactions += 1
+        self._changes += 1
 
     def rows(self, symbols: Sequence[str]) -> NDArray[np.int64]:
         """Rows of ``symbols`` (KeyError when one is unknown)."""
@@ -530,21 +535,27 @@ class MarketState:
         w = cap if window is None else window
         if not 1 <= w <= cap:
             raise ValueError(f"window must be between 1 and {cap}, got {window}")
+        cached = self._columns
+        if cached is not None and cached[0] == (w, self._changes):
+            return cached[1]  # the decision path asks several times between two appends
         n = len(self._symbols)
         start, end = self._end - w, self._end
         views = [self._prices[i, :n, start:end] for i in range(5)]
         ts = self._ts[:n, start:end]
-        for view in (*views, ts):
+        lengths = np.minimum(self._lengths[:n], w)
+        for view in (*views, ts, lengths):
             view.flags.writeable = False
-        return Columns(
+        columns = Columns(
             open=views[_OPEN],
             high=views[_HIGH],
             low=views[_LOW],
             close=views[_CLOSE],
             volume=views[_VOLUME],
             ts_ms=ts,
-            lengths=np.minimum(self._lengths[:n], w),
+            lengths=lengths,
         )
+        self._columns = ((w, self._changes), columns)
+        return columns
 
 
 def warm_up() -> None:

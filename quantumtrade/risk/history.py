@@ -9,6 +9,7 @@ symbols x 500 returns, against 40 MB as arrays).
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numpy.typing import NDArray
 
@@ -77,25 +78,12 @@ class PriceHistory:
         """One new bar for each of ``rows`` (distinct): a finite positive close newer than
         the row's last becomes its last close, and its return over the previous close (if
         any) joins the ring. Returns which entries were taken."""
-        last = self.last_ms[rows]
-        take = np.isfinite(close) & (close > 0) & (bar_ms > last)
-        if not take.all():
-            rows, bar_ms, close, last = rows[take], bar_ms[take], close[take], last[take]
-        had = last != _NONE
-        if had.all():
-            r, ms, ret = rows, bar_ms, close / self._close[rows] - 1.0
-        else:
-            r, ms = rows[had], bar_ms[had]
-            ret = close[had] / self._close[r] - 1.0
-        if r.size:
-            slot = self._head[r]
-            self._ret[r, slot] = ret
-            self._ret_ms[r, slot] = ms
-            self._head[r] = (slot + 1) % self.window
-            self._held[r] = np.minimum(self._held[r] + 1, self.window)
-        self._close[rows] = close
-        self.last_ms[rows] = bar_ms
-        return take
+        taken = np.empty(rows.shape[0], dtype=np.bool_)
+        _update_last(
+            rows, bar_ms, close, self.last_ms, self._close, self._ret, self._ret_ms,
+            self._held, self._head, taken,
+        )  # fmt: skip
+        return taken
 
     def update_row(self, row: int, bar_ms: NDArray[np.int64], close: NDArray[np.float64]) -> bool:
         """A run of bars of one row, oldest first (a history fetch): the same rules as
@@ -136,3 +124,42 @@ class PriceHistory:
         held, head = int(self._held[r]), int(self._head[r])
         order = (np.arange(head - held, head) + self.window) % self.window
         return self._ret_ms[r, order], self._ret[r, order]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _update_last(
+    rows: NDArray[np.int64],
+    bar_ms: NDArray[np.int64],
+    close: NDArray[np.float64],
+    last_ms: NDArray[np.int64],
+    last_close: NDArray[np.float64],
+    ret: NDArray[np.float64],
+    ret_ms: NDArray[np.int64],
+    held: NDArray[np.int64],
+    head: NDArray[np.int64],
+    taken: NDArray[np.bool_],
+) -> None:
+    # One pass, no temporaries: a heartbeat of a few symbols costs a call, not 20 array ops.
+    window = ret.shape[1]
+    for i in range(rows.shape[0]):
+        r, c, ms = rows[i], close[i], bar_ms[i]
+        ok = np.isfinite(c) and c > 0.0 and ms > last_ms[r]
+        taken[i] = ok
+        if not ok:
+            continue
+        if last_ms[r] != _NONE:
+            slot = head[r]
+            ret[r, slot] = c / last_close[r] - 1.0
+            ret_ms[r, slot] = ms
+            head[r] = (slot + 1) % window
+            held[r] = min(held[r] + 1, window)
+        last_close[r] = c
+        last_ms[r] = ms
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the per-heartbeat kernel."""
+    history = PriceHistory(2)
+    rows = history.rows(("W",))
+    for t in (1, 2):
+        history.update_last(rows, np.array([t], dtype=np.int64), np.array([1.0]))

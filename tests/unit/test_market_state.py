@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from quantumtrade.data.market_state import MarketState
+from quantumtrade.data.source import BarBatch
 from quantumtrade.events import Bar
 
 
@@ -188,3 +189,31 @@ def test_append_validated_refuses_rows_that_do_not_fit_the_batch(
     with pytest.raises(ValueError, match=message):
         state.append_validated(batch, rows)
     assert state.length("A") == state.length("B") == 0
+
+
+def test_columns_are_kept_between_appends_and_follow_every_change() -> None:
+    state = MarketState(["AUSDT", "BUSDT"], 4, slack=2)
+    bar = [Bar(60_000, 1.0, 2.0, 0.5, 1.5, 10.0)]
+    state.append("AUSDT", bar)
+    first = state.columns()
+    assert state.columns() is first  # asked again before an append: the same views
+    assert first.lengths.tolist() == [1, 0] and not first.lengths.flags.writeable
+    assert state.columns(2) is not first and state.columns(2).lengths.tolist() == [1, 0]
+    state.append("BUSDT", bar)
+    assert state.columns().lengths.tolist() == [1, 1]
+    state.add_symbols(["CUSDT"])
+    assert state.columns().close.shape == (3, 4)
+    for t in range(2, 9):  # moves the window and compacts it
+        state.append_batch(
+            BarBatch(
+                ("AUSDT", "BUSDT", "CUSDT"),
+                np.full(3, 60_000 * t, dtype=np.int64),
+                np.tile([1.0, 2.0, 0.5, float(t), 10.0], (3, 1)),
+                np.arange(4, dtype=np.int64),
+            ),
+            np.zeros(3, dtype=np.int8),
+        )
+        columns = state.columns()
+        assert columns.close[:, -1].tolist() == [float(t)] * 3
+        assert columns.lengths.tolist() == [min(t, 4), min(t, 4), min(t - 1, 4)]
+    assert state.compactions > 0
