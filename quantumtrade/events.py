@@ -126,6 +126,38 @@ class BarBlock(msgspec.Struct, frozen=True, array_like=True, gc=False):
         return iter(self.bars())
 
 
+class SymbolRows:
+    """A row per symbol, in order of first sight, for state kept in arrays across
+    ``BarsUpdated`` batches. The last answer of ``rows`` is kept: heartbeats over the same
+    symbols ask for the same tuple, so a step over thousands of symbols costs a comparison."""
+
+    __slots__ = ("_last", "_row")
+
+    def __init__(self) -> None:
+        self._row: dict[str, int] = {}
+        self._last: tuple[tuple[str, ...], NDArray[np.int64]] = ((), np.zeros(0, np.int64))
+
+    def __len__(self) -> int:
+        return len(self._row)
+
+    def get(self, symbol: str) -> int | None:
+        return self._row.get(symbol)
+
+    def rows(self, symbols: tuple[str, ...]) -> NDArray[np.int64]:
+        """The rows of ``symbols`` (rows are added for new ones: ``len`` grows). Read-only."""
+        last = self._last
+        if last[0] is symbols or last[0] == symbols:
+            return last[1]
+        row = self._row
+        for s in symbols:
+            if s not in row:
+                row[s] = len(row)
+        rows = np.fromiter((row[s] for s in symbols), dtype=np.int64, count=len(symbols))
+        rows.flags.writeable = False
+        self._last = (symbols, rows)
+        return rows
+
+
 _index_cache: tuple[tuple[str, ...], dict[str, int]] = ((), {})
 
 

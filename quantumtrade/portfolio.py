@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 
 from quantumtrade.bus import EventBus
 from quantumtrade.clock import Clock
-from quantumtrade.events import OrderFilled, PositionChanged, symbol_index
+from quantumtrade.events import OrderFilled, PositionChanged, SymbolRows, symbol_index
 
 # A position smaller than this fraction of the trade that produced it is float dust: flat.
 _DUST = 1e-12
@@ -69,7 +69,11 @@ class Portfolio:
         self.clock = clock
         self._positions: dict[str, Position] = {}
         self._view = MappingProxyType(self._positions)
-        self._marks: dict[str, float] = {}
+        # Last marks in arrays, a row per symbol ever marked: a heartbeat's marks of thousands
+        # of symbols are one array assignment.
+        self._mark_rows = SymbolRows()
+        self._mark_values = np.zeros(0)
+        self._marked = np.zeros(0, dtype=np.bool_)
         self._open: set[str] = set()  # symbols with a non-zero position
         # Kept as fills and marks come, so net PnL is O(1) for the per-bar kill switches:
         # realised - fees over every symbol, and unrealised over the marked open positions.
@@ -93,7 +97,7 @@ class Portfolio:
         return position
 
     def _unrealized(self, p: Position) -> float:
-        mark = self._marks.get(p.symbol)
+        mark = self.mark_price(p.symbol)
         return p.quantity * (mark - p.avg_price) if mark is not None and p.quantity else 0.0
 
     async def on_fill(self, fill: OrderFilled) -> None:
@@ -136,35 +140,35 @@ class Portfolio:
 
     def set_mark(self, symbol: str, price: float) -> None:
         """Mark ``symbol`` at ``price`` (its last close): unrealised PnL follows it."""
-        p = self._positions.get(symbol)
-        if p is None or not p.quantity:
-            self._marks[symbol] = price
-            return
-        before = self._unrealized(p)
-        self._marks[symbol] = price
-        self._open_pnl += self._unrealized(p) - before
+        self.set_marks((symbol,), np.array([price], dtype=np.float64))
 
     def set_marks(self, symbols: tuple[str, ...], prices: NDArray[np.float64]) -> bool:
-        """Mark each of ``symbols`` (distinct) at its price, as ``set_mark`` would one by one
-        in that order, without a Python call per symbol (a heartbeat's closes). Returns
-        whether an open position was marked."""
-        values = prices.tolist()
+        """Mark each of ``symbols`` (distinct) at its price (a heartbeat's closes): the same
+        sums, in the same order, as marking them one by one. Returns whether an open position
+        was marked."""
+        rows = self._mark_rows.rows(symbols)
+        size = len(self._mark_rows)
+        if size > self._mark_values.size:
+            grow = max(size, 2 * self._mark_values.size) - self._mark_values.size
+            self._mark_values = np.concatenate([self._mark_values, np.zeros(grow)])
+            self._marked = np.concatenate([self._marked, np.zeros(grow, dtype=np.bool_)])
         held: list[int] = []
         if self._open:
-            index = symbol_index(symbols)
+            index = symbol_index(symbols) if len(symbols) > 1 else {symbols[0]: 0}
             held = sorted(index[s] for s in self._open if s in index)
-        if not held:
-            self._marks.update(zip(symbols, values, strict=True))
-            return False
         before = [self._unrealized(self._positions[symbols[j]]) for j in held]
-        self._marks.update(zip(symbols, values, strict=True))
+        self._mark_values[rows] = prices
+        self._marked[rows] = True
         for j, old in zip(held, before, strict=True):
             self._open_pnl += self._unrealized(self._positions[symbols[j]]) - old
-        return True
+        return bool(held)
 
     def mark_price(self, symbol: str) -> float | None:
         """The symbol's last mark (None before its first)."""
-        return self._marks.get(symbol)
+        row = self._mark_rows.get(symbol)
+        if row is None or not self._marked[row]:
+            return None
+        return float(self._mark_values[row])
 
     def net_pnl(self) -> float:
         """Realised - fees + unrealised at the last marks (an unmarked position counts 0),
@@ -186,9 +190,9 @@ class Portfolio:
         realized = sum(p.realized_pnl for p in self._positions.values())
         fees = sum(p.fees for p in self._positions.values())
         unrealized = sum(
-            p.quantity * (self._marks[s] - p.avg_price)
+            p.quantity * (mark - p.avg_price)
             for s, p in self._positions.items()
-            if p.quantity and s in self._marks
+            if p.quantity and (mark := self.mark_price(s)) is not None
         )
         return {
             "realized": realized,

@@ -28,10 +28,11 @@ import math
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from itertools import repeat
 from typing import Annotated
 
 import msgspec
+import numpy as np
+from numpy.typing import NDArray
 
 from quantumtrade.bus import EventBus
 from quantumtrade.clock import Clock
@@ -44,6 +45,7 @@ from quantumtrade.events import (
     OrderIntent,
     OrderType,
     Side,
+    SymbolRows,
     symbol_index,
 )
 from quantumtrade.execution.venue import (
@@ -227,15 +229,24 @@ class NextBarGate:
         self._route = route
         self._held: list[_Held] = []
         self._held_symbols: set[str] = set()
-        self._latest: dict[str, BarsUpdated] = {}
-        """Each symbol's newest ``BarsUpdated`` (its newest bar is the last of its block)."""
+        # Each symbol's newest BarsUpdated and its place in it (its newest bar is the last of
+        # its block), by row: a heartbeat over thousands of symbols is two array assignments.
+        self._rows = SymbolRows()
+        self._event_of: NDArray[np.object_] = np.empty(0, dtype=object)
+        self._place_in: NDArray[np.int64] = np.zeros(0, dtype=np.int64)
         self.released = 0
         self.expired = 0
 
     def on_bars(self, event: BarsUpdated) -> None:
         """Remember each symbol's newest bars; give the new bars to their held orders."""
         symbols = event.symbols
-        self._latest.update(zip(symbols, repeat(event)))
+        rows = self._rows.rows(symbols)
+        if len(self._rows) > self._event_of.size:
+            grow = max(len(self._rows), 2 * self._event_of.size) - self._event_of.size
+            self._event_of = np.concatenate([self._event_of, np.empty(grow, dtype=object)])
+            self._place_in = np.concatenate([self._place_in, np.zeros(grow, dtype=np.int64)])
+        self._event_of[rows] = event
+        self._place_in[rows] = np.arange(len(symbols))
         if not self._held_symbols:
             return
         index = symbol_index(symbols)
@@ -245,8 +256,11 @@ class NextBarGate:
                 held.bars.extend(b for b in event.block(j).bars() if b.ts_ms > held.after_ms)
 
     def _newest(self, symbol: str) -> BarBlock | None:
-        event = self._latest.get(symbol)
-        return None if event is None else event.block(symbol_index(event.symbols)[symbol])
+        row = self._rows.get(symbol)
+        if row is None:
+            return None
+        event: BarsUpdated = self._event_of[row]
+        return event.block(int(self._place_in[row]))
 
     def on_intent(self, intent: OrderIntent) -> None:
         """Hold the intent until a bar newer than its symbol's newest one arrives (a triggered

@@ -13,6 +13,8 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
+from quantumtrade.events import SymbolRows
+
 _NONE = np.iinfo(np.int64).min
 """``last_ms`` of a row with no close yet."""
 
@@ -22,7 +24,7 @@ class PriceHistory:
         if window < 1:
             raise ValueError("window must be at least 1")
         self.window = window
-        self._row: dict[str, int] = {}
+        self._rows = SymbolRows()
         self._close = np.zeros(0)
         self.last_ms = np.zeros(0, dtype=np.int64)
         """Open time of each row's last close (``_NONE``: none yet)."""
@@ -30,25 +32,14 @@ class PriceHistory:
         self._ret_ms = np.zeros((0, window), dtype=np.int64)
         self._held = np.zeros(0, dtype=np.int64)  # returns in the ring (<= window)
         self._head = np.zeros(0, dtype=np.int64)  # the ring's next slot
-        self._rows_of: tuple[tuple[str, ...], NDArray[np.int64]] | None = None
 
     def __len__(self) -> int:
-        return len(self._row)
+        return len(self._rows)
 
     def rows(self, symbols: tuple[str, ...]) -> NDArray[np.int64]:
-        """The rows of ``symbols`` (new ones are added); the last answer is kept, so the
-        same tuple at every heartbeat costs one comparison."""
-        cached = self._rows_of
-        if cached is not None and (cached[0] is symbols or cached[0] == symbols):
-            return cached[1]
-        row = self._row
-        new = [s for s in dict.fromkeys(symbols) if s not in row]
-        if new:
-            self._grow(len(row) + len(new))
-            for s in new:
-                row[s] = len(row)
-        rows = np.fromiter((row[s] for s in symbols), dtype=np.int64, count=len(symbols))
-        self._rows_of = (symbols, rows)
+        """The rows of ``symbols`` (new ones are added)."""
+        rows = self._rows.rows(symbols)
+        self._grow(len(self._rows))
         return rows
 
     def _grow(self, n: int) -> None:
@@ -67,7 +58,7 @@ class PriceHistory:
         self._head = np.concatenate([self._head, np.zeros(extra, dtype=np.int64)])
 
     def last_close(self, symbol: str) -> float | None:
-        r = self._row.get(symbol)
+        r = self._rows.get(symbol)
         if r is None or self.last_ms[r] == _NONE:
             return None
         return float(self._close[r])
@@ -118,7 +109,7 @@ class PriceHistory:
 
     def returns(self, symbol: str) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
         """(bar open times, returns), oldest first (empty for an unknown symbol)."""
-        r = self._row.get(symbol)
+        r = self._rows.get(symbol)
         if r is None:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
         held, head = int(self._held[r]), int(self._head[r])

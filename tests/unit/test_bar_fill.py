@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 
 from quantumtrade.bus import EventBus
@@ -156,3 +157,33 @@ async def test_orders_still_held_at_shutdown_are_cancelled_not_left_open() -> No
     assert h.fills == []
     assert [c.reason for c in h.cancels] == ["shutdown", "shutdown"]
     assert h.gate.pending == 0
+
+
+async def test_one_batch_of_many_symbols_fills_each_order_at_its_own_symbols_bar() -> None:
+    def batch(ts: int, bars: dict[str, Bar]) -> BarsUpdated:
+        return BarsUpdated.of(
+            0,
+            "t",
+            tuple(bars),
+            np.arange(len(bars) + 1, dtype=np.int64),
+            BarBlock.from_bars(
+                [Bar(ts, b.open, b.high, b.low, b.close, b.volume) for b in bars.values()]
+            ),
+        )
+
+    async def scenario(h: Harness) -> None:
+        first = {s: Bar(0, p, p, p, p, 1e6) for s, p in (("AUSDT", 10.0), ("BTCUSDT", 100.0))}
+        await h.bus.publish(batch(1, first))
+        await h.order(1.0)  # BTCUSDT, held until BTCUSDT's next bar
+        await h.bus.publish(batch(2, {"AUSDT": Bar(0, 11.0, 11.0, 11.0, 11.0, 1e6)}))
+        await h.gate.release()
+        await h.bus.drain()
+        assert h.fills == []  # another symbol's bar is not this order's
+        nxt = {"AUSDT": Bar(0, 12.0, 12, 12, 12, 1e6), "BTCUSDT": Bar(0, 200.0, 200, 200, 200, 1e6)}
+        await h.bus.publish(batch(3, nxt))
+        await h.gate.release()
+        await h.bus.drain()
+
+    h = await run(scenario)
+    (fill,) = h.fills
+    assert fill.symbol == "BTCUSDT" and fill.price == pytest.approx(200.0 * 1.001)
