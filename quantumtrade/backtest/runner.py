@@ -275,7 +275,7 @@ async def run_backtest(
     core = TradingCore.build(sim, bus=bus, clock=clock, state=state)
     ledger = Ledger(candles.symbols, initial_equity)
     ledger.subscribe(bus)
-    all_rows = list(range(n_sym))
+    all_rows = np.arange(n_sym, dtype=np.int64)
     offsets = np.arange(n_sym + 1, dtype=np.int64)
     rejects: Counter[str] = Counter(candles.load_rejects)
     traded = max(n_bars - trade_from, 0)
@@ -300,19 +300,18 @@ async def run_backtest(
                 batch = BarBatch(candles.symbols, np.full(n_sym, ts_ms), prices, offsets)
                 batch_rows = all_rows
             else:
-                present = np.flatnonzero(have)
+                batch_rows = np.flatnonzero(have)
                 batch = BarBatch(
-                    tuple(candles.symbols[i] for i in present.tolist()),
-                    np.full(present.size, ts_ms),
-                    np.ascontiguousarray(prices[present]),
-                    np.arange(present.size + 1, dtype=np.int64),
+                    tuple(candles.symbols[i] for i in batch_rows.tolist()),
+                    np.full(batch_rows.size, ts_ms),
+                    np.ascontiguousarray(prices[batch_rows]),
+                    np.arange(batch_rows.size + 1, dtype=np.int64),
                 )
-                batch_rows = present.tolist()
             batch.freeze()
             codes, counts = state.append_validated(batch, batch_rows)
             fed += int(counts.sum())
             await publish_stored(bus, clock.now_ns(), SOURCE, batch, codes, counts, rejects)
-            stored = np.asarray(batch_rows, dtype=np.int64)[counts > 0]
+            stored = batch_rows if counts.all() else batch_rows[counts > 0]
             marks[stored] = prices[stored, 3]
             if t < trade_from:
                 if progress is not None:

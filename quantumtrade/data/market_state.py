@@ -391,7 +391,7 @@ class MarketState:
         return self._append(batch, rows, codes, validate=False)
 
     def append_validated(
-        self, batch: BarBatch, rows: Sequence[int] | None = None
+        self, batch: BarBatch, rows: Sequence[int] | NDArray[np.int64] | None = None
     ) -> tuple[NDArray[np.int8], NDArray[np.int64]]:
         """Validate ``batch`` against each symbol's newest stored bar (the rules of
         ``validate_batch``) and append what passes, in one pass. Returns the code of every
@@ -402,7 +402,7 @@ class MarketState:
         return codes, self._append(batch, found, codes, validate=True)
 
     def _distinct_rows(
-        self, batch: BarBatch, caller: str, rows: Sequence[int] | None = None
+        self, batch: BarBatch, caller: str, rows: Sequence[int] | NDArray[np.int64] | None = None
     ) -> NDArray[np.int64]:
         if rows is None:
             found = self.rows(batch.symbols)
