@@ -286,6 +286,9 @@ async def run_backtest(
     regimes = np.full((n_sym, traded), NO_LABEL, dtype=np.int8)
     marks = np.zeros(n_sym)  # each symbol's last stored close (0 before its first bar)
     fed = 0
+    last_have: NDArray[np.bool_] | None = None  # the last step that lacked a symbol's bar
+    some: tuple[str, ...] = ()
+    some_rows, some_offsets = all_rows, offsets
     # Compiled before the first bar, as the daemon does at start (numba's cache makes it quick).
     await asyncio.to_thread(core_warm_up)
     t0 = time.perf_counter()  # elapsed_s: the run, as a peer's engine.run(), not the set-up
@@ -300,12 +303,19 @@ async def run_backtest(
                 batch = BarBatch(candles.symbols, np.full(n_sym, ts_ms), prices, offsets)
                 batch_rows = all_rows
             else:
-                batch_rows = np.flatnonzero(have)
+                if last_have is None or not np.array_equal(have, last_have):
+                    # The same symbols as the step before keep the same tuple: the handlers'
+                    # per-tuple caches (rows, index) then hold across steps.
+                    some_rows = np.flatnonzero(have)
+                    some = tuple(candles.symbols[i] for i in some_rows.tolist())
+                    some_offsets = np.arange(some_rows.size + 1, dtype=np.int64)
+                    last_have = have
+                batch_rows = some_rows
                 batch = BarBatch(
-                    tuple(candles.symbols[i] for i in batch_rows.tolist()),
-                    np.full(batch_rows.size, ts_ms),
-                    np.ascontiguousarray(prices[batch_rows]),
-                    np.arange(batch_rows.size + 1, dtype=np.int64),
+                    some,
+                    np.full(some_rows.size, ts_ms),
+                    np.ascontiguousarray(prices[some_rows]),
+                    some_offsets,
                 )
             batch.freeze()
             codes, counts = state.append_validated(batch, batch_rows)

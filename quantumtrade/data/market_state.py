@@ -291,7 +291,8 @@ class MarketState:
         self._lengths = np.zeros(0, dtype=np.int64)
         self.compactions = 0  # times the windows were copied back to the first columns
         self._changes = 0  # appends, rows added, compactions: what a cached Columns depends on
-        self._columns: tuple[tuple[int, int], Columns] | None = None
+        self._columns: dict[int, Columns] = {}  # by window, built since the last change
+        self._columns_at = -1  # the _changes they were built at
         self.add_symbols(symbols)
 
     @property
@@ -535,9 +536,12 @@ class MarketState:
         w = cap if window is None else window
         if not 1 <= w <= cap:
             raise ValueError(f"window must be between 1 and {cap}, got {window}")
-        cached = self._columns
-        if cached is not None and cached[0] == (w, self._changes):
-            return cached[1]  # the decision path asks several times between two appends
+        if self._columns_at != self._changes:
+            self._columns.clear()
+            self._columns_at = self._changes
+        cached = self._columns.get(w)
+        if cached is not None:
+            return cached  # the decision path asks several times between two appends
         n = len(self._symbols)
         start, end = self._end - w, self._end
         views = [self._prices[i, :n, start:end] for i in range(5)]
@@ -554,7 +558,7 @@ class MarketState:
             ts_ms=ts,
             lengths=lengths,
         )
-        self._columns = ((w, self._changes), columns)
+        self._columns[w] = columns
         return columns
 
 
