@@ -89,25 +89,34 @@ def channel(
     """Highest high and lowest low of the ``bars`` bars before the newest (NaN: too few), for
     every symbol, or only for ``rows`` (NaN elsewhere: the reductions are the costly part)."""
     high, low = features.high, features.low
-    n = high.shape[0]
-    if high.shape[1] < bars + 1:
-        nan = np.full(n, np.nan)
-        return nan, nan
-    if rows is None:
+    enough = high.shape[1] >= bars + 1
+    if rows is None and enough:
         return high[:, -bars - 1 : -1].max(axis=1), low[:, -bars - 1 : -1].min(axis=1)
-    hi, lo = np.full(n, np.nan), np.full(n, np.nan)
-    if rows.size:
+    hi, lo = extremes = np.empty((2, high.shape[0]))
+    extremes.fill(np.nan)
+    if enough and rows is not None and rows.size:
         hi[rows] = high[rows, -bars - 1 : -1].max(axis=1)
         lo[rows] = low[rows, -bars - 1 : -1].min(axis=1)
     return hi, lo
 
 
-def _rule(
-    enter: NDArray[np.bool_], leave: NDArray[np.bool_], held: NDArray[np.bool_]
+def _sides(
+    enter_long: NDArray[np.bool_],
+    leave_long: NDArray[np.bool_],
+    enter_short: NDArray[np.bool_],
+    leave_short: NDArray[np.bool_],
+    position: NDArray[np.float64],
 ) -> NDArray[np.float64]:
-    """1 to enter, 0 to leave (or stay out), NaN to keep a held position: long side."""
-    out = np.where(enter, 1.0, 0.0)
-    out[held & ~leave] = np.nan
+    """One signed direction from a long rule and a short rule: a flat symbol enters (1 long,
+    -1 short, 0 when neither or both fire); a held one is kept (NaN) until its own side's
+    leave condition holds, then gets its side's entry (1 long, -1 short) or 0."""
+    out = np.subtract(enter_long, enter_short, dtype=np.float64)
+    long_held = position > 0
+    short_held = position < 0
+    np.copyto(out, enter_long, where=long_held)
+    np.copyto(out, np.negative(enter_short, dtype=np.float64), where=short_held)
+    out[long_held & ~leave_long] = np.nan
+    out[short_held & ~leave_short] = np.nan
     return out
 
 
@@ -121,14 +130,14 @@ class TrendParams(Sizing, frozen=True, forbid_unknown_fields=True):
 
 def _trend(features: Features, book: Book, p: TrendParams) -> NDArray[np.float64]:
     score = features.feature("score")
-    long_held, short_held = book.position > 0, book.position < 0
-    top = np.zeros(score.shape[0], dtype=bool)
-    top[list(features.selected)] = True
-    enter = top & features.eligible & (np.abs(score) >= p.min_score)
-    w = np.where(enter, np.sign(score), 0.0)
-    # Held: keep while the score keeps its sign.
-    w[long_held & (score > 0)] = np.nan
-    w[short_held & (score < 0)] = np.nan
+    direction = np.sign(score)
+    enter = np.zeros(score.shape[0], dtype=bool)
+    enter[list(features.selected)] = True
+    enter &= features.eligible
+    enter &= np.abs(score) >= p.min_score
+    w = np.where(enter, direction, 0.0)
+    # Held: keep while the score keeps the position's sign.
+    w[np.sign(book.position) * direction > 0] = np.nan
     return w
 
 
@@ -167,9 +176,10 @@ def _mean_reversion(
         return np.zeros(len(features.symbols))
     z = zscore(features.close, p.window)
     rangy = ranging & features.eligible
-    long_w = _rule(rangy & (z <= -p.entry_z), z >= -p.exit_z, book.position > 0)
-    short_w = _rule(rangy & (z >= p.entry_z), z <= p.exit_z, book.position < 0)
-    return _combine(long_w, short_w, book)
+    return _sides(
+        rangy & (z <= -p.entry_z), z >= -p.exit_z, rangy & (z >= p.entry_z), z <= p.exit_z,
+        book.position,
+    )  # fmt: skip
 
 
 class MeanReversion:
@@ -202,19 +212,22 @@ class BreakoutParams(Sizing, frozen=True, forbid_unknown_fields=True):
 
 
 def _breakout(
-    features: Features, book: Book, p: BreakoutParams, where: NDArray[np.bool_]
+    features: Features, book: Book, p: BreakoutParams, where: NDArray[np.bool_] | None = None
 ) -> NDArray[np.float64]:
+    """The breakout rule's direction (as ``_sides``), entering only ``where`` (None: anywhere)."""
     close = features.last
-    loud = features.feature("volume_z") >= p.min_volume_z
-    ok = where & features.eligible & loud
+    position = book.position
+    ok = features.eligible & (features.feature("volume_z") >= p.min_volume_z)
+    if where is not None:
+        ok &= where
     # Channels only where they can matter: entry channels on the loud candidates, exit
     # channels on the held rows (a few of thousands, most bars).
-    hi, lo = channel(features, p.channel, np.flatnonzero(ok))
-    exit_hi, exit_lo = channel(features, p.exit_channel, np.flatnonzero(book.position != 0))
+    hi, lo = channel(features, p.channel, ok.nonzero()[0])
+    exit_hi, exit_lo = channel(features, p.exit_channel, position.nonzero()[0])
     with np.errstate(invalid="ignore"):
-        long_w = _rule(ok & (close > hi), close < exit_lo, book.position > 0)
-        short_w = _rule(ok & (close < lo), close > exit_hi, book.position < 0)
-    return _combine(long_w, short_w, book)
+        return _sides(
+            ok & (close > hi), close < exit_lo, ok & (close < lo), close > exit_hi, position
+        )
 
 
 class Breakout:
@@ -229,21 +242,8 @@ class Breakout:
         self.params = params or BreakoutParams()
 
     def targets(self, features: Features, book: Book) -> Targets:
-        everywhere = np.ones(len(features.symbols), dtype=bool)
-        w = _breakout(features, book, self.params, everywhere)
+        w = _breakout(features, book, self.params)
         return Targets(weight=w * vol_scaled(features, self.params), reason="breakout")
-
-
-def _combine(
-    long_w: NDArray[np.float64], short_w: NDArray[np.float64], book: Book
-) -> NDArray[np.float64]:
-    """One signed direction from a long rule and a short rule (each 1 / 0 / NaN)."""
-    out = long_w - short_w  # NaN where either keeps
-    flat = book.position == 0
-    out[flat] = (np.nan_to_num(long_w) - np.nan_to_num(short_w))[flat]
-    out[book.position > 0] = long_w[book.position > 0]
-    out[book.position < 0] = -short_w[book.position < 0]
-    return out
 
 
 # --- regime adaptive ------------------------------------------------------------------------
@@ -307,13 +307,14 @@ class RegimeAdaptive:
         p = self.params
         n = len(features.symbols)
         regime = features.regime
+        position = book.position
         blind = regime == NO_LABEL
         # A held position answers to the rule of the regime it was entered in.
-        flat = book.position == 0
+        flat = position == 0
         rule_regime = np.where(flat, regime, book.entry_regime)
         rule_blind = rule_regime == NO_LABEL
         trend = _trend(features, book, p.trend)
-        breakout = _breakout(features, book, p.breakout, np.ones(n, dtype=bool))
+        breakout = _breakout(features, book, p.breakout)
         if p.trade_ranging:
             ranging = features.feature("adx") < p.mean_reversion.max_adx
             mean_rev = _mean_reversion(features, book, p.mean_reversion, ranging | ~blind)
@@ -328,28 +329,32 @@ class RegimeAdaptive:
         )
         for code, rule, name in rules:
             pick = rule_regime == code
-            direction[pick] = rule[pick]
+            np.copyto(direction, rule, where=pick)
             reason[pick] = name
         if rule_blind.any():
             # Unlabelled (warm-up, or the regime-blind comparison): a flat symbol enters on the
             # first rule that fires, trend first; a held one is kept while any rule would keep
             # it (or enter on its side), and leaves when none would.
-            side = np.sign(book.position)
+            side = np.sign(position)
             keep = np.zeros(n, dtype=bool)
-            entered = np.zeros(n, dtype=bool)
+            waiting = rule_blind & flat  # no rule has fired for it yet
             for _, rule, name in reversed(rules):
-                keep |= np.isnan(rule) | ((np.nan_to_num(rule) * side) > 0)
-                fire = rule_blind & flat & ~entered & (np.nan_to_num(rule) != 0)
-                direction[fire] = rule[fire]
+                keep |= np.isnan(rule)
+                keep |= rule * side > 0
+                fire = waiting & (np.abs(rule) > 0)  # neither 0 nor NaN
+                np.copyto(direction, rule, where=fire)
                 reason[fire] = name
-                entered |= fire
+                waiting &= ~fire
             held_blind = rule_blind & ~flat
-            direction[held_blind] = np.where(keep[held_blind], np.nan, 0.0)
+            direction[held_blind & keep] = np.nan
+            direction[held_blind & ~keep] = 0.0
         weight = direction * vol_scaled(features, p)
-        entering = flat & (np.nan_to_num(direction) != 0)
-        conf = np.where(blind, 1.0, features.confidence)
-        weight[entering] *= conf[entering]
-        weight[entering & ~blind & (conf < p.min_confidence)] = 0.0
+        # An entry (flat, a non-zero, non-NaN direction) is scaled by its regime's confidence
+        # (1 without a label) and dropped below min_confidence.
+        labelled_entry = flat & ~blind & (np.abs(direction) > 0)
+        confidence = features.confidence
+        np.multiply(weight, confidence, out=weight, where=labelled_entry)
+        weight[labelled_entry & (confidence < p.min_confidence)] = 0.0
         # VOLATILE: no entry; a held position is cut to volatile_scale of its entry weight.
         volatile = regime == VOLATILE
         weight[flat & volatile] = 0.0
