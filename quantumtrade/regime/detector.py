@@ -15,10 +15,12 @@ labels. The same calls in the same order give the same labels in replay.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import structlog
+from numpy.typing import NDArray
 
 from quantumtrade.bus import EventBus
 from quantumtrade.clock import Clock
@@ -42,8 +44,13 @@ class RegimeDetector:
         self.clock = clock
         self.state = state
         self.config = config
-        self._current: dict[str, tuple[Regime, float, int]] = {}
-        """symbol → (regime, confidence, since ts_ns)."""
+        # Per row (MarketState's order, as of the last update): the published label (index in
+        # REGIME_ORDER, NO_LABEL: none yet), its confidence and since when (ts_ns).
+        self._symbols: list[str] = []
+        self._row: dict[str, int] = {}
+        self._code = np.zeros(0, dtype=np.int8)
+        self._conf = np.zeros(0)
+        self._since = np.zeros(0, dtype=np.int64)
         self.market: tuple[Regime | None, float] = (None, 0.0)
         self.market_since_ns = 0
         self.updates = 0
@@ -70,24 +77,37 @@ class RegimeDetector:
         self.labels = labels
         self.confidence = confidence
         now = self.clock.now_ns()
-        for i, symbol in enumerate(symbols):
-            code = int(labels[i])
-            if code == NO_LABEL:
-                continue
-            regime = REGIME_ORDER[code]
-            conf = float(confidence[i])
-            previous = self._current.get(symbol)
-            if previous is not None and previous[0] is regime:
-                self._current[symbol] = (regime, conf, previous[2])
-                continue
-            self._current[symbol] = (regime, conf, now)
-            self.changes += 1
+        n = labels.shape[0]
+        if len(self._symbols) < n:
+            for i in range(len(self._symbols), n):
+                self._row[symbols[i]] = i
+            self._symbols = symbols[:n]
+            grow = n - self._code.shape[0]
+            self._code = np.concatenate([self._code, np.full(grow, NO_LABEL, np.int8)])
+            self._conf = np.concatenate([self._conf, np.zeros(grow)])
+            self._since = np.concatenate([self._since, np.zeros(grow, np.int64)])
+        # A row with a label takes it and its confidence; a change starts a new "since".
+        code = self._code
+        labelled = labels != NO_LABEL
+        changed = np.flatnonzero(labelled & (labels != code))
+        previous = code[changed].tolist()
+        np.copyto(code, labels, where=labelled)
+        np.copyto(self._conf, confidence, where=labelled)
+        self._since[changed] = now
+        self.changes += changed.size
+        for i, prev, new, conf in zip(
+            changed.tolist(),
+            previous,
+            labels[changed].tolist(),
+            confidence[changed].tolist(),
+            strict=True,
+        ):
             await self.bus.publish(
                 RegimeChanged(
                     ts_ns=now,
-                    symbol=symbol,
-                    regime=regime,
-                    previous=previous[0] if previous is not None else None,
+                    symbol=symbols[i],
+                    regime=REGIME_ORDER[new],
+                    previous=REGIME_ORDER[prev] if prev != NO_LABEL else None,
                     confidence=conf,
                 )
             )
@@ -147,27 +167,49 @@ class RegimeDetector:
         return self._tracker.labels.copy(), self._tracker.confidence.copy()
 
     def regime(self, symbol: str) -> tuple[Regime | None, float]:
-        current = self._current.get(symbol)
-        return (current[0], current[1]) if current is not None else (None, 0.0)
+        row = self._row.get(symbol)
+        if row is None:
+            return None, 0.0
+        code = int(self._code[row])
+        return (REGIME_ORDER[code], float(self._conf[row])) if code != NO_LABEL else (None, 0.0)
+
+    def regime_codes(self, symbols: Sequence[str]) -> NDArray[np.int8]:
+        """``regime(symbol)[0]`` of each symbol as its index in ``REGIME_ORDER`` (NO_LABEL:
+        None), one array for all: O(1) Python work when ``symbols`` are the rows of the last
+        update (the scanner's case), a lookup per symbol otherwise."""
+        if len(symbols) == len(self._symbols) and list(symbols) == self._symbols:
+            codes = self._code.copy()
+        else:
+            codes = np.full(len(symbols), NO_LABEL, dtype=np.int8)
+            for k, symbol in enumerate(symbols):
+                row = self._row.get(symbol)
+                if row is not None:
+                    codes[k] = self._code[row]
+        return codes
 
     def current(self) -> dict[str, Any]:
         """Market-wide regime, confidence, since when, and how many symbols are in each."""
-        counts = {r.value: 0 for r in REGIME_ORDER}
-        for regime, _, _ in self._current.values():
-            counts[regime.value] += 1
+        per_code = np.bincount(self._code[self._code != NO_LABEL], minlength=len(REGIME_ORDER))
+        counts = {r.value: int(per_code[k]) for k, r in enumerate(REGIME_ORDER)}
         market, confidence = self.market
         return {
             "regime": market.value if market is not None else None,
             "confidence": confidence,
             "since_ns": self.market_since_ns or None,
             "symbols": counts,
-            "unlabelled": len(self.state.symbols) - len(self._current),
+            "unlabelled": len(self.state.symbols) - int(per_code.sum()),
         }
 
     def confidences(self) -> dict[str, dict[str, Any]]:
+        code, conf, since = self._code.tolist(), self._conf.tolist(), self._since.tolist()
         return {
-            symbol: {"regime": regime.value, "confidence": conf, "since_ns": since}
-            for symbol, (regime, conf, since) in sorted(self._current.items())
+            symbol: {
+                "regime": REGIME_ORDER[code[i]].value,
+                "confidence": conf[i],
+                "since_ns": since[i],
+            }
+            for symbol, i in sorted(self._row.items())
+            if code[i] != NO_LABEL
         }
 
     def health(self) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from quantumtrade.bus import EventBus
 from quantumtrade.clock import Clock
 from quantumtrade.events import Regime, ScanCompleted, Side
+from quantumtrade.regime.model import NO_LABEL, REGIME_ORDER
 from quantumtrade.scoring.incremental import IncrementalIndicators
 from quantumtrade.scoring.indicators import (
     OUT_BARS,
@@ -201,6 +202,14 @@ def _decorrelate(
     return kept, n_dropped, len(kept) >= top_n
 
 
+def _sorted_rows(
+    rows: NDArray[np.intp], strength: NDArray[np.float64], symbols: Sequence[str]
+) -> list[tuple[float, str, int]]:
+    """``rows`` in ranking order, |score| descending then symbol name."""
+    at = rows.tolist()
+    return sorted(zip((-strength[rows]).tolist(), [symbols[i] for i in at], at, strict=True))
+
+
 def _ranked_prefix(
     eligible: NDArray[np.intp], strength: NDArray[np.float64], symbols: Sequence[str], k: int
 ) -> list[tuple[float, str, int]]:
@@ -210,30 +219,69 @@ def _ranked_prefix(
         s = strength[eligible]
         cut = -np.partition(-s, k - 1)[k - 1]
         eligible = eligible[s >= cut]
-    return sorted((-float(strength[i]), symbols[i], i) for i in eligible.tolist())
+    return _sorted_rows(eligible, strength, symbols)
 
 
-_REGIMES: tuple[Regime, ...] = tuple(Regime)
-_REGIME_CODE: dict[Regime | None, int] = {r: k for k, r in enumerate(_REGIMES)}
+# Up to this many eligible rows, ``_ranked_top`` sorts them all: cheaper than the partition.
+_SORT_ALL = 64
 
 
-def _regime_stages(
-    regimes: Sequence[Regime | None] | None, n: int, config: ScannerConfig
-) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
-    """Per symbol: dropped by the regime fit (a label not allowed; unlabelled pass), and its
-    score threshold (per regime, else ``min_abs_score``)."""
-    if regimes is None:
-        return np.zeros(n, dtype=bool), np.full(n, config.min_abs_score)
-    if len(regimes) != n:
-        raise ValueError(f"{n} symbols but {len(regimes)} regimes")
-    codes = np.fromiter((_REGIME_CODE.get(r, -1) for r in regimes), dtype=np.int64, count=n)
+def _ranked_top(
+    eligible: NDArray[np.intp], strength: NDArray[np.float64], symbols: Sequence[str], k: int
+) -> list[tuple[float, str, int]]:
+    """The first ``k`` of the eligible rows in ranking order (``_ranked_prefix``'s head)."""
+    if eligible.size > _SORT_ALL:
+        return _ranked_prefix(eligible, strength, symbols, k)[:k]
+    return _sorted_rows(eligible, strength, symbols)[:k]
+
+
+_ORDER_CODE: dict[object, int] = {r: k for k, r in enumerate(REGIME_ORDER)}
+# The last regime config's (key, (unfit, threshold)): lookup tables indexed by regime code,
+# REGIME_ORDER's order then unlabelled (NO_LABEL, -1, reads the last entry).
+_tables: tuple[tuple[Any, ...], tuple[NDArray[np.bool_], NDArray[np.float64]]] | None = None
+
+
+def _regime_tables(config: ScannerConfig) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
+    """Per regime code: dropped by the regime fit (a label not allowed; unlabelled pass), and
+    the score threshold (per regime, else ``min_abs_score``)."""
+    global _tables
+    key = (
+        tuple(config.allowed_regimes),
+        tuple(config.min_abs_score_by_regime.items()),
+        config.min_abs_score,
+    )
+    if _tables is not None and _tables[0] == key:
+        return _tables[1]
     allowed = set(config.allowed_regimes)
-    unfit = np.array([r not in allowed for r in _REGIMES] + [False])  # code -1: unlabelled
+    unfit = np.array([r not in allowed for r in REGIME_ORDER] + [False])
     by_code = np.array(
-        [config.min_abs_score_by_regime.get(r, config.min_abs_score) for r in _REGIMES]
+        [config.min_abs_score_by_regime.get(r, config.min_abs_score) for r in REGIME_ORDER]
         + [config.min_abs_score]
     )
-    return unfit[codes], by_code[codes]
+    _tables = (key, (unfit, by_code))
+    return unfit, by_code
+
+
+def _regime_codes(
+    regimes: Sequence[Regime | None] | None,
+    codes: NDArray[np.integer[Any]] | None,
+    n: int,
+) -> NDArray[np.integer[Any]] | None:
+    """Each symbol's regime as an index in ``REGIME_ORDER`` (``NO_LABEL``: unlabelled), from
+    either form, checked; None when neither is given."""
+    if codes is not None:
+        if regimes is not None:
+            raise ValueError("pass regimes or regime_codes, not both")
+        if codes.shape != (n,):
+            raise ValueError(f"{n} symbols but regime codes shaped {codes.shape}")
+        if n and not (int(codes.min()) >= NO_LABEL and int(codes.max()) < len(REGIME_ORDER)):
+            raise ValueError("regime codes must be NO_LABEL or an index in REGIME_ORDER")
+        return codes
+    if regimes is None:
+        return None
+    if len(regimes) != n:
+        raise ValueError(f"{n} symbols but {len(regimes)} regimes")
+    return np.fromiter((_ORDER_CODE.get(r, NO_LABEL) for r in regimes), dtype=np.int64, count=n)
 
 
 def select(
@@ -267,41 +315,65 @@ def select_from_values(
     volume: NDArray[np.float64],
     config: ScannerConfig,
     regimes: Sequence[Regime | None] | None = None,
+    *,
+    regime_codes: NDArray[np.integer[Any]] | None = None,
 ) -> ScanResult:
     """Run the filter stages in ``DROP_REASONS`` order on the indicators ``values`` (each symbol
     counted under the first that drops it), rank the survivors by |score| and keep the top N.
-    ``close``/``volume`` are the window the liquidity and correlation stages read."""
-    if close.shape[0] != len(symbols) or values.shape != (len(symbols), len(OUTPUTS)):
+    ``close``/``volume`` are the window the liquidity and correlation stages read. Each
+    symbol's regime comes as ``regimes`` or as ``regime_codes`` (its index in
+    ``REGIME_ORDER``, ``NO_LABEL`` for none: the detector's labels), or not at all."""
+    n = len(symbols)
+    if close.shape[0] != n or values.shape != (n, len(OUTPUTS)):
         raise ValueError(
-            f"{len(symbols)} symbols but close has {close.shape[0]} rows and values "
-            f"shape {values.shape}"
+            f"{n} symbols but close has {close.shape[0]} rows and values shape {values.shape}"
         )
+    codes = _regime_codes(regimes, regime_codes, n)
+    return _select(symbols, values, close, volume, config, codes)
+
+
+def _select(
+    symbols: Sequence[str],
+    values: NDArray[np.float64],
+    close: NDArray[np.float64],
+    volume: NDArray[np.float64],
+    config: ScannerConfig,
+    codes: NDArray[np.integer[Any]] | None,
+) -> ScanResult:
+    """``select_from_values`` on checked inputs, the regimes as codes (None: no regimes)."""
+    n = len(symbols)
     indicators = values.copy()
     scores = indicators[:, OUT_SCORE].copy()
     vols = indicators[:, OUT_VOL].copy()
-    n = close.shape[0]
-    bars = indicators[:, OUT_BARS]
     strength = np.abs(scores)
-    alive = np.ones(n, dtype=bool)
     dropped = dict.fromkeys(DROP_REASONS, 0)
-
-    def stage(reason: str, drop: NDArray[np.bool_]) -> None:
-        hit = alive & drop
-        dropped[reason] = int(np.count_nonzero(hit))
-        alive[hit] = False
-
-    stage(INSUFFICIENT_BARS, (bars < config.min_bars) | np.isnan(scores) | np.isnan(vols))
+    # Each stage drops ``hit``, the rows still alive that it fails (``alive ^= hit``).
+    hit = (indicators[:, OUT_BARS] < config.min_bars) | np.isnan(scores) | np.isnan(vols)
+    dropped[INSUFFICIENT_BARS] = int(np.count_nonzero(hit))
+    alive = ~hit
     if config.min_quote_volume > 0:
         w = min(config.liquidity_window, close.shape[1])
         with np.errstate(invalid="ignore"):
             quote = np.nanmean(close[:, -w:] * volume[:, -w:], axis=1) if w else np.zeros(n)
-        stage(LIQUIDITY, ~(quote >= config.min_quote_volume))
-    stage(VOLATILITY_BAND, (vols < config.min_volatility) | (vols > config.max_volatility))
+        hit = alive & ~(quote >= config.min_quote_volume)
+        dropped[LIQUIDITY] = int(np.count_nonzero(hit))
+        alive ^= hit
+    hit = alive & ((vols < config.min_volatility) | (vols > config.max_volatility))
+    dropped[VOLATILITY_BAND] = int(np.count_nonzero(hit))
+    alive ^= hit
     data_ok = alive.copy()
-    unfit, threshold = _regime_stages(regimes, n, config)
-    stage(REGIME_FIT, unfit)
-    stage(SCORE_BELOW_THRESHOLD, (strength < threshold) | (scores == 0.0))
-    eligible = np.flatnonzero(alive)
+    if codes is None:
+        low = strength < config.min_abs_score
+    else:
+        unfit, by_code = _regime_tables(config)
+        hit = alive & unfit[codes]
+        dropped[REGIME_FIT] = int(np.count_nonzero(hit))
+        alive ^= hit
+        low = strength < by_code[codes]
+    hit = alive & (low | (scores == 0.0))
+    dropped[SCORE_BELOW_THRESHOLD] = int(np.count_nonzero(hit))
+    alive ^= hit
+    eligible = alive.nonzero()[0]
     top_n = config.top_n
     if config.max_correlation < 1.0 and eligible.size > 1:
         # Correlated candidates are skipped, so the walk may need more than the top N.
@@ -313,22 +385,26 @@ def select_from_values(
                 break
             k *= 4
         dropped[CORRELATED] = n_correlated
-        ranked = kept
+        ranked = kept[:top_n]
     else:
-        ranked = _ranked_prefix(eligible, strength, symbols, top_n)
+        ranked = _ranked_top(eligible, strength, symbols, top_n)
     dropped[OUTSIDE_TOP_N] = max(0, int(eligible.size) - dropped[CORRELATED] - top_n)
-    selected = [
-        Candidate(
-            symbol=symbol,
-            side=Side.BUY if scores[i] > 0 else Side.SELL,
-            score=float(scores[i]),
-            price=float(close[i, -1]),
-            volatility=float(vols[i]),
+    selected = []
+    for _, symbol, i in ranked:
+        score = float(scores[i])
+        selected.append(
+            Candidate(
+                symbol=symbol,
+                side=Side.BUY if score > 0 else Side.SELL,
+                score=score,
+                price=float(close[i, -1]),
+                volatility=float(vols[i]),
+            )
         )
-        for _, symbol, i in ranked[:top_n]
-    ]
-    for a in (scores, vols, indicators, data_ok):
-        a.flags.writeable = False
+    scores.flags.writeable = False
+    vols.flags.writeable = False
+    indicators.flags.writeable = False
+    data_ok.flags.writeable = False
     return ScanResult(
         symbols=tuple(symbols),
         scores=scores,
@@ -351,13 +427,23 @@ class Scanner:
         state: ColumnSource,
         config: ScannerConfig | None = None,
         regime_of: Callable[[str], tuple[Regime | None, float]] | None = None,
+        regime_codes: Callable[[list[str]], NDArray[np.integer[Any]]] | None = None,
     ) -> None:
         self.bus = bus
         self.clock = clock
         self.state = state
         self.config = config or ScannerConfig()
-        # Each symbol's current regime, for the regime-fit stage (the detector).
+        # Each symbol's current regime, for the regime-fit stage (the detector): per symbol
+        # (``regime_of``), or all at once as codes (``regime_codes``: an index in REGIME_ORDER
+        # per symbol, NO_LABEL for none). A ``regime_of`` that is an object's ``regime`` method
+        # next to a ``regime_codes`` one (the detector's) is read through the latter.
         self._regime_of = regime_of
+        if regime_codes is None and regime_of is not None:
+            owner = getattr(regime_of, "__self__", None)
+            batch = getattr(owner, "regime_codes", None)
+            if callable(batch) and regime_of == getattr(owner, "regime", None):
+                regime_codes = batch
+        self._regime_codes = regime_codes
         self.scans = 0
         self.errors = 0
         self.last_error = ""
@@ -377,18 +463,25 @@ class Scanner:
         """Score the current window and publish ``ScanCompleted``."""
         t0 = time.perf_counter_ns()
         try:
-            symbols = list(self.state.symbols)
+            symbols = self.state.symbols
+            if not isinstance(symbols, list):
+                symbols = list(symbols)
+            names = tuple(symbols)
             # A window wider than the buffer would be refused; score what the buffer holds.
             cols = self.state.columns(min(self.config.window, self.state.capacity))
-            regimes = (
-                [self._regime_of(sym)[0] for sym in symbols]
-                if self._regime_of is not None
-                else None
-            )
-            values = self._indicators(symbols, cols)
-            result = select_from_values(
-                symbols, values, cols.close, cols.volume, self.config, regimes
-            )
+            codes: NDArray[np.integer[Any]] | None = None
+            if self._regime_codes is not None:
+                codes = _regime_codes(None, self._regime_codes(symbols), len(names))
+            elif self._regime_of is not None:
+                regimes = [self._regime_of(sym)[0] for sym in symbols]
+                codes = _regime_codes(regimes, None, len(names))
+            values = self._indicators(names, cols)
+            if cols.close.shape[0] != len(names) or values.shape != (len(names), len(OUTPUTS)):
+                raise ValueError(
+                    f"{len(names)} symbols but close has {cols.close.shape[0]} rows and values "
+                    f"shape {values.shape}"
+                )
+            result = _select(names, values, cols.close, cols.volume, self.config, codes)
         except Exception as exc:
             # The caller's loop owns the crash policy (log, count, go on); we keep health.
             self.errors += 1
@@ -426,11 +519,10 @@ class Scanner:
             and tuple(symbols) == self._inc_symbols
         ):
             prev = self._inc_last_ts
-            if np.array_equal(last, prev):
+            if (last == prev).all():
                 return inc.values
-            empty = (last == 0) & (prev == 0)
             one_new = (ts[:, -2] == prev) & (last > prev)
-            if bool((one_new | empty).all()):
+            if one_new.all() or (one_new | ((last == 0) & (prev == 0))).all():
                 inc.update(cols.high[:, -1], cols.low[:, -1], cols.close[:, -1], cols.volume[:, -1])
                 self._inc_last_ts = last.copy()
                 self.incremental_updates += 1

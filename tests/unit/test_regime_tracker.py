@@ -151,6 +151,14 @@ async def test_detector_publishes_the_full_classification_changes() -> None:
         regime, conf = detector.regime(name)
         assert regime is REGIME_ORDER[int(full.labels[i, -1])]
         assert conf == full.confidence[i, -1]
+    codes = detector.regime_codes(names)
+    assert codes.tolist() == [REGIME_ORDER.index(detector.regime(n)[0]) for n in names]
+    # Any other list of symbols is looked up one by one (unknown: NO_LABEL).
+    assert detector.regime_codes(["S2", "NEWUSDT", "S0"]).tolist() == [
+        codes[2], NO_LABEL, codes[0]
+    ]  # fmt: skip
+    assert sum(detector.current()["symbols"].values()) == 4
+    assert sorted(detector.confidences()) == names
 
 
 async def test_detector_steps_over_a_few_new_bars_and_reclassifies_after_a_long_gap() -> None:

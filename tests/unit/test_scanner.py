@@ -322,6 +322,18 @@ def test_filter_stages_run_in_order_and_count_each_symbol_once() -> None:
         max_correlation=0.9,
     )
     result = select(symbols, close, volume, config, regimes)
+    # The same regimes as codes (an index in REGIME_ORDER, NO_LABEL: none), as the detector
+    # hands them to the scanner, give the same result.
+    from quantumtrade.regime.model import NO_LABEL, REGIME_ORDER
+    from quantumtrade.scoring.indicators import compute_scan
+    from quantumtrade.scoring.scanner import select_from_values
+
+    codes = np.array([REGIME_ORDER.index(r) if r else NO_LABEL for r in regimes], np.int8)
+    values = compute_scan(close, close, close, volume, config.scan_params())[0].values
+    by_codes = select_from_values(symbols, values, close, volume, config, regime_codes=codes)
+    assert by_codes.dropped == result.dropped and by_codes.selected == result.selected
+    with pytest.raises(ValueError):
+        select_from_values(symbols, values, close, volume, config, regime_codes=codes + 4)
     assert result.dropped == dict.fromkeys(DROP_REASONS, 0) | {
         INSUFFICIENT_BARS: 1,
         LIQUIDITY: 1,
