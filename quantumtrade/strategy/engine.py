@@ -76,6 +76,13 @@ _ORDERS_REMEMBERED = 10_000
 _EPS = 1e-9
 
 
+def _full(n: int, value: float, dtype: type[np.generic]) -> NDArray[Any]:
+    """``np.full(n, value, dtype)`` without its Python wrapper (several arrays a bar)."""
+    out = np.empty(n, dtype=dtype)
+    out.fill(value)
+    return out
+
+
 class _Held:
     """What the engine knows of one open position."""
 
@@ -315,15 +322,15 @@ class StrategyEngine:
         labels = self.regime.labels
         confidence = self.regime.confidence
         if labels.shape[0] != n or self.config.regime_blind:
-            labels = np.full(n, NO_LABEL, dtype=np.int8)
-            confidence = np.ones(n) if self.config.regime_blind else np.zeros(n)
+            labels = _full(n, NO_LABEL, np.int8)
+            confidence = _full(n, 1.0 if self.config.regime_blind else 0.0, np.float64)
         values = scan.indicators
         if values is None:
             values = np.full((n, len(OUTPUTS)), np.nan)
         position = np.zeros(n)
-        entry = np.full(n, np.nan)
-        held_bars = np.full(n, -1, dtype=np.int64)
-        entry_regime = np.full(n, NO_LABEL, dtype=np.int8)
+        entry = _full(n, np.nan, np.float64)
+        held_bars = _full(n, -1, np.int64)
+        entry_regime = _full(n, NO_LABEL, np.int8)
         entry_weight = np.zeros(n)
         target_weight = np.zeros(n)
         for symbol, qty in exposure.items():
@@ -395,12 +402,12 @@ class StrategyEngine:
         finite = np.isfinite(weight)
         if not cfg.allow_short:
             weight[finite & (weight < 0)] = 0.0
-        np.clip(weight, -cfg.max_weight, cfg.max_weight, out=weight)
+        weight.clip(-cfg.max_weight, cfg.max_weight, out=weight)
         # Only rows with a new bar decide; the others keep what they hold.
         weight[~fresh] = np.nan
         changes: list[tuple[int, float, str]] = []
         kept_gross = 0.0
-        busy = set(self._targets) | set(self._held)
+        busy = self._targets.keys() | self._held.keys()
         for symbol in sorted(busy):
             i = row_of.get(symbol)
             if i is None:
@@ -411,20 +418,21 @@ class StrategyEngine:
             if current == 0.0:
                 continue  # leaving: nothing new until it is flat
             want = float(weight[i])
-            reason = targets.reason_of(i)
+            exit_reason = ""  # the strategy's own reason, read only when a change needs it
             if held is not None and fresh[i]:
                 if exits.max_hold_bars and self.bar - held.entry_bar >= exits.max_hold_bars:
-                    want, reason = 0.0, TIME_STOP
+                    want, exit_reason = 0.0, TIME_STOP
                 elif (
                     exits.exit_on_regime_change
                     and held.regime != NO_LABEL
                     and features.regime[i] != NO_LABEL
                     and features.regime[i] != held.regime
                 ):
-                    want, reason = 0.0, REGIME_CHANGE
+                    want, exit_reason = 0.0, REGIME_CHANGE
             if math.isnan(want):
                 kept_gross += abs(current)
             elif want == 0.0:
+                reason = exit_reason or targets.reason_of(i)
                 if reason in (TIME_STOP, REGIME_CHANGE):
                     changes.append((i, 0.0, reason))
                 elif exits.exit_on_signal_fade:
@@ -435,17 +443,19 @@ class StrategyEngine:
                 changes.append((i, want, REVERSE))
                 kept_gross += abs(want)
             elif abs(want - current) > cfg.rebalance_threshold * abs(current):
-                changes.append((i, want, reason))
+                changes.append((i, want, targets.reason_of(i)))
                 kept_gross += abs(want)
             else:
                 kept_gross += abs(current)
         # Entries: flat rows with a weight, best score first, within the gross budget.
-        rows = np.flatnonzero(finite & fresh & (np.nan_to_num(weight) != 0.0))
-        if rows.size:
+        # A finite weight stays finite through the clip, and a fresh row's is not made NaN.
+        rows = (finite & fresh & (weight != 0.0)).nonzero()[0]
+        entries = [i for i in rows.tolist() if symbols[i] not in busy]
+        if entries:
             raw = targets.score if targets.score is not None else weight
-            score = np.abs(np.nan_to_num(np.asarray(raw, dtype=np.float64)))
-            entries = [int(i) for i in rows.tolist() if symbols[i] not in busy]
-            entries.sort(key=lambda i: (-float(score[i]), symbols[i]))
+            ranked = np.abs(np.nan_to_num(np.asarray(raw, dtype=np.float64)[entries])).tolist()
+            score = dict(zip(entries, ranked, strict=True))
+            entries.sort(key=lambda i: (-score[i], symbols[i]))
             room = cfg.max_gross - kept_gross
             for i in entries:
                 if room <= _EPS:
