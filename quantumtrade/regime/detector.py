@@ -89,7 +89,7 @@ class RegimeDetector:
         # A row with a label takes it and its confidence; a change starts a new "since".
         code = self._code
         labelled = labels != NO_LABEL
-        changed = np.flatnonzero(labelled & (labels != code))
+        changed = (labelled & (labels != code)).nonzero()[0]
         previous = code[changed].tolist()
         np.copyto(code, labels, where=labelled)
         np.copyto(self._conf, confidence, where=labelled)
@@ -130,7 +130,7 @@ class RegimeDetector:
         cap = cols.ts_ms.shape[1]
         seen = self._seen_ts
         newest = cols.ts_ms[:, -1]
-        if cap >= 2 and bool((seen != 0).all()) and np.array_equal(cols.ts_ms[:, -2], seen):
+        if cap >= 2 and seen.shape[0] == n and seen.all() and (cols.ts_ms[:, -2] == seen).all():
             # Every row got exactly one bar since the last update (a heartbeat's usual case,
             # and every bar of a backtest): one step, as the general path below would take.
             self._tracker.update(cols.close[:, -1], cols.high[:, -1], cols.low[:, -1],

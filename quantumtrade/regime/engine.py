@@ -134,6 +134,9 @@ class RegimeTracker:
         """Each symbol's current label (-1: none yet)."""
         self.confidence = np.zeros(symbols)
         """Each symbol's confidence on its newest bar (0 when that bar carried the label)."""
+        self._all_active = np.ones(0, dtype=np.bool_)
+        """``update``'s ``active`` when none is given (every row), kept between calls (writable,
+        as the kernel's compiled signature takes it; the kernel only reads it)."""
 
     @property
     def symbols(self) -> int:
@@ -207,13 +210,14 @@ class RegimeTracker:
             if arr.shape != (n,):
                 raise ValueError(f"{name} must be shaped ({n},), got {arr.shape}")
             cols.append(arr)
-        act = (
-            np.ones(n, dtype=np.bool_)
-            if active is None
-            else np.ascontiguousarray(active, dtype=np.bool_)
-        )
-        if act.shape != (n,):
-            raise ValueError(f"active must be shaped ({n},), got {act.shape}")
+        if active is None:
+            act = self._all_active
+            if act.shape != (n,):
+                act = self._all_active = np.ones(n, dtype=np.bool_)
+        else:
+            act = np.ascontiguousarray(active, dtype=np.bool_)
+            if act.shape != (n,):
+                raise ValueError(f"active must be shaped ({n},), got {act.shape}")
         c, h, lo, v = cols
         kernel = by_rows(update_kernel, update_kernel_serial, n)
         kernel(c, h, lo, v, act, self._prm, self.labels, self.confidence, self._state)
@@ -234,12 +238,14 @@ def market_regime(
         raise ValueError("labels_last and confidence_last must have the same length")
     valid = (labels >= 0) & (labels < len(REGIME_ORDER)) & np.isfinite(conf)
     weights = np.bincount(
-        labels[valid].astype(np.int64), weights=np.clip(conf[valid], 0.0, 1.0), minlength=4
+        labels[valid].astype(np.int64),
+        weights=conf[valid].clip(0.0, 1.0),
+        minlength=len(REGIME_ORDER),
     )
     total = float(weights.sum())
     if total <= 0.0:
         return None, 0.0
-    winner = int(np.argmax(weights))
+    winner = int(weights.argmax())
     return REGIME_ORDER[winner], float(weights[winner]) / total
 
 

@@ -37,6 +37,7 @@ class IncrementalIndicators:
             raise ValueError(f"n_symbols must be >= 0, got {n_symbols}")
         self.params = params if params is not None else ScanParams()
         self._params = self.params.as_array()
+        self._nbdev = float(self.params.bb_nbdev)
         # Zero bars: the kernel leaves every row in its initial state.
         empty = np.empty((n_symbols, 0))
         self._scan, _ = ind.compute_scan(empty, empty, empty, empty, self.params)
@@ -55,6 +56,7 @@ class IncrementalIndicators:
         self = cls.__new__(cls)
         self.params = params if params is not None else ScanParams()
         self._params = self.params.as_array()
+        self._nbdev = float(self.params.bb_nbdev)
         self._scan, _ = ind.compute_scan(high, low, close, volume, self.params)
         self.bars_seen = int(close.shape[1])
         return self
@@ -74,7 +76,8 @@ class IncrementalIndicators:
 
     def update(self, high: Array, low: Array, close: Array, volume: Array) -> Array:
         """One new bar per symbol (1-D arrays, one value per symbol); returns ``values``."""
-        n = self.n_symbols
+        s = self._scan
+        n = s.values.shape[0]
         cols = []
         for name, a in (("high", high), ("low", low), ("close", close), ("volume", volume)):
             arr = np.asarray(a)
@@ -83,10 +86,9 @@ class IncrementalIndicators:
             if arr.shape != (n,):
                 raise ValueError(f"expected {n} values of {name}, got shape {arr.shape}")
             cols.append(np.ascontiguousarray(arr))
-        s = self._scan
         kernel = by_rows(ind.resume_block_kernel, _resume_block_serial, n)
         kernel(
-            cols[0], cols[1], cols[2], cols[3], self._params, float(self.params.bb_nbdev),
+            cols[0], cols[1], cols[2], cols[3], self._params, self._nbdev,
             s.state, s.istate, s.rings, s.values,
         )  # fmt: skip
         self.bars_seen += 1
