@@ -215,7 +215,7 @@ def _breakout(
     features: Features, book: Book, p: BreakoutParams, where: NDArray[np.bool_] | None = None
 ) -> NDArray[np.float64]:
     """The breakout rule's direction (as ``_sides``), entering only ``where`` (None: anywhere)."""
-    close = features.last
+    close = features.last.copy()  # contiguous: a column of the window is strided
     position = book.position
     ok = features.eligible & (features.feature("volume_z") >= p.min_volume_z)
     if where is not None:
