@@ -81,7 +81,12 @@ class DecisionPath:
         within a bar (``[execution] fill_model = "next_bar"``) decides how stops are judged."""
         detector = RegimeDetector(bus=bus, clock=clock, state=state, config=cfg.regime)
         scanner = Scanner(
-            bus=bus, clock=clock, state=state, config=cfg.scanner, regime_of=detector.regime
+            bus=bus,
+            clock=clock,
+            state=state,
+            config=cfg.scanner,
+            regime_of=detector.regime,
+            regime_codes=detector.regime_codes,  # all symbols at once, as one code array
         )
         portfolio = Portfolio(bus=bus, clock=clock)
         risk = RiskManager(bus=bus, clock=clock, limits=cfg.risk, portfolio=portfolio)

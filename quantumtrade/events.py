@@ -38,6 +38,17 @@ class Regime(StrEnum):
     BREAKOUT = "BREAKOUT"
 
 
+REGIME_ORDER: tuple[Regime, ...] = (
+    Regime.TRENDING,
+    Regime.RANGING,
+    Regime.VOLATILE,
+    Regime.BREAKOUT,
+)
+"""A regime's code: its index here (the regime engine's labels, the scanner's codes)."""
+NO_LABEL = -1
+"""The code of no regime (not enough bars yet)."""
+
+
 class BreakerState(StrEnum):
     CLOSED = "CLOSED"
     OPEN = "OPEN"

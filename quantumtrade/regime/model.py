@@ -41,15 +41,9 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
-from quantumtrade.events import Regime
+from quantumtrade.events import NO_LABEL, REGIME_ORDER
 
-REGIME_ORDER: tuple[Regime, ...] = (
-    Regime.TRENDING,
-    Regime.RANGING,
-    Regime.VOLATILE,
-    Regime.BREAKOUT,
-)
-NO_LABEL = -1
+__all__ = ["NO_LABEL", "REGIME_ORDER"]  # defined with Regime, where the scanner reads them
 N_FEATURES = 5
 # The model's market states and the regime code each one reports (BREAKOUT has two phases).
 STATE_REGIME: tuple[int, ...] = (0, 1, 2, 3, 3)

@@ -21,9 +21,7 @@ from numpy.typing import NDArray
 
 from quantumtrade.bus import EventBus
 from quantumtrade.clock import Clock
-from quantumtrade.events import Regime, ScanCompleted, Side
-from quantumtrade.regime.detector import RegimeDetector
-from quantumtrade.regime.model import NO_LABEL, REGIME_ORDER
+from quantumtrade.events import NO_LABEL, REGIME_ORDER, Regime, ScanCompleted, Side
 from quantumtrade.scoring.incremental import IncrementalIndicators
 from quantumtrade.scoring.indicators import (
     OUT_BARS,
@@ -436,17 +434,9 @@ class Scanner:
         self.config = config or ScannerConfig()
         # Each symbol's current regime, for the regime-fit stage (the detector): per symbol
         # (``regime_of``), or all at once as codes (``regime_codes``: an index in REGIME_ORDER
-        # per symbol, NO_LABEL for none). A ``regime_of`` that is an object's ``regime`` method
-        # next to a ``regime_codes`` one (the detector's) is read through the latter.
+        # per symbol, NO_LABEL for none; the detector's, which DecisionPath passes).
         self._regime_of = regime_of
         self._regime_codes = regime_codes
-        self._codes_valid = False  # the codes need no range check (the detector's own)
-        if regime_codes is None and regime_of is not None:
-            owner = getattr(regime_of, "__self__", None)
-            batch = getattr(owner, "regime_codes", None)
-            if callable(batch) and regime_of == getattr(owner, "regime", None):
-                self._regime_codes = batch
-                self._codes_valid = isinstance(owner, RegimeDetector)
         self.scans = 0
         self.errors = 0
         self.last_error = ""
@@ -474,9 +464,7 @@ class Scanner:
             cols = self.state.columns(min(self.config.window, self.state.capacity))
             codes: NDArray[np.integer[Any]] | None = None
             if self._regime_codes is not None:
-                codes = self._regime_codes(symbols)
-                if not (self._codes_valid and codes.shape == (len(names),)):
-                    codes = _regime_codes(None, codes, len(names))
+                codes = _regime_codes(None, self._regime_codes(symbols), len(names))
             elif self._regime_of is not None:
                 regimes = [self._regime_of(sym)[0] for sym in symbols]
                 codes = _regime_codes(regimes, None, len(names))
