@@ -148,8 +148,14 @@ class RegimeDetector:
         steps = fresh & (seen != 0) & (before >= 0) & (taken == seen)
         rebuild = np.flatnonzero(fresh & ~steps)
         if rebuild.size:
+            # Only the columns these rows hold bars in (a row's bars end at the last column;
+            # leading empty columns change no label): the copies are the rows' own bars, not
+            # the whole window (rebuilding 5,000 rows of a 1,000-bar window on the first bar
+            # copied 160 MB of NaN).
+            held = cap - int(cols.lengths[rebuild].max())
             self._tracker.reset(
-                cols.close[rebuild], cols.high[rebuild], cols.low[rebuild], cols.volume[rebuild],
+                cols.close[rebuild, held:], cols.high[rebuild, held:],
+                cols.low[rebuild, held:], cols.volume[rebuild, held:],
                 rows=rebuild,
             )  # fmt: skip
         if steps.any():

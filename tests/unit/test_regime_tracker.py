@@ -243,3 +243,20 @@ def test_rows_reset_from_other_windows_then_updated_follow_their_own_history() -
         np.testing.assert_array_equal(conf[rows], own.confidence[:, j - 7])
         np.testing.assert_array_equal(labels[others], full.labels[others, j])
         np.testing.assert_array_equal(conf[others], full.confidence[others, j])
+
+
+def test_leading_empty_bars_change_nothing() -> None:
+    """A window's leading all-NaN columns (bars no row holds yet) leave the reset as it is
+    without them: the detector classifies only the columns its rows hold."""
+    close, high, low, volume = regime_market(7, 260, seed=4)
+    pad = np.full((7, 90), np.nan)
+    wide = [np.concatenate([pad, a], axis=1) for a in (close, high, low, volume)]
+    a, b = RegimeTracker(CFG, symbols=7), RegimeTracker(CFG, symbols=7)
+    a.reset(*wide)
+    b.reset(close, high, low, volume)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_array_equal(a.confidence, b.confidence)
+    for j in range(40):  # and the kept state goes on the same
+        bar = [x[:, -1] * (1 + 0.001 * j) for x in (close, high, low, volume)]
+        np.testing.assert_array_equal(a.update(*bar)[0], b.update(*bar)[0])
+        np.testing.assert_array_equal(a.confidence, b.confidence)
