@@ -288,6 +288,10 @@ def _affordable(venue: Venue, intent: OrderIntent, levels: Levels) -> float:
         if size <= 0:
             continue
         take = min(size, budget / (price * fee))
+        # The division rounds, up as often as down: step back until the level's cost fits
+        # (one or two steps; more only where the budget is subnormal, never a real balance).
+        while take > 0 and take * price * fee > budget:
+            take = math.nextafter(take, 0.0)
         quantity += take
         budget -= take * price * fee
         if take < size or budget <= 0:

@@ -7,7 +7,7 @@ import itertools
 from typing import Any
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from quantumtrade.breaker import BreakerConfig
@@ -625,6 +625,12 @@ async def test_allocation_matches_the_brute_force_greedy(
     venue_books=_venue_books(),
     share=st.floats(min_value=0.01, max_value=1.0),
     funds=st.lists(st.floats(min_value=0.0, max_value=400.0), min_size=3, max_size=3),
+)
+# Found by hypothesis: budget / price rounded up, so the child cost a few ulps over the balance.
+@example(
+    venue_books=({"v0": ((100.5, 1.0),), "v1": ((100.4375, 1.0),)}, {"v0": 0.0, "v1": 0.0}),
+    share=1.0,
+    funds=[1.0, 2.2250738585e-313, 0.0],
 )
 async def test_no_child_costs_more_than_its_venues_balance(
     venue_books: tuple[dict[str, tuple[tuple[float, float], ...]], dict[str, float]],
