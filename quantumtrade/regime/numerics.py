@@ -82,7 +82,6 @@ _V_LL = _V_XADJ + N_FEATURES
 _V_GAIN = _V_LL + N_STATES
 _V_OUT_LABEL, _V_OUT_CONF = _V_GAIN + 1, _V_GAIN + 2
 _V_ROWS = _V_OUT_CONF + 2  # even: the float32 rows fill whole float64 slots
-_V_STATE_ROWS = _V_GO  # rows kept from bar to bar
 
 # The flat float parameter vector (``kernel_params``), read once per block and bar.
 (P_FAST1, P_A_FAST, P_A_SLOW, P_ER, P_BB, P_INV_HISTORY, P_WARMUP, P_RING, P_Q, P_MIN_CONF,
@@ -170,31 +169,6 @@ def _log(x: float) -> float:
     r = fma(z, r, 2.0 / 5.0)
     r = fma(z, r, 2.0 / 3.0)
     return fma(e, _LN2_HI, fma(s * z, r, fma(e, _LN2_LO, 2.0 * s)))
-
-
-@inline
-def _exp_neg(d: float) -> float:
-    """exp(d) for ``_EXP_CUTOFF`` < d <= 0 (relative error ~1e-10): (exp(d/64))**64, the inner
-    exp by its Taylor series to degree 11 (|d/64| < 0.58; Horner, fused multiply-adds); exp(0)
-    is exactly 1."""
-    y = d * 0.015625
-    p = fma(y, 1.0 / 39916800.0, 1.0 / 3628800.0)
-    p = fma(y, p, 1.0 / 362880.0)
-    p = fma(y, p, 1.0 / 40320.0)
-    p = fma(y, p, 1.0 / 5040.0)
-    p = fma(y, p, 1.0 / 720.0)
-    p = fma(y, p, 1.0 / 120.0)
-    p = fma(y, p, 1.0 / 24.0)
-    p = fma(y, p, 1.0 / 6.0)
-    p = fma(y, p, 0.5)
-    p = fma(y, p, 1.0)
-    p = fma(y, p, 1.0)
-    p = p * p
-    p = p * p
-    p = p * p
-    p = p * p
-    p = p * p
-    return p * p
 
 
 # --- one bar of one block of symbols -----------------------------------------------------------
