@@ -101,6 +101,43 @@ def _parser() -> argparse.ArgumentParser:
         "--random-seeds", type=_positive, default=20, metavar="N",
         help="seeds the random baseline averages (default 20)",
     )  # fmt: skip
+    opt = sub.add_parser(
+        "optimize",
+        help="search a strategy's parameters (optuna TPE); in-sample beside out-of-sample, PBO",
+    )
+    opt.add_argument("--strategy", required=True, metavar="NAME", help="built-in or module:Class")
+    opt.add_argument(
+        "--space", metavar="FILE.toml", help="search ranges (default: the strategy's SPACE)"
+    )
+    opt.add_argument(
+        "--data", nargs="+", required=True, metavar="PATH",
+        help="candle folders or files (relative to QT_DATA_DIR unless absolute)",
+    )  # fmt: skip
+    opt.add_argument("--symbols", type=_symbols, help="comma-separated (default: every file)")
+    opt.add_argument("--timeframe", default="", help="resample to this timeframe (e.g. 4h)")
+    opt.add_argument("--train", type=_span, metavar="FROM:TO", help="searched window (with --test)")
+    opt.add_argument("--test", type=_span, metavar="FROM:TO", help="out-of-sample window")
+    opt.add_argument(
+        "--walk-forward", type=_positive, metavar="N",
+        help="N rolling windows instead: the span in N+2 segments, train 2, test the next",
+    )  # fmt: skip
+    opt.add_argument("--trials", type=_positive, default=50, help="per window (default 50)")
+    opt.add_argument(
+        "--objective", choices=("sharpe", "sortino", "calmar", "profit_factor"), default="sharpe"
+    )
+    opt.add_argument(
+        "--min-trades", type=int, default=10, metavar="N",
+        help="a trial with fewer trades is pruned (default 10)",
+    )  # fmt: skip
+    opt.add_argument("--jobs", type=_positive, default=None, help="processes (default: CPUs)")
+    opt.add_argument("--study", metavar="PATH", help="SQLite file to keep (and resume) trials in")
+    opt.add_argument("--config", metavar="PATH", help="TOML config (scanner, risk, bar_fill…)")
+    opt.add_argument(
+        "--warmup", type=int, default=None, metavar="BARS",
+        help="bars fed before each window without trading (default: [data] capacity)",
+    )  # fmt: skip
+    opt.add_argument("--out", default="optimize-out", metavar="DIR", help="(default optimize-out)")
+    opt.add_argument("--seed", type=int, default=0, help="TPE seed (default 0)")
     regime = sub.add_parser("regime", help="market regime detection tools")
     regime_sub = regime.add_subparsers(dest="regime_command", required=True, metavar="COMMAND")
     ev = regime_sub.add_parser(
@@ -426,6 +463,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from quantumtrade.backtest.command import cmd_backtest
 
         return cmd_backtest(args, _config_path(args.config), argv)
+    if args.command == "optimize":
+        from quantumtrade.backtest.optimize import cmd_optimize
+
+        return cmd_optimize(args, _config_path(args.config), argv)
     if args.command == "regime":
         return cmd_regime(args)
     if args.command == "replay":

@@ -23,6 +23,12 @@ weight is NaN ("keep") while its own exit condition is not met and 0 when it is 
 
 Shorts are proposed as negative weights where a rule has a short side; the engine drops them
 unless ``[strategy] allow_short = true``.
+
+Each also declares ``SPACE``, the ranges ``quantumtrade optimize`` searches by default: a
+dotted name (a key of ``[strategy.params]``, nested with dots, or ``exits.<key>`` /
+``protections.<key>``) to ``(low, high)`` (uniform), ``(low, high, step)`` (a grid; an int
+parameter's step is an int), ``(low, high, "log")`` (log-uniform) or a tuple of choices
+(``(False, True)``). ``--space FILE.toml`` replaces it (``backtest/space.py`` reads both).
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ from quantumtrade.strategy.base import (
 from quantumtrade.strategy.exits import ExitConfig, ProtectionConfig
 
 _YEAR_MS = 365.0 * 86_400_000
+Space = dict[str, tuple[float | int | bool | str, ...]]
+"""A default search space (see the module docstring)."""
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 Fraction = Annotated[float, msgspec.Meta(gt=0, le=1)]
 
@@ -148,6 +156,13 @@ class Trend:
     Params = TrendParams
     exits: ClassVar[ExitConfig] = ExitConfig(stop_loss_atr=3.0, trailing_atr=4.0)
     protections: ClassVar[ProtectionConfig] = ProtectionConfig(cooldown_bars=6)
+    SPACE: ClassVar[Space] = {
+        "min_score": (0.0, 2.0),
+        "weight": (0.03, 0.3, "log"),
+        "exits.stop_loss_atr": (1.5, 6.0),
+        "exits.trailing_atr": (2.0, 10.0),
+        "protections.cooldown_bars": (0, 24, 6),
+    }
 
     def __init__(self, params: TrendParams | None = None) -> None:
         self.params = params or TrendParams()
@@ -189,6 +204,14 @@ class MeanReversion:
     Params = MeanReversionParams
     exits: ClassVar[ExitConfig] = ExitConfig(stop_loss_atr=3.0, max_hold_bars=48)
     protections: ClassVar[ProtectionConfig] = ProtectionConfig(cooldown_bars=12)
+    SPACE: ClassVar[Space] = {
+        "window": (10, 60, 5),
+        "entry_z": (1.0, 3.5),
+        "exit_z": (-0.5, 1.0),
+        "max_adx": (15.0, 35.0),
+        "exits.stop_loss_atr": (1.5, 6.0),
+        "exits.max_hold_bars": (12, 96, 12),
+    }
 
     def __init__(self, params: MeanReversionParams | None = None) -> None:
         self.params = params or MeanReversionParams()
@@ -237,6 +260,13 @@ class Breakout:
     Params = BreakoutParams
     exits: ClassVar[ExitConfig] = ExitConfig(stop_loss_atr=2.0, trailing_atr=3.0)
     protections: ClassVar[ProtectionConfig] = ProtectionConfig(cooldown_bars=6)
+    SPACE: ClassVar[Space] = {
+        "channel": (12, 120, 12),
+        "exit_channel": (6, 60, 6),
+        "min_volume_z": (0.0, 3.0),
+        "exits.stop_loss_atr": (1.0, 5.0),
+        "exits.trailing_atr": (1.5, 8.0),
+    }
 
     def __init__(self, params: BreakoutParams | None = None) -> None:
         self.params = params or BreakoutParams()
@@ -299,6 +329,18 @@ class RegimeAdaptive:
     Params = RegimeAdaptiveParams
     exits: ClassVar[ExitConfig] = ExitConfig(stop_loss_atr=5.0, trailing_atr=8.0)
     protections: ClassVar[ProtectionConfig] = ProtectionConfig(cooldown_bars=6)
+    SPACE: ClassVar[Space] = {
+        "trend.min_score": (0.0, 2.0),
+        "breakout.channel": (12, 120, 12),
+        "breakout.exit_channel": (6, 60, 6),
+        "breakout.min_volume_z": (0.0, 3.0),
+        "min_confidence": (0.5, 0.95),
+        "volatile_scale": (0.0, 1.0),
+        "trade_ranging": (False, True),
+        "exits.stop_loss_atr": (2.0, 8.0),
+        "exits.trailing_atr": (3.0, 12.0),
+        "protections.cooldown_bars": (0, 24, 6),
+    }
 
     def __init__(self, params: RegimeAdaptiveParams | None = None) -> None:
         self.params = params or RegimeAdaptiveParams()
