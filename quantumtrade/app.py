@@ -119,7 +119,7 @@ class Daemon:
             state=self.state, router=self.router, portfolio=self.portfolio, risk=self.risk,
             regime=self.regime, cache_stats=self.caches.stats,
             cached_book=self.caches.cached_book, tracker=self.tracker,
-            reconciler=self.reconciler,
+            reconciler=self.reconciler, anomaly=core.anomaly,
         )  # fmt: skip
 
     @classmethod
@@ -202,7 +202,14 @@ class Daemon:
             eventlog=self.writer.health,
             cache=self.caches.stats,
             regime=self.regime.current,
+            anomalies=self._anomaly_counts,
         )
+
+    def _anomaly_counts(self) -> dict[str, dict[str, int]]:
+        detector = self.core.anomaly
+        if detector is None:
+            return {}
+        return {"detected": dict(detector.detected), "active": detector.active_counts()}
 
     # --- lifecycle ----------------------------------------------------------------------
 

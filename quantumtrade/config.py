@@ -24,6 +24,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from quantumtrade.anomaly.model import AnomalyConfig
 from quantumtrade.breaker import BreakerConfig
 from quantumtrade.bus import BusConfig
 from quantumtrade.credentials import Credentials as Credentials  # re-exported (older importers)
@@ -156,6 +157,7 @@ class AppConfig(_Section, frozen=True, forbid_unknown_fields=True):
     scanner: ScannerConfig = ScannerConfig()
     strategy: StrategyConfig = StrategyConfig()
     regime: RegimeConfig = RegimeConfig()
+    anomaly: AnomalyConfig = AnomalyConfig()
     risk: RiskLimits = RiskLimits()
     execution: ExecutionConfig = ExecutionConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -222,6 +224,8 @@ def _check_semantics(cfg: AppConfig) -> list[tuple[str, str]]:
         problems.append(("scanner.top_n", "must be at least 1"))
     if cfg.scanner.ema_fast >= cfg.scanner.ema_slow:
         problems.append(("scanner.ema_fast", "must be shorter than scanner.ema_slow"))
+    if cfg.anomaly.pause_entries and not cfg.anomaly.enabled:
+        problems.append(("anomaly.pause_entries", "needs anomaly.enabled = true"))
     if cfg.database.url and not re.match(r"^postgres(ql)?://", cfg.database.url):
         problems.append(("database.url", "must be a postgresql:// URL (or empty for SQLite)"))
     if cfg.redis.url and not re.match(r"^(rediss?|unix)://", cfg.redis.url):

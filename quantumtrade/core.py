@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
+from quantumtrade.anomaly import detector as anomaly_detector
+from quantumtrade.anomaly.detector import AnomalyDetector
 from quantumtrade.bus import EventBus
 from quantumtrade.clock import Clock
 from quantumtrade.config import AppConfig, Mode
@@ -49,10 +51,12 @@ def warm_up() -> None:
     history.warm_up()
     incremental.warm_up()
     regime_engine.warm_up()
+    anomaly_detector.warm_up()
 
 
 class DecisionPath:
-    """Bars in MarketState to orders: regimes, scan, strategy, risk, and the portfolio."""
+    """Bars in MarketState to orders: anomalies, regimes, scan, strategy, risk, and the
+    portfolio."""
 
     def __init__(
         self,
@@ -63,6 +67,7 @@ class DecisionPath:
         strategy: StrategyEngine,
         portfolio: Portfolio,
         risk: RiskManager,
+        anomaly: AnomalyDetector | None = None,
     ) -> None:
         self.bus = bus
         self.regime = regime
@@ -70,15 +75,26 @@ class DecisionPath:
         self.strategy = strategy
         self.portfolio = portfolio
         self.risk = risk
+        self.anomaly = anomaly
+        """The anomaly detector (None: ``[anomaly] enabled = false``)."""
         subscribe_decision_path(bus, risk=risk, portfolio=portfolio)
+        if anomaly is not None:
+            for event_type, handler in anomaly.subscriptions():
+                bus.subscribe(event_type, handler)
         strategy.subscribe()
 
     @classmethod
     def build(
         cls, cfg: AppConfig, *, bus: EventBus, clock: Clock, state: MarketState
     ) -> DecisionPath:
-        """From ``[regime]``, ``[scanner]``, ``[strategy]`` and ``[risk]``; whether fills come
-        within a bar (``[execution] fill_model = "next_bar"``) decides how stops are judged."""
+        """From ``[anomaly]``, ``[regime]``, ``[scanner]``, ``[strategy]`` and ``[risk]``;
+        whether fills come within a bar (``[execution] fill_model = "next_bar"``) decides how
+        stops are judged."""
+        anomaly = (
+            AnomalyDetector(bus=bus, clock=clock, config=cfg.anomaly)
+            if cfg.anomaly.enabled
+            else None
+        )
         detector = RegimeDetector(bus=bus, clock=clock, state=state, config=cfg.regime)
         scanner = Scanner(
             bus=bus,
@@ -89,7 +105,13 @@ class DecisionPath:
             regime_codes=detector.regime_codes,  # all symbols at once, as one code array
         )
         portfolio = Portfolio(bus=bus, clock=clock)
-        risk = RiskManager(bus=bus, clock=clock, limits=cfg.risk, portfolio=portfolio)
+        risk = RiskManager(
+            bus=bus,
+            clock=clock,
+            limits=cfg.risk,
+            portfolio=portfolio,
+            pause_on_anomaly=cfg.anomaly.enabled and cfg.anomaly.pause_entries,
+        )
         strategy = StrategyEngine(
             bus=bus,
             clock=clock,
@@ -109,6 +131,7 @@ class DecisionPath:
             strategy=strategy,
             portfolio=portfolio,
             risk=risk,
+            anomaly=anomaly,
         )
 
     async def check_levels(self) -> None:
@@ -116,7 +139,10 @@ class DecisionPath:
         await self.strategy.check_bars()
 
     async def decide(self) -> None:
-        """Classify every symbol, scan, and let the strategy decide."""
+        """Publish the anomalies the new bars and tickers switched (the risk manager pauses
+        entries on them), classify every symbol, scan, and let the strategy decide."""
+        if self.anomaly is not None:
+            await self.anomaly.publish()
         await self.regime.update()
         result = await self.scanner.scan()
         await self.strategy.decide(result)
@@ -145,6 +171,7 @@ class TradingCore:
         self.strategy = path.strategy
         self.portfolio = path.portfolio
         self.risk = path.risk
+        self.anomaly = path.anomaly
         self.router = router
         self.venues = list(venues)
         self.gate = gate

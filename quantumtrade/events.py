@@ -316,6 +316,32 @@ class RegimeChanged(Event, frozen=True):
     confidence: float
 
 
+class AnomalyDetected(Event, frozen=True):
+    """A symbol's data turned anomalous (``anomaly.AnomalyDetector``): published once when a
+    kind becomes active, not again while it stays active."""
+
+    symbol: str
+    kind: str
+    """``spike``, ``range``, ``volume``, ``frozen``, ``missing_bars``, ``price_gap`` or
+    ``ticker`` (``anomaly.model.AnomalyKind``)."""
+    score: float
+    """The robust z-score that crossed the threshold (``frozen``: bars frozen so far;
+    ``missing_bars``: bars missing)."""
+    since_ms: int
+    """Open time of the bar that triggered it (``ticker``: the ticker's time), ms."""
+
+
+class AnomalyCleared(Event, frozen=True):
+    """An active anomaly of a symbol ended: its kind did not trigger for ``clear_bars`` bars."""
+
+    symbol: str
+    kind: str
+    since_ms: int
+    """When the episode began (``AnomalyDetected.since_ms``)."""
+    score: float = 0.0
+    """The largest score of the episode."""
+
+
 class ScanCompleted(Event, frozen=True):
     symbols_scanned: int
     selected: tuple[str, ...]
@@ -502,6 +528,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     OrderBookUpdated,
     DataRejected,
     RegimeChanged,
+    AnomalyDetected,
+    AnomalyCleared,
     ScanCompleted,
     SignalGenerated,
     TargetPosition,

@@ -40,6 +40,7 @@ class Snapshot:
         eventlog: Callable[[], Mapping[str, Any]],
         cache: Callable[[], Mapping[str, Any]],
         regime: Callable[[], Mapping[str, Any]],
+        anomalies: Callable[[], Mapping[str, Mapping[str, int]]] = lambda: {},
     ) -> None:
         self.health = health
         self.bus_counts = bus_counts
@@ -53,6 +54,9 @@ class Snapshot:
         self.eventlog = eventlog
         self.cache = cache
         self.regime = regime
+        self.anomalies = anomalies
+        """{"detected": {kind: published so far}, "active": {kind: active now}} (empty: the
+        detector is off)."""
 
 
 class _SnapshotCollector(Collector):
@@ -165,6 +169,20 @@ class _SnapshotCollector(Collector):
         for name, n in sorted(regime.get("symbols", {}).items()):
             per_regime.add_metric([name], float(n))
         yield per_regime
+
+        anomalies = s.anomalies()
+        detected = CounterMetricFamily(
+            f"{NS}_anomalies", "Anomalies detected (AnomalyDetected) by kind", labels=["kind"]
+        )
+        for kind, n in sorted(anomalies.get("detected", {}).items()):
+            detected.add_metric([kind], float(n))
+        yield detected
+        active = GaugeMetricFamily(
+            f"{NS}_anomalies_active", "Anomalies active now by kind", labels=["kind"]
+        )
+        for kind, n in sorted(anomalies.get("active", {}).items()):
+            active.add_metric([kind], float(n))
+        yield active
 
 
 class Metrics:

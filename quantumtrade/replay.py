@@ -205,8 +205,11 @@ class _SessionReplay:
         if isinstance(event, BarsUpdated):
             report.market_events += 1
             self.state.append_event(event)
-            # As live: the risk manager sees every bar (price band, drawdown, VaR).
+            # As live: the risk manager sees every bar (price band, drawdown, VaR), and so
+            # does the anomaly detector (its switches are published at the next decision).
             self.risk.on_bars(event)
+            if self.path.anomaly is not None:
+                self.path.anomaly.on_bars(event)
             await self.risk.publish_trip()
             if not self.bars_unjudged:
                 self.bars_unjudged = True
@@ -214,6 +217,8 @@ class _SessionReplay:
             return
         if isinstance(event, TickerUpdated):
             self.engine.on_ticker(event)  # part of the heartbeat's refresh, as bars are
+            if self.path.anomaly is not None:
+                self.path.anomaly.on_ticker(event)
             return
         if self.bars_unjudged and not self._answers_earlier_order(event):
             # As TradingCore.after_bars: the new bars against every held position's levels.

@@ -20,6 +20,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
+from quantumtrade.anomaly.detector import AnomalyDetector
 from quantumtrade.data.market_state import MarketState
 from quantumtrade.data.orchestrator import Orchestrator
 from quantumtrade.data.source import OrderBook
@@ -89,6 +90,7 @@ class AdminServer:
         tracker: OrderTracker | None = None,
         order_timeout_s: float = 10.0,
         reconciler: Reconciler | None = None,
+        anomaly: AnomalyDetector | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -105,6 +107,7 @@ class AdminServer:
         self._tracker = tracker or OrderTracker()
         self._reconciler = reconciler
         self._regime = regime
+        self._anomaly = anomaly
         self._order_timeout_s = order_timeout_s
         self._runner: web.AppRunner | None = None
         self.bound_port: int | None = None
@@ -123,6 +126,7 @@ class AdminServer:
         app.router.add_post("/api/trading/market-regime", self.post_regime)
         app.router.add_get("/api/trading/order-router", self.get_router)
         app.router.add_post("/api/trading/order-router", self.post_router)
+        app.router.add_get("/api/trading/anomalies", self.get_anomalies)
         app.router.add_get("/api/trading/positions", self.get_positions)
         app.router.add_get("/api/trading/risk", self.get_risk)
         app.router.add_post("/api/trading/risk/state", self.post_risk_state)
@@ -406,6 +410,33 @@ class AdminServer:
             }
         return _json({"positions": positions, "totals": self._portfolio.totals()})
 
+    async def get_anomalies(self, request: web.Request) -> web.Response:
+        """Active anomalies by symbol (``?symbols=A,B``: only those), with kind, score and
+        since when, and whether the risk manager pauses entries on them."""
+        symbols: list[str] | None = None
+        if "symbols" in request.query:
+            symbols = self._symbols(request.query["symbols"], known_only=True)
+        detector = self._anomaly
+        if detector is None:
+            return _json({"enabled": False, "pause_entries": False, "symbols": {}, "active": 0})
+        found = (
+            detector.active()
+            if symbols is None
+            else [a for s in symbols for a in detector.active(s)]
+        )
+        by_symbol: dict[str, list[dict[str, Any]]] = {}
+        for a in found:
+            by_symbol.setdefault(a.pop("symbol"), []).append(a)
+        return _json(
+            {
+                "enabled": True,
+                "pause_entries": self._risk.pause_on_anomaly,
+                "symbols": by_symbol,
+                "active": len(found),
+                "detected": dict(detector.detected),
+            }
+        )
+
     async def get_risk(self, request: web.Request) -> web.Response:
         return _json(self._risk.metrics())
 
@@ -499,6 +530,20 @@ OPENAPI: dict[str, Any] = {
                 ],
                 "responses": {"200": {}, "400": {}},
             },
+        },
+        "/api/trading/anomalies": {
+            "get": {
+                "summary": "Active anomalies per symbol: kind, score, since_ms",
+                "parameters": [
+                    {
+                        "name": "symbols",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": "comma-separated; default: every symbol",
+                    }
+                ],
+                "responses": {"200": {}, "400": {}, "404": {}},
+            }
         },
         "/api/trading/positions": {
             "get": {"summary": "Positions and PnL", "responses": {"200": {}}}

@@ -30,6 +30,8 @@ import structlog
 from quantumtrade.bus import EventBus
 from quantumtrade.clock import Clock
 from quantumtrade.events import (
+    AnomalyCleared,
+    AnomalyDetected,
     BarsUpdated,
     Event,
     OrderCancelled,
@@ -51,6 +53,7 @@ _MINUTE_NS = 60_000_000_000
 # Client order ids remembered to refuse a replayed order (duplicates arrive close together).
 _RECENT_ORDERS = 10_000
 DUPLICATE_ORDER = "duplicate_order"
+ANOMALY_PAUSE = "anomaly_pause"
 
 
 class RiskLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -107,6 +110,8 @@ class RiskView(msgspec.Struct, frozen=True, kw_only=True):
     """Signed exposure * mark of the other symbols in the order's cluster."""
     last_price: float | None = None
     """The symbol's last close seen by the risk manager (None before its first bar)."""
+    anomaly_paused: bool = False
+    """The symbol has an active anomaly and ``[anomaly] pause_entries`` is on."""
 
 
 Check = Callable[[ProposedOrder, RiskView], str | None]
@@ -124,6 +129,14 @@ def check_trading_state(order: ProposedOrder, view: RiskView) -> str | None:
         crosses = after != 0.0 and (after > 0) != (view.exposure > 0)
         if view.exposure == 0.0 or _increases_exposure(order, view) or crosses:
             return "reducing_only"
+    return None
+
+
+def check_anomaly_pause(order: ProposedOrder, view: RiskView) -> str | None:
+    # Entries wait until the anomaly clears; an order that does not grow |exposure| (an exit,
+    # a reduction, a flip to a position no larger) always passes.
+    if view.anomaly_paused and _increases_exposure(order, view):
+        return ANOMALY_PAUSE
     return None
 
 
@@ -169,6 +182,7 @@ def check_order_rate(order: ProposedOrder, view: RiskView) -> str | None:
 
 DEFAULT_CHECKS: tuple[Check, ...] = (
     check_trading_state,
+    check_anomaly_pause,
     check_price_band,
     check_order_notional,
     check_position_notional,
@@ -196,6 +210,7 @@ class RiskManager:
         limits: RiskLimits | None = None,
         portfolio: Portfolio,
         checks: Sequence[Check] = DEFAULT_CHECKS,
+        pause_on_anomaly: bool = False,
     ) -> None:
         self.bus = bus
         self.clock = clock
@@ -224,6 +239,9 @@ class RiskManager:
         self._trip_reason: str | None = None
         self._trip_tasks: set[asyncio.Task[None]] = set()
         self.kill_switch_trips: dict[str, int] = {}
+        self.pause_on_anomaly = pause_on_anomaly
+        """Refuse entries (``anomaly_pause``) in a symbol with an active anomaly."""
+        self._anomalies: dict[str, set[str]] = {}  # symbol -> its active anomaly kinds
 
     def order_handlers(self) -> list[tuple[type[Event], Callable[[Any], object]]]:
         """Every (event type, handler) pair the risk manager needs on the bus.
@@ -239,6 +257,8 @@ class RiskManager:
             (OrderCancelled, self.on_order_cancelled),
             (OrderRejected, self.on_order_rejected),
             (BarsUpdated, self.on_bars),
+            (AnomalyDetected, self.on_anomaly_detected),
+            (AnomalyCleared, self.on_anomaly_cleared),
         ]
 
     # --- exposure ---------------------------------------------------------------------
@@ -378,6 +398,22 @@ class RiskManager:
 
     def last_close(self, symbol: str) -> float | None:
         return self._history.last_close(symbol)
+
+    # --- anomalies --------------------------------------------------------------------
+
+    def on_anomaly_detected(self, event: AnomalyDetected) -> None:
+        self._anomalies.setdefault(event.symbol, set()).add(event.kind)
+
+    def on_anomaly_cleared(self, event: AnomalyCleared) -> None:
+        kinds = self._anomalies.get(event.symbol)
+        if kinds is not None:
+            kinds.discard(event.kind)
+            if not kinds:
+                del self._anomalies[event.symbol]
+
+    def anomaly_paused(self, symbol: str) -> bool:
+        """New entries in ``symbol`` are refused now (``anomaly_pause``)."""
+        return self.pause_on_anomaly and symbol in self._anomalies
 
     def equity(self) -> float:
         """Net PnL: realised - fees + unrealised at the last closes (the portfolio's marks,
@@ -546,6 +582,7 @@ class RiskManager:
             other_gross_exposure=other_gross,
             other_cluster_exposure=other_cluster,
             last_price=self._history.last_close(symbol),
+            anomaly_paused=self.anomaly_paused(symbol),
         )
         for check in self.checks:
             failed = check(order, view)
@@ -630,6 +667,10 @@ class RiskManager:
             "drawdown": self.drawdown(),
             "error_rate": self.error_rate(),
             "kill_switch_trips": dict(self.kill_switch_trips),
+            "anomaly_pause": {
+                "enabled": self.pause_on_anomaly,
+                "symbols": sorted(self._anomalies) if self.pause_on_anomaly else [],
+            },
             "var": _var_metrics(self.value_at_risk()),
         }
 

@@ -54,6 +54,7 @@ LAYERS: dict[str, set[str]] = {
     "data": {"breaker", "bus", "cache", "clock", "credentials", "errors", "events", "scoring"},
     "regime": {"bus", "clock", "data", "events", "scoring"},
     "scoring": {"bus", "clock", "events"},
+    "anomaly": {"bus", "clock", "events", "scoring"},
     "strategy": {
         "bus", "clock", "data", "errors", "events", "portfolio", "regime", "risk", "scoring",
     },
@@ -62,21 +63,23 @@ LAYERS: dict[str, set[str]] = {
     "portfolio": {"bus", "clock", "events"},
     # configuration, and the wiring modules that build their package's parts from it
     "config": {
-        "breaker", "bus", "credentials", "data", "errors", "execution", "redaction", "regime",
-        "risk", "scoring", "strategy",
+        "anomaly", "breaker", "bus", "credentials", "data", "errors", "execution", "redaction",
+        "regime", "risk", "scoring", "strategy",
     },
     "data.factory": {"clock", "config", "credentials", "data", "errors"},
     "store.factory": {"config", "errors", "redaction", "store"},
     "store.session": {"config", "errors", "events", "execution", "redaction", "store"},
     # the trading core, what the daemon adds around it, the three drivers and the command line
     "core": {
-        "bus", "clock", "config", "data", "events", "execution", "portfolio", "regime", "risk",
-        "scoring", "strategy",
+        "anomaly", "bus", "clock", "config", "data", "events", "execution", "portfolio",
+        "regime", "risk", "scoring", "strategy",
     },
     "restore": {
         "config", "errors", "events", "execution", "portfolio", "risk", "store", "store.session",
     },
-    "admin": {"data", "events", "execution", "metrics", "portfolio", "regime", "risk"},
+    "admin": {
+        "anomaly", "data", "events", "execution", "metrics", "portfolio", "regime", "risk",
+    },
     "app": {
         "admin", "bus", "clock", "config", "core", "credentials", "data", "data.factory",
         "events", "execution", "metrics", "outbox", "restore", "store", "store.factory",
@@ -95,7 +98,10 @@ LAYERS: dict[str, set[str]] = {
 # fmt: on
 
 LEAVES = {unit for unit, allowed in LAYERS.items() if not allowed}
-DOMAIN = {"data", "regime", "scoring", "strategy", "risk", "execution", "portfolio", "store"}
+DOMAIN = {
+    *("data", "regime", "scoring", "anomaly", "strategy", "risk", "execution", "portfolio"),
+    "store",
+}
 ABOVE_DOMAIN = {
     *("config", "data.factory", "store.factory", "store.session"),
     *("core", "restore", "admin", "app", "replay", "backtest", "cli", "__main__"),
