@@ -47,6 +47,15 @@ def test_defaults_without_a_file() -> None:
         ('[database]\nurl = "mysql://x"\n', "database.url", "postgresql://"),
         ('[redis]\nurl = "http://x"\n', "redis.url", "redis://"),
         ('[data]\nsymbols = ["btc-usdt"]\n', "data.symbols", "symbol names"),
+        ("[anomaly]\nspike_z = 0\n", "anomaly.spike_z", "> 0"),
+        ("[anomaly]\nwarmup = 5\n", "anomaly.warmup", "unknown key"),
+        ("[anomaly]\nfrozen_bars = 0\n", "anomaly.frozen_bars", ">= 1"),
+        ('[anomaly]\npause_entries = "yes"\n', "anomaly.pause_entries", "Expected bool"),
+        (
+            "[anomaly]\nenabled = false\npause_entries = true\n",
+            "anomaly.pause_entries",
+            "needs anomaly.enabled",
+        ),
     ],
 )
 def test_bad_values_name_file_and_key(tmp_path: Path, text: str, key: str, reason: str) -> None:
