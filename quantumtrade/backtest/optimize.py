@@ -27,6 +27,10 @@ pruned) and the variance of the scored trials' per-bar Sharpe ratios. Stability:
 parameter's chosen value per window and its standard deviation over the windows divided by the
 range's width (logs for a log range; for choices, the share of windows not on the most common).
 
+Baselines. Each window's test bars are also run with the strategy untuned (the parameters the
+config gives it, before any search) and scored as equal-weight buy-and-hold at the tuned run's
+mean gross exposure: a tuned figure means something only beside what no tuning gets.
+
 Outputs in ``--out``: ``optimize.json``, ``best.toml`` (the last window's best as a
 ``[strategy]`` table for ``backtest --config``) and ``report.md``; the table is printed too.
 """
@@ -57,7 +61,7 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
-from quantumtrade.backtest.baselines import result_performance
+from quantumtrade.backtest.baselines import buy_and_hold, result_performance
 from quantumtrade.backtest.command import _window
 from quantumtrade.backtest.data import Candles, load_candles
 from quantumtrade.backtest.outputs import bars_per_year, iso
@@ -156,6 +160,8 @@ class Job:
     strategy: StrategyConfig
     returns: bool
     """Send the per-bar returns back (the train runs: PBO and DSR need them)."""
+    benchmark: bool = False
+    """Also score buy-and-hold of the same bars at the run's mean gross (the test runs)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +170,8 @@ class Outcome:
     returns: bytes
     """float64 per-bar returns of the traded bars (empty unless asked)."""
     elapsed_s: float
+    benchmark: dict[str, float | int | None] | None = None
+    """Buy-and-hold's metrics over the same bars, when the job asked for them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +213,16 @@ def _evaluate(job: Job) -> Outcome:
         with np.errstate(divide="ignore", invalid="ignore"):
             r = series[1:] / series[:-1] - 1.0
         returns = np.nan_to_num(r, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float64).tobytes()
-    return Outcome(metrics=metrics, returns=returns, elapsed_s=result.elapsed_s)
+    benchmark = None
+    if job.benchmark:
+        benchmark = buy_and_hold(
+            result,
+            bars_per_year=bars_per_year(candles.bar_ms),
+            fee_bps=cfg.execution.bar_fill.taker_fee_bps,
+        ).metrics
+    return Outcome(
+        metrics=metrics, returns=returns, elapsed_s=result.elapsed_s, benchmark=benchmark
+    )
 
 
 class Pool:
@@ -267,6 +284,10 @@ def trial_progress(total: int, label: str) -> Iterator[Callable[[int], None]]:
         )
 
     yield update
+
+
+class TrialsFailed(RuntimeError):
+    """More trials failed than were asked for: the backtest itself is broken."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,7 +353,7 @@ def _run_study(search: Search, window: Window, candles: Candles, pool: Pool, lab
                     trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
                     study.tell(trial, state=TrialState.FAIL)
                     if failures > search.trials:
-                        raise RuntimeError(f"{failures} trials failed; the last: {exc}") from exc
+                        raise TrialsFailed(f"{failures} trials failed; the last: {exc}") from exc
                     continue
                 trial.set_user_attr("metrics", outcome.metrics)
                 trial.set_user_attr("returns", base64.b64encode(outcome.returns).decode())
@@ -449,19 +470,24 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def _table(report: dict[str, Any]) -> list[str]:
     head = (
-        "| window | train | test | trials (pruned) | IS sharpe | OOS sharpe | IS return "
-        "| OOS return | IS/OOS trades | PBO | DSR |"
+        "| window | train | test | trials (pruned) | IS sharpe | OOS sharpe | OOS sharpe, "
+        "untuned | OOS sharpe, buy & hold | IS return | OOS return | OOS return, untuned "
+        "| OOS return, buy & hold | IS/OOS trades | PBO | DSR |"
     )
-    rows = [head, "|" + "---|" * 11]
+    rows = [head, "|" + "---|" * 15]
     for w in report["windows"]:
         is_m, oos_m = w["in_sample"] or {}, w["out_of_sample"] or {}
+        base = w["out_of_sample_untuned"] or {}
+        hold = w["out_of_sample_buy_and_hold"] or {}
         pbo, dsr = w["pbo"], w["deflated_sharpe"]
         rows.append(
             f"| {w['index']} | {w['train']['from'][:10]} → {w['train']['to'][:10]} "
             f"| {w['test']['from'][:10]} → {w['test']['to'][:10]} "
             f"| {w['trials']['finished']} ({w['trials']['pruned']}) "
             f"| {_fmt(is_m.get('sharpe'), 2)} | {_fmt(oos_m.get('sharpe'), 2)} "
+            f"| {_fmt(base.get('sharpe'), 2)} | {_fmt(hold.get('sharpe'), 2)} "
             f"| {_fmt(is_m.get('total_return'))} | {_fmt(oos_m.get('total_return'))} "
+            f"| {_fmt(base.get('total_return'))} | {_fmt(hold.get('total_return'))} "
             f"| {is_m.get('trades', '—')}/{oos_m.get('trades', '—')} "
             f"| {_fmt(pbo['pbo'] if pbo else None, 2)} "
             f"| {_fmt(dsr['probability'] if dsr else None, 2)} |"
@@ -478,7 +504,9 @@ def render_report(report: dict[str, Any]) -> str:
         "",
         f"Data: {', '.join(report['data']['paths'])} ({len(report['data']['symbols'])} symbols, "
         f"{report['data']['timeframe']}). IS = in-sample (the train window the search saw), "
-        "OOS = out-of-sample (the test window, run once with the chosen parameters).",
+        "OOS = out-of-sample (the test window, run once with the chosen parameters). Beside "
+        "it, on the same test bars: the strategy untuned (the parameters it was given, before "
+        "any search) and equal-weight buy & hold at the tuned run's mean gross exposure.",
         f"Trials with fewer than {report['min_trades']} trades or an undefined objective are "
         "pruned (scored as -inf). PBO: probability of backtest overfitting by CSCV (>= 0.5: the "
         "in-sample best is at or below the median out of sample as often as not). DSR: deflated "
@@ -591,7 +619,10 @@ def cmd_optimize(
         for w in windows:
             label = f"window {w.index}/{len(windows)}"
             before = time.perf_counter()
-            study = _run_study(search, w, candles, pool, label)
+            try:
+                study = _run_study(search, w, candles, pool, label)
+            except TrialsFailed as exc:
+                return _fail(str(exc), code=1)
             from optuna.trial import TrialState
 
             states = Counter(t.state for t in study.get_trials(deepcopy=False))
@@ -611,6 +642,8 @@ def cmd_optimize(
                 "best": None,
                 "in_sample": None,
                 "out_of_sample": None,
+                "out_of_sample_untuned": None,
+                "out_of_sample_buy_and_hold": None,
                 "pbo": None,
                 "deflated_sharpe": None,
                 "search_s": round(time.perf_counter() - before, 2),
@@ -619,12 +652,16 @@ def cmd_optimize(
                 best = study.best_trial
                 params: dict[str, Value] = {d.name: best.params[d.name] for d in space}
                 best_strategy = with_values(strategy, params)
-                test = pool.submit(Job(w.test, best_strategy, returns=False)).result()
+                tuned = pool.submit(Job(w.test, best_strategy, returns=False, benchmark=True))
+                untuned = pool.submit(Job(w.test, strategy, returns=False))
+                test = tuned.result()
                 row["pbo"], row["deflated_sharpe"] = _overfitting(study)
                 row.update(
                     best={"trial": best.number, "objective": best.value, "params": params},
                     in_sample=best.user_attrs["metrics"],
                     out_of_sample=test.metrics,
+                    out_of_sample_untuned=untuned.result().metrics,
+                    out_of_sample_buy_and_hold=test.benchmark,
                 )
                 chosen.append(params)
             rows.append(row)

@@ -126,3 +126,26 @@ def test_optimize_on_real_candles(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert loaded.params["breakout"]["channel"] == last["breakout.channel"]
     assert loaded.exits.stop_loss_atr == last["exits.stop_loss_atr"]
     assert (out / "report.md").read_text().startswith("# optimize regime_adaptive")
+
+
+def test_untuned_out_of_sample_is_what_backtest_gives(tmp_path: Path) -> None:
+    """The untuned baseline of a window is the plain ``backtest --train --test`` of the same
+    strategy over the same test bars (same cut, same warm-up), metric for metric; buy-and-hold
+    sits beside it with the same keys."""
+    noise = write_walk(tmp_path / "noise", drift=0.0, seed=5, symbols=3, bars=1500)
+    report = _optimize(noise, tmp_path / "opt", "--trials", "3", "--jobs", "1")
+    config = tmp_path / "trend.toml"
+    config.write_text('[strategy]\nname = "trend"\n')
+    code = main(
+        ["backtest", "--data", str(noise), "--config", str(config), "--warmup", "200",
+         "--train", "2010-07-20:2013-11-01", "--test", "2013-11-01:2017-02-13",
+         "--out", str(tmp_path / "bt")]
+    )  # fmt: skip
+    assert code == 0
+    side = json.loads((tmp_path / "bt" / "walk_forward.json").read_text())
+    window = report["windows"][0]
+    assert window["out_of_sample_untuned"] == side["out_of_sample"]["strategy"]
+    assert window["out_of_sample_untuned"]["trades"] > 0
+    hold = window["out_of_sample_buy_and_hold"]
+    assert set(hold) == set(side["out_of_sample"]["benchmark"])
+    assert hold["trades"] == 3  # one buy-and-hold position per symbol
