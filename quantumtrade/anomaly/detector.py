@@ -167,7 +167,9 @@ class AnomalyDetector:
         pending, self._pending = self._pending, []
         for event in pending:
             if isinstance(event, AnomalyDetected):
-                log.warning(
+                # info, not warning: a backtest or an optimize trial sees thousands (the API,
+                # the metrics and the event log carry them in the daemon).
+                log.info(
                     "anomaly_detected", symbol=event.symbol, kind=event.kind, score=event.score
                 )
             await self.bus.publish(event)
