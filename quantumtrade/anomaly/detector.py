@@ -31,6 +31,7 @@ from quantumtrade.events import (
     SymbolRows,
     TickerUpdated,
 )
+from quantumtrade.scoring.jit import by_rows
 
 log = structlog.get_logger("quantumtrade.anomaly")
 
@@ -93,7 +94,7 @@ class AnomalyDetector:
         rows = self._grow(event.symbols)
         block = event.bars
         trans = self._trans
-        switched = K.advance(
+        switched = by_rows(K.advance, K.advance_serial, len(rows))(
             rows, event.offsets_array(), block.ts(), block.rows(), self._params,
             self._ints, self._floats, self._active, self._kind_ints, self._score,
             self._ticker_hit, trans,
@@ -228,10 +229,11 @@ def warm_up() -> None:
     """Compile (or load from numba's cache) the kernel for the read-only views a
     ``BarsUpdated`` hands out, before the first bar."""
     n = K.N_KINDS
-    K.advance(
-        _frozen(np.zeros(1, np.int64)), _frozen(np.array([0, 2], np.int64)),
-        _frozen(np.array([0, 60_000], np.int64)), _frozen(np.ones((2, 5))),
-        AnomalyConfig().params(), np.zeros((1, K.N_INTS), np.int64), np.zeros((1, K.N_FLOATS)),
-        np.zeros((1, n), np.bool_), np.zeros((1, n, 2), np.int64), np.zeros((1, n)),
-        np.zeros(1, np.bool_), np.zeros((1, n), np.int32),
-    )  # fmt: skip
+    for build in (K.advance, K.advance_serial):
+        build(
+            _frozen(np.zeros(1, np.int64)), _frozen(np.array([0, 2], np.int64)),
+            _frozen(np.array([0, 60_000], np.int64)), _frozen(np.ones((2, 5))),
+            AnomalyConfig().params(), np.zeros((1, K.N_INTS), np.int64),
+            np.zeros((1, K.N_FLOATS)), np.zeros((1, n), np.bool_), np.zeros((1, n, 2), np.int64),
+            np.zeros((1, n)), np.zeros(1, np.bool_), np.zeros((1, n), np.int32),
+        )  # fmt: skip

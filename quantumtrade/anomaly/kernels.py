@@ -22,9 +22,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import prange
 from numpy.typing import NDArray
 
-from quantumtrade.scoring.jit import helper
+from quantumtrade.scoring.jit import inline, kernel, serial_twin
 
 # Parameter vector (AnomalyConfig.params).
 P_ALPHA, P_WARMUP, P_CLEAR, P_SPIKE, P_RANGE, P_VOLUME, P_GAP, P_FROZEN, P_MISSING = range(9)
@@ -54,14 +55,14 @@ FLOOR_RETURN = 1e-4
 FLOOR_LOG = 0.05
 
 
-@helper
+@inline
 def feature_scale(floats: NDArray[np.float64], r: int, feat: int, floor: float) -> float:
     """Sigma-equivalent scale of a feature (at least ``floor``)."""
     s = NORMAL_MAD * floats[r, 2 + 3 * feat]
     return s if s > floor else floor
 
 
-@helper
+@inline
 def _update(floats: NDArray[np.float64], r: int, feat: int, x: float, alpha: float) -> None:
     """One robust EWMA step of (location, mean absolute deviation) towards ``x``."""
     c = 1 + 3 * feat
@@ -86,7 +87,7 @@ def _update(floats: NDArray[np.float64], r: int, feat: int, x: float, alpha: flo
     floats[r, c + 2] = n + 1.0
 
 
-@helper
+@inline
 def _judge(
     j: int,
     r: int,
@@ -118,7 +119,7 @@ def _judge(
             trans[j, k] += 1
 
 
-@helper
+@kernel
 def advance(
     rows: NDArray[np.int64],
     offsets: NDArray[np.int64],
@@ -134,16 +135,15 @@ def advance(
     trans: NDArray[np.int32],
 ) -> int:
     """Advance row ``rows[j]`` by bars ``offsets[j]:offsets[j + 1]`` of ``ts``/``prices``
-    ((bars, 5) open, high, low, close, volume) for every j. ``trans[j, k]`` gets the number of
-    times kind k switched on or off; returns how many (j, k) switched."""
+    ((bars, 5) open, high, low, close, volume) for every j (in parallel: a batch's rows are
+    distinct). ``trans[j, k]`` gets the number of times kind k switched on or off; returns how
+    many (j, k) switched."""
     alpha = params[P_ALPHA]
     warmup = params[P_WARMUP]
     clear = int(params[P_CLEAR])
     frozen_bars = params[P_FROZEN]
     missing_ratio = params[P_MISSING]
-    zs = np.zeros(N_KINDS)
-    hits = np.zeros(N_KINDS, dtype=np.bool_)
-    for j in range(rows.shape[0]):
+    for j in prange(rows.shape[0]):
         r = rows[j]
         for k in range(N_KINDS):
             trans[j, k] = 0
@@ -176,32 +176,34 @@ def advance(
             ret = math.log(c / prev) / math.sqrt(spans)
             gap = math.log(o / prev) / math.sqrt(max(spans - 1.0, 1.0))
             s_ret = feature_scale(floats, r, FEAT_RETURN, FLOOR_RETURN)
-            for k in range(N_KINDS):
-                zs[k] = 0.0
-                hits[k] = False
             # Scores against the estimates before this bar: the bar is judged by its past.
+            z_spike = z_gap = z_range = z_volume = 0.0
             if floats[r, 3 + 3 * FEAT_RETURN] > 0.0:
-                zs[SPIKE] = abs(ret - floats[r, 1 + 3 * FEAT_RETURN]) / s_ret
-                zs[PRICE_GAP] = abs(gap) / s_ret
+                z_spike = abs(ret - floats[r, 1 + 3 * FEAT_RETURN]) / s_ret
+                z_gap = abs(gap) / s_ret
             if h > lo and floats[r, 3 + 3 * FEAT_RANGE] > 0.0:
-                s = feature_scale(floats, r, FEAT_RANGE, FLOOR_LOG)
-                zs[RANGE] = (ln_range - floats[r, 1 + 3 * FEAT_RANGE]) / s
+                sc = feature_scale(floats, r, FEAT_RANGE, FLOOR_LOG)
+                z_range = (ln_range - floats[r, 1 + 3 * FEAT_RANGE]) / sc
             if v > 0.0 and floats[r, 3 + 3 * FEAT_VOLUME] > 0.0:
-                s = feature_scale(floats, r, FEAT_VOLUME, FLOOR_LOG)
-                zs[VOLUME] = (ln_volume - floats[r, 1 + 3 * FEAT_VOLUME]) / s
-            zs[FROZEN] = float(ints[r, I_FROZEN_RUN])
-            zs[MISSING_BARS] = spans - 1.0
-            if n >= warmup:
-                hits[SPIKE] = zs[SPIKE] > params[P_SPIKE]
-                hits[RANGE] = zs[RANGE] > params[P_RANGE]
-                hits[VOLUME] = zs[VOLUME] > params[P_VOLUME]
-                hits[FROZEN] = zs[FROZEN] >= frozen_bars
-                hits[MISSING_BARS] = spans > missing_ratio
-                hits[PRICE_GAP] = zs[PRICE_GAP] > params[P_GAP]
-            hits[TICKER] = ticker_hit[r]
+                sc = feature_scale(floats, r, FEAT_VOLUME, FLOOR_LOG)
+                z_volume = (ln_volume - floats[r, 1 + 3 * FEAT_VOLUME]) / sc
+            z_frozen = float(ints[r, I_FROZEN_RUN])
+            warm = n >= warmup
+            ticker = ticker_hit[r]
             ticker_hit[r] = False
-            for k in range(N_KINDS):
-                _judge(j, r, k, hits[k], zs[k], t, clear, active, kind_ints, score, trans)
+            hit = warm and z_spike > params[P_SPIKE]
+            _judge(j, r, SPIKE, hit, z_spike, t, clear, active, kind_ints, score, trans)
+            hit = warm and z_range > params[P_RANGE]
+            _judge(j, r, RANGE, hit, z_range, t, clear, active, kind_ints, score, trans)
+            hit = warm and z_volume > params[P_VOLUME]
+            _judge(j, r, VOLUME, hit, z_volume, t, clear, active, kind_ints, score, trans)
+            hit = warm and z_frozen >= frozen_bars
+            _judge(j, r, FROZEN, hit, z_frozen, t, clear, active, kind_ints, score, trans)
+            hit = warm and spans > missing_ratio
+            _judge(j, r, MISSING_BARS, hit, spans - 1.0, t, clear, active, kind_ints, score, trans)
+            hit = warm and z_gap > params[P_GAP]
+            _judge(j, r, PRICE_GAP, hit, z_gap, t, clear, active, kind_ints, score, trans)
+            _judge(j, r, TICKER, ticker, 0.0, t, clear, active, kind_ints, score, trans)
             # A frozen bar says nothing about the market: it updates no estimate.
             if not frozen:
                 _update(floats, r, FEAT_RETURN, ret, alpha)
@@ -218,3 +220,6 @@ def advance(
             if trans[j, k] > 0:
                 switched += 1
     return switched
+
+
+advance_serial = serial_twin(advance)
