@@ -1,6 +1,6 @@
 """optimize's throughput: trials per minute with --jobs = cores against plain backtests in a row.
 
-    QT_DATA_DIR=../shared/data .venv/bin/python scripts/bench/optimize.py [--trials 8]
+    QT_DATA_DIR=../shared/data .venv/bin/python scripts/bench/optimize.py [--trials 16]
 
 Runs ``--trials`` TPE trials of ``regime_adaptive`` on candles/binance-spot-1h-2021 (38 pairs;
 train 2020-12-01:2021-04-15) through optimize's own search with ``--jobs`` workers (worker
@@ -43,7 +43,7 @@ from quantumtrade.logs import configure_logging  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="candles/binance-spot-1h-2021")
-    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     import optuna
