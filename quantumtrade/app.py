@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
+import msgspec
 import structlog
 
 from quantumtrade.admin.server import AdminServer
@@ -49,6 +50,7 @@ from quantumtrade.restore import restore_session
 from quantumtrade.store.eventlog import EventLog, EventLogWriter
 from quantumtrade.store.factory import open_event_log
 from quantumtrade.store.spool import Spool
+from quantumtrade.strategy.adapt import Adapter, Search
 
 log = structlog.get_logger("quantumtrade.app")
 
@@ -68,6 +70,7 @@ class Daemon:
         spool: Spool | None = None,
         first_seq: int = 1,
         venues: Sequence[CcxtVenue] = (),
+        search: Search | None = None,
     ) -> None:
         self.cfg, self.clock, self.eventlog, self.source = cfg, clock, eventlog, source
         self.status = "starting"
@@ -111,6 +114,15 @@ class Daemon:
             busy=self.router.in_progress.__contains__, config=cfg.execution.reconcile,
         )  # fmt: skip
         self._reconcile_task: asyncio.Task[None] | None = None
+        # [adapt]: the strategy re-tuned in a worker process (the search is handed in).
+        self.adapter: Adapter | None = None
+        if cfg.adapt.enabled:
+            if search is None:
+                raise ValueError("[adapt] enabled needs a search (the command line passes one)")
+            self.adapter = Adapter(
+                bus=self.bus, clock=clock, state=self.state, engine=self.strategy,
+                config=cfg.adapt, search=search,
+            )  # fmt: skip
         self._subscribe()
         self.metrics.attach(self._snapshot())
         self.admin = AdminServer(
@@ -119,12 +131,17 @@ class Daemon:
             state=self.state, router=self.router, portfolio=self.portfolio, risk=self.risk,
             regime=self.regime, cache_stats=self.caches.stats,
             cached_book=self.caches.cached_book, tracker=self.tracker,
-            reconciler=self.reconciler, anomaly=core.anomaly,
+            reconciler=self.reconciler, anomaly=core.anomaly, strategy=self.strategy_status,
         )  # fmt: skip
 
     @classmethod
     async def create(
-        cls, cfg: AppConfig, *, clock: Clock, environ: Mapping[str, str] | None = None
+        cls,
+        cfg: AppConfig,
+        *,
+        clock: Clock,
+        environ: Mapping[str, str] | None = None,
+        search: Search | None = None,
     ) -> Daemon:
         """Open the event log first: the bus continues its seq after the last logged event.
 
@@ -146,6 +163,7 @@ class Daemon:
                 spool=spool,
                 first_seq=first_seq,
                 venues=venues,
+                search=search,
             )
             await daemon.restore_positions()
             return daemon
@@ -203,7 +221,20 @@ class Daemon:
             cache=self.caches.stats,
             regime=self.regime.current,
             anomalies=self._anomaly_counts,
+            adapt_runs=lambda: dict(self.adapter.runs) if self.adapter is not None else {},
         )
+
+    def strategy_status(self) -> dict[str, Any]:
+        """The strategy's parameters in force and the [adapt] runner's state (admin API)."""
+        engine = self.strategy
+        return {
+            "strategy": engine.name,
+            "params": engine.params,
+            "exits": msgspec.to_builtins(engine.exits),
+            "protections": msgspec.to_builtins(engine.protections.config),
+            "parameter_changes": engine.parameter_changes,
+            "adapt": self.adapter.status() if self.adapter is not None else {"enabled": False},
+        }
 
     def _anomaly_counts(self) -> dict[str, dict[str, int]]:
         detector = self.core.anomaly
@@ -235,6 +266,8 @@ class Daemon:
                 self.reconciler.run_periodically(), name="reconcile"
             )
         self.orchestrator.start(tg)
+        if self.adapter is not None:
+            self.adapter.start(tg)
         await self.admin.start()
         self.status = "running"
         log.info(
@@ -249,7 +282,10 @@ class Daemon:
         )
 
     async def step(self) -> None:
-        """One heartbeat: refresh the symbols that are due, wait for them, classify, scan."""
+        """One heartbeat: publish a finished re-tuning (before the bars: a fixed point of the
+        stream that replay sees), refresh the symbols that are due, wait, classify, scan."""
+        if self.adapter is not None:
+            await self.adapter.step()
         self.orchestrator.refresh_due()
         await self.orchestrator.join()
         await self.orchestrator.refresh_tickers()
@@ -279,6 +315,8 @@ class Daemon:
             with suppress(asyncio.CancelledError):
                 await self._reconcile_task
         await self.orchestrator.stop()
+        if self.adapter is not None:
+            await self.adapter.stop()
         await self.core.close()
         await self.outbox.stop(timeout=budget * 0.1)
         await self.bus.stop(timeout=budget * 0.4)
@@ -349,10 +387,15 @@ async def open_venues(cfg: AppConfig, clock: Clock, environ: Mapping[str, str]) 
 
 
 async def run_daemon(
-    cfg: AppConfig, *, clock: Clock, stop: asyncio.Event, on_ready: Any = None
+    cfg: AppConfig,
+    *,
+    clock: Clock,
+    stop: asyncio.Event,
+    on_ready: Any = None,
+    search: Search | None = None,
 ) -> None:
     """Build, start, run until ``stop`` is set, and stop in reverse order."""
-    daemon = await Daemon.create(cfg, clock=clock)
+    daemon = await Daemon.create(cfg, clock=clock, search=search)
     async with asyncio.TaskGroup() as tg:
         try:
             await daemon.start(tg)

@@ -325,7 +325,15 @@ async def _serve(cfg: AppConfig) -> None:
         if said:
             print(f"QuantumTrade: WARNING: {said}", file=sys.stderr, flush=True)
 
-    await run_daemon(cfg, clock=WallClock(), stop=stop, on_ready=on_ready)
+    search = None
+    if cfg.adapt.enabled:
+        import functools
+
+        from quantumtrade.backtest.adapt import search_recent
+
+        # The daemon imports nothing of backtest: its [adapt] search is handed in from here.
+        search = functools.partial(search_recent, cfg)
+    await run_daemon(cfg, clock=WallClock(), stop=stop, on_ready=on_ready, search=search)
 
 
 def cmd_migrate(config: str | None, *, create: bool = False) -> int:

@@ -43,6 +43,8 @@ from quantumtrade.redaction import redact_url
 from quantumtrade.regime.model import RegimeConfig
 from quantumtrade.risk.manager import RiskLimits
 from quantumtrade.scoring.scanner import ScannerConfig
+from quantumtrade.strategy import adapt
+from quantumtrade.strategy.adapt import AdaptConfig
 from quantumtrade.strategy.loader import StrategyConfig, load_strategy
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
@@ -156,6 +158,7 @@ class AppConfig(_Section, frozen=True, forbid_unknown_fields=True):
     bus: BusConfig = BusConfig()
     scanner: ScannerConfig = ScannerConfig()
     strategy: StrategyConfig = StrategyConfig()
+    adapt: AdaptConfig = AdaptConfig()
     regime: RegimeConfig = RegimeConfig()
     anomaly: AnomalyConfig = AnomalyConfig()
     risk: RiskLimits = RiskLimits()
@@ -226,6 +229,7 @@ def _check_semantics(cfg: AppConfig) -> list[tuple[str, str]]:
         problems.append(("scanner.ema_fast", "must be shorter than scanner.ema_slow"))
     if cfg.anomaly.pause_entries and not cfg.anomaly.enabled:
         problems.append(("anomaly.pause_entries", "needs anomaly.enabled = true"))
+    problems.extend(adapt.check(cfg.adapt, cfg.data.capacity))
     if cfg.database.url and not re.match(r"^postgres(ql)?://", cfg.database.url):
         problems.append(("database.url", "must be a postgresql:// URL (or empty for SQLite)"))
     if cfg.redis.url and not re.match(r"^(rediss?|unix)://", cfg.redis.url):

@@ -390,6 +390,47 @@ class TargetPosition(Event, frozen=True):
     open)."""
 
 
+class AdaptEvidence(msgspec.Struct, frozen=True):
+    """Why a re-tuned parameter set replaced the current one: the out-of-sample comparison."""
+
+    objective: str
+    """``sharpe``, ``sortino``, ``calmar`` or ``profit_factor``."""
+    tuned_score: float
+    """The tuned set's objective on the test bars."""
+    current_score: float
+    """The current set's objective on the same test bars."""
+    margin: float
+    """By how much the tuned score had to beat the current one (``[adapt] margin``)."""
+    tuned_trades: int
+    current_trades: int
+    trials: int
+    """Finished trials of the search (scored and pruned)."""
+    scored_trials: int
+    train_from_ms: int
+    """Open time of the first traded train bar."""
+    test_from_ms: int
+    """Open time of the first test bar (the train bars end just before it)."""
+    test_to_ms: int
+    """Close time of the last test bar (the newest bar of the snapshot)."""
+    seed: int
+    pbo: float | None = None
+    """Probability of backtest overfitting of the search (None: too few trials or bars)."""
+    deflated_sharpe: float | None = None
+
+
+class ParametersChanged(Event, frozen=True):
+    """The strategy switched to a re-tuned parameter set (``[adapt]``); every decision after
+    this event uses ``new``. Replay applies it at its place in the log."""
+
+    strategy: str
+    old: dict[str, Any]
+    """The searched parameters' values before (dotted names: ``trend.min_score``,
+    ``exits.stop_loss_atr``)."""
+    new: dict[str, Any]
+    """Their values from now on."""
+    evidence: AdaptEvidence
+
+
 # --- trading ------------------------------------------------------------------------------
 
 
@@ -533,6 +574,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     ScanCompleted,
     SignalGenerated,
     TargetPosition,
+    ParametersChanged,
     OrderIntent,
     OrderRejected,
     OrderSubmitted,

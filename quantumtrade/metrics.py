@@ -41,6 +41,7 @@ class Snapshot:
         cache: Callable[[], Mapping[str, Any]],
         regime: Callable[[], Mapping[str, Any]],
         anomalies: Callable[[], Mapping[str, Mapping[str, int]]] = lambda: {},
+        adapt_runs: Callable[[], Mapping[str, int]] = lambda: {},
     ) -> None:
         self.health = health
         self.bus_counts = bus_counts
@@ -57,6 +58,8 @@ class Snapshot:
         self.anomalies = anomalies
         """{"detected": {kind: published so far}, "active": {kind: active now}} (empty: the
         detector is off)."""
+        self.adapt_runs = adapt_runs
+        """{outcome: runs} of ``[adapt]`` (applied, kept, failed; empty: adapt is off)."""
 
 
 class _SnapshotCollector(Collector):
@@ -183,6 +186,15 @@ class _SnapshotCollector(Collector):
         for kind, n in sorted(anomalies.get("active", {}).items()):
             active.add_metric([kind], float(n))
         yield active
+
+        adapt = CounterMetricFamily(
+            f"{NS}_adapt_runs",
+            "Re-tuning runs of [adapt] by outcome (applied, kept, failed)",
+            labels=["outcome"],
+        )
+        for outcome, n in sorted(s.adapt_runs().items()):
+            adapt.add_metric([outcome], float(n))
+        yield adapt
 
 
 class Metrics:

@@ -1,7 +1,9 @@
 """Replay: re-derive a recorded session's decisions from its event log and compare.
 
-The logged *inputs* — market data (``BarsUpdated``) and the venues' answers (``OrderFilled``,
-``OrderCancelled``, and rejections that did not come from the risk manager) — are fed, in seq
+The logged *inputs* — market data (``BarsUpdated``), the strategy's re-tuned parameters
+(``ParametersChanged``: applied at their place, the search never re-run) and the venues'
+answers (``OrderFilled``, ``OrderCancelled``, and rejections that did not come from the risk
+manager) — are fed, in seq
 order, through a fresh bus into a fresh MarketState, Scanner, RiskManager and Portfolio, on a
 ``ManualClock`` set from each event's timestamp. At every logged ``ScanCompleted`` the scanner
 scans again and the strategy engine decides. Held positions' price levels are judged where the
@@ -46,6 +48,7 @@ from quantumtrade.events import (
     OrderIntent,
     OrderRejected,
     OrderSubmitted,
+    ParametersChanged,
     ScanCompleted,
     SignalGenerated,
     TargetPosition,
@@ -219,6 +222,10 @@ class _SessionReplay:
             self.engine.on_ticker(event)  # part of the heartbeat's refresh, as bars are
             if self.path.anomaly is not None:
                 self.path.anomaly.on_ticker(event)
+            return
+        if isinstance(event, ParametersChanged):
+            # An input, as a ticker: the search that chose them is never re-run.
+            self.engine.on_parameters(event)
             return
         if self.bars_unjudged and not self._answers_earlier_order(event):
             # As TradingCore.after_bars: the new bars against every held position's levels.

@@ -91,6 +91,7 @@ class AdminServer:
         order_timeout_s: float = 10.0,
         reconciler: Reconciler | None = None,
         anomaly: AnomalyDetector | None = None,
+        strategy: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -108,6 +109,7 @@ class AdminServer:
         self._reconciler = reconciler
         self._regime = regime
         self._anomaly = anomaly
+        self._strategy = strategy
         self._order_timeout_s = order_timeout_s
         self._runner: web.AppRunner | None = None
         self.bound_port: int | None = None
@@ -127,6 +129,7 @@ class AdminServer:
         app.router.add_get("/api/trading/order-router", self.get_router)
         app.router.add_post("/api/trading/order-router", self.post_router)
         app.router.add_get("/api/trading/anomalies", self.get_anomalies)
+        app.router.add_get("/api/trading/strategy", self.get_strategy)
         app.router.add_get("/api/trading/positions", self.get_positions)
         app.router.add_get("/api/trading/risk", self.get_risk)
         app.router.add_post("/api/trading/risk/state", self.post_risk_state)
@@ -437,6 +440,13 @@ class AdminServer:
             }
         )
 
+    async def get_strategy(self, request: web.Request) -> web.Response:
+        """The strategy's parameters in force (after any ``ParametersChanged``) and the
+        ``[adapt]`` runner: runs by outcome, the last run's evidence."""
+        if self._strategy is None:
+            raise ApiError(404, "no strategy status in this process")
+        return _json(self._strategy())
+
     async def get_risk(self, request: web.Request) -> web.Response:
         return _json(self._risk.metrics())
 
@@ -543,6 +553,12 @@ OPENAPI: dict[str, Any] = {
                     }
                 ],
                 "responses": {"200": {}, "400": {}, "404": {}},
+            }
+        },
+        "/api/trading/strategy": {
+            "get": {
+                "summary": "Strategy parameters in force and the [adapt] runs",
+                "responses": {"200": {}},
             }
         },
         "/api/trading/positions": {

@@ -202,8 +202,12 @@ def _start_worker(setup: Setup) -> None:
 
 
 def _evaluate(job: Job) -> Outcome:
-    cfg: AppConfig = msgspec.structs.replace(_loaded["cfg"], strategy=job.strategy)
-    all_bars: Candles = _loaded["candles"]
+    return evaluate(_loaded["cfg"], _loaded["candles"], job)
+
+
+def evaluate(base: AppConfig, all_bars: Candles, job: Job) -> Outcome:
+    """One backtest of ``job``'s span of ``all_bars`` with its strategy (``adapt`` calls it too)."""
+    cfg: AppConfig = msgspec.structs.replace(base, strategy=job.strategy)
     candles, trade_from = job.span.candles(all_bars)
     result = asyncio.run(run_backtest(cfg, candles, trade_from=trade_from))
     metrics = result_performance(result, bars_per_year=bars_per_year(candles.bar_ms))

@@ -26,15 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import msgspec
-
 from quantumtrade.errors import ConfigError
-from quantumtrade.strategy.loader import StrategyConfig, load_strategy
+from quantumtrade.strategy.loader import (
+    SECTIONS,
+    StrategyConfig,
+    flat_values,
+    load_strategy,
+    with_values,
+)
 
 Kind = Literal["float", "int", "choice"]
 Value = float | int | bool | str
-SECTIONS = ("exits", "protections")
-"""Name prefixes that address ``[strategy.exits]`` / ``[strategy.protections]``."""
+__all__ = ["SECTIONS", "Dimension", "load_space", "parse_space", "suggest", "with_values"]
 _SPEC_KEYS = {"low", "high", "step", "log", "choices"}
 
 
@@ -100,45 +103,9 @@ def suggest(trial: Suggester, space: tuple[Dimension, ...]) -> dict[str, Value]:
     return values
 
 
-def with_values(strategy: StrategyConfig, values: Mapping[str, Value]) -> StrategyConfig:
-    """``strategy`` with ``values`` (dotted names) written into its params, exits, protections."""
-    tree: dict[str, Any] = {
-        "params": _copy(strategy.params),
-        **{s: dict(getattr(strategy, s)) for s in SECTIONS},
-    }
-    for name, value in values.items():
-        head, _, rest = name.partition(".")
-        if head in SECTIONS and rest:
-            tree[head][rest] = value
-            continue
-        node = tree["params"]
-        *parents, leaf = name.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return msgspec.structs.replace(strategy, **tree)
-
-
-def _copy(tree: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _copy(v) if isinstance(v, Mapping) else v for k, v in tree.items()}
-
-
 def _defaults(strategy: StrategyConfig, where: str) -> dict[str, Any]:
     """The flattened defaults a space's names must be among (dotted name -> value)."""
-    loaded = load_strategy(strategy, where)
-    flat: dict[str, Any] = {}
-
-    def walk(prefix: str, tree: Mapping[str, Any]) -> None:
-        for key, value in tree.items():
-            if isinstance(value, Mapping):
-                walk(f"{prefix}{key}.", value)
-            else:
-                flat[f"{prefix}{key}"] = value
-
-    walk("", loaded.params)
-    walk("exits.", msgspec.to_builtins(loaded.exits))
-    walk("protections.", msgspec.to_builtins(loaded.protections))
-    return flat
+    return flat_values(load_strategy(strategy, where))
 
 
 def _flatten(raw: Mapping[str, Any], where: str, prefix: str = "") -> dict[str, Any]:

@@ -39,10 +39,12 @@ from numpy.typing import NDArray
 from quantumtrade.bus import EventBus
 from quantumtrade.clock import Clock
 from quantumtrade.data.market_state import MarketState
+from quantumtrade.errors import ConfigError
 from quantumtrade.events import (
     OrderCancelled,
     OrderFilled,
     OrderRejected,
+    ParametersChanged,
     Regime,
     Side,
     SignalGenerated,
@@ -65,7 +67,12 @@ from quantumtrade.strategy.exits import (
     Levels,
     Protections,
 )
-from quantumtrade.strategy.loader import LoadedStrategy, StrategyConfig
+from quantumtrade.strategy.loader import (
+    LoadedStrategy,
+    StrategyConfig,
+    load_strategy,
+    with_values,
+)
 
 log = structlog.get_logger("quantumtrade.strategy")
 
@@ -135,6 +142,8 @@ class StrategyEngine:
         self.state = state
         self.strategy = loaded.strategy
         self.name = loaded.name
+        self.params = loaded.params
+        """The strategy's parameters in force (defaults filled in)."""
         self.exits = loaded.exits
         self.config = config
         self.risk = risk
@@ -165,6 +174,7 @@ class StrategyEngine:
         self.orders = 0
         self.refused = 0
         self.exits_by_reason: dict[str, int] = {}
+        self.parameter_changes = 0
         self.last_error = ""
 
     def subscribe(self) -> None:
@@ -174,8 +184,35 @@ class StrategyEngine:
         self.bus.subscribe(OrderFilled, self.on_fill)
         self.bus.subscribe(OrderCancelled, self._on_end)
         self.bus.subscribe(OrderRejected, self._on_end)
+        self.bus.subscribe(ParametersChanged, self.on_parameters)
         if not self._fills_within_bar:
             self.bus.subscribe(TickerUpdated, self.on_ticker)
+
+    # --- parameters ----------------------------------------------------------------------
+
+    def on_parameters(self, event: ParametersChanged) -> None:
+        """Switch to ``event.new`` (``[adapt]``): the strategy is rebuilt with them, the exits
+        and the protections' settings follow; what is held keeps the levels set at its entry,
+        and the protections keep their cooldowns and pauses. Replay calls this at the event's
+        place in the log, so its decisions after it match the live ones."""
+        if event.strategy != self.name:
+            log.warning("parameters_for_another_strategy", strategy=event.strategy)
+            return
+        config = with_values(self.config, event.new)
+        try:
+            loaded = load_strategy(config, "ParametersChanged")
+        except ConfigError as exc:
+            # Checked before publishing; a log from another version may still hold such a set.
+            self.last_error = str(exc)
+            log.error("parameters_not_applied", error=str(exc), seq=event.seq)
+            return
+        self.config = config
+        self.strategy = loaded.strategy
+        self.params = loaded.params
+        self.exits = loaded.exits
+        self.protections.config = loaded.protections
+        self.parameter_changes += 1
+        log.info("parameters_changed", strategy=self.name, old=event.old, new=event.new)
 
     # --- fills ---------------------------------------------------------------------------
 
@@ -603,4 +640,5 @@ class StrategyEngine:
             "positions": len(self._held),
             "exits": dict(self.exits_by_reason),
             "protections_blocked": dict(self.protections.blocked),
+            "parameter_changes": self.parameter_changes,
         }

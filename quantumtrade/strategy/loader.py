@@ -16,6 +16,7 @@ import inspect
 import os
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -27,6 +28,8 @@ from quantumtrade.strategy.builtin import BUILTINS
 from quantumtrade.strategy.exits import ExitConfig, ProtectionConfig
 
 DEFAULT_STRATEGY = "regime_adaptive"
+SECTIONS = ("exits", "protections")
+"""Dotted-name prefixes that address ``[strategy.exits]`` / ``[strategy.protections]``."""
 _PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -163,3 +166,44 @@ def load_strategy(config: StrategyConfig, where: str = "<config>") -> LoadedStra
         protections=protections,
         params=in_force,
     )
+
+
+def with_values(strategy: StrategyConfig, values: Mapping[str, Any]) -> StrategyConfig:
+    """``strategy`` with ``values`` (dotted names) written into its params, exits, protections."""
+    tree: dict[str, Any] = {
+        "params": _copy(strategy.params),
+        **{s: dict(getattr(strategy, s)) for s in SECTIONS},
+    }
+    for name, value in values.items():
+        head, _, rest = name.partition(".")
+        if head in SECTIONS and rest:
+            tree[head][rest] = value
+            continue
+        node = tree["params"]
+        *parents, leaf = name.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return msgspec.structs.replace(strategy, **tree)
+
+
+def _copy(tree: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _copy(v) if isinstance(v, Mapping) else v for k, v in tree.items()}
+
+
+def flat_values(loaded: LoadedStrategy) -> dict[str, Any]:
+    """Every parameter in force by dotted name: params (nested with dots), ``exits.*``,
+    ``protections.*`` (the names a search space and ``ParametersChanged`` use)."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, tree: Mapping[str, Any]) -> None:
+        for key, value in tree.items():
+            if isinstance(value, Mapping):
+                walk(f"{prefix}{key}.", value)
+            else:
+                flat[f"{prefix}{key}"] = value
+
+    walk("", loaded.params)
+    walk("exits.", msgspec.to_builtins(loaded.exits))
+    walk("protections.", msgspec.to_builtins(loaded.protections))
+    return flat

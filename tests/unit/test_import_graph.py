@@ -83,6 +83,7 @@ LAYERS: dict[str, set[str]] = {
     "app": {
         "admin", "bus", "clock", "config", "core", "credentials", "data", "data.factory",
         "events", "execution", "metrics", "outbox", "restore", "store", "store.factory",
+        "strategy",
     },
     "replay": {"bus", "clock", "config", "core", "data", "events", "store", "store.session"},
     "backtest": {
