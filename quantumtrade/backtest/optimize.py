@@ -50,6 +50,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import pairwise
@@ -627,6 +628,8 @@ def cmd_optimize(
                 study = _run_study(search, w, candles, pool, label)
             except TrialsFailed as exc:
                 return _fail(str(exc), code=1)
+            except BrokenProcessPool as exc:
+                return _fail(f"a worker process died ({exc}); nothing was written", code=1)
             from optuna.trial import TrialState
 
             states = Counter(t.state for t in study.get_trials(deepcopy=False))
