@@ -3,13 +3,12 @@
 The logged *inputs* — market data (``BarsUpdated``), the strategy's re-tuned parameters
 (``ParametersChanged``: applied at their place, the search never re-run) and the venues'
 answers (``OrderFilled``, ``OrderCancelled``, and rejections that did not come from the risk
-manager) — are fed, in seq
-order, through a fresh bus into a fresh MarketState, Scanner, RiskManager and Portfolio, on a
-``ManualClock`` set from each event's timestamp. At every logged ``ScanCompleted`` the scanner
-scans again and the strategy engine decides. Held positions' price levels are judged where the
-daemon judged them: after a heartbeat's bars and tickers and before its first order event
-(the first event after the bars that is neither a bar, a ticker nor a venue's answer to an
-order decided earlier). The *decisions*
+manager) — are fed, in seq order, through a fresh bus into a fresh MarketState, Scanner,
+RiskManager and Portfolio, on a ``ManualClock`` set from each event's timestamp. At every
+logged ``ScanCompleted`` the scanner scans again and the strategy engine decides. Held
+positions' price levels are judged where the daemon judged them: after a heartbeat's bars and
+tickers and before its first order event (the first event after the bars that is neither a
+bar, a ticker nor a venue's answer to an order decided earlier). The *decisions*
 this produces (``SignalGenerated``, ``TargetPosition``, ``OrderIntent`` and the risk
 manager's ``OrderRejected``) are compared with the logged ones, field by field, ignoring only
 ``seq`` and ``ts_ns`` (the live run stamps them on the wall clock). Same code path, same
