@@ -73,6 +73,20 @@ def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
     yield update
 
 
+def load_or_fail(args: argparse.Namespace) -> Candles | int:
+    """The candles of ``--data``/``--symbols``/``--timeframe``, or the exit code after one line
+    on stderr saying why they cannot be read (missing, malformed or empty)."""
+    try:
+        candles = load_candles(args.data, symbols=args.symbols, timeframe=args.timeframe)
+    except FileNotFoundError as exc:
+        return _fail(f"cannot read market data: {exc}")
+    except ValueError as exc:
+        return _fail(f"bad market data: {exc}")
+    if candles.bars == 0:
+        return _fail(f"no bars in {', '.join(args.data)}")
+    return candles
+
+
 def _window(
     candles: Candles, start_ms: int | None, end_ms: int | None, warmup: int
 ) -> tuple[Candles, int]:
@@ -164,14 +178,9 @@ def cmd_backtest(
     # Refusals and fills are counted in the summary; per-order log lines would drown the run.
     configure_logging("warning", cfg.system.log_format)
     command = "quantumtrade " + shlex.join(sys.argv[1:] if argv is None else list(argv))
-    try:
-        candles = load_candles(args.data, symbols=args.symbols, timeframe=args.timeframe)
-    except FileNotFoundError as exc:
-        return _fail(f"cannot read market data: {exc}")
-    except ValueError as exc:
-        return _fail(f"bad market data: {exc}")
-    if candles.bars == 0:
-        return _fail(f"no bars in {', '.join(args.data)}")
+    candles = load_or_fail(args)
+    if isinstance(candles, int):
+        return candles
     warmup = cfg.data.capacity if args.warmup is None else max(args.warmup, 0)
     out = Path(args.out)
     fee_bps = cfg.execution.bar_fill.taker_fee_bps

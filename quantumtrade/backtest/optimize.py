@@ -63,7 +63,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from quantumtrade.backtest.baselines import buy_and_hold, result_performance
-from quantumtrade.backtest.command import _window
+from quantumtrade.backtest.command import _window, load_or_fail
 from quantumtrade.backtest.data import Candles, load_candles
 from quantumtrade.backtest.outputs import bars_per_year, iso
 from quantumtrade.backtest.overfit import deflated_sharpe, pbo_cscv, sharpe_per_bar
@@ -568,14 +568,9 @@ def cmd_optimize(
     if args.train is None and args.walk_forward is None:
         return _fail("give --train FROM:TO --test FROM:TO, or --walk-forward N")
     configure_logging("warning", cfg.system.log_format)
-    try:
-        candles = load_candles(args.data, symbols=args.symbols, timeframe=args.timeframe)
-    except FileNotFoundError as exc:
-        return _fail(f"cannot read market data: {exc}")
-    except ValueError as exc:
-        return _fail(f"bad market data: {exc}")
-    if candles.bars == 0:
-        return _fail(f"no bars in {', '.join(args.data)}")
+    candles = load_or_fail(args)
+    if isinstance(candles, int):
+        return candles
     warmup = cfg.data.capacity if args.warmup is None else max(args.warmup, 0)
     try:
         windows = (
