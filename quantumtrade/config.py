@@ -324,25 +324,29 @@ def _env_overrides(environ: Mapping[str, str]) -> list[tuple[str, tuple[str, ...
     return found
 
 
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file's tables, or a ``ConfigError`` naming the file and why it cannot be read."""
+    where = str(path)
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(where, "", "file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(where, "", "is a directory, not a TOML file") from None
+    except PermissionError:
+        raise ConfigError(where, "", "permission denied") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(where, "", f"not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(where, "", "not UTF-8 text") from None
+
+
 def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> AppConfig:
     """Read, validate and override the configuration; raise ConfigError naming file and key."""
     environ = os.environ if environ is None else environ
     where = str(path) if path is not None else "<defaults>"
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError(where, "", "file not found") from None
-        except IsADirectoryError:
-            raise ConfigError(where, "", "is a directory, not a TOML file") from None
-        except PermissionError:
-            raise ConfigError(where, "", "permission denied") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(where, "", f"not valid TOML: {exc}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(where, "", "not UTF-8 text") from None
+    data: dict[str, Any] = {} if path is None else read_toml(path)
     try:
         cfg = msgspec.convert(data, AppConfig)
     except msgspec.ValidationError as exc:

@@ -20,12 +20,12 @@ parameter the strategy has, and each range's ends must load (the strategy's own 
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from quantumtrade.config import read_toml
 from quantumtrade.errors import ConfigError
 from quantumtrade.strategy.loader import (
     SECTIONS,
@@ -245,16 +245,4 @@ def load_space(strategy: StrategyConfig, path: str | Path | None) -> tuple[Dimen
                 where, "", f"{strategy.name} declares no SPACE: give one with --space FILE.toml"
             )
         return parse_space(raw, strategy, where)
-    where = str(path)
-    try:
-        with open(path, "rb") as fh:
-            raw = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(where, "", "file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(where, "", "is a directory, not a TOML file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(where, "", f"not valid TOML: {exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(where, "", "not UTF-8 text") from None
-    return parse_space(raw, strategy, where)
+    return parse_space(read_toml(path), strategy, str(path))
