@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sys
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection
 from typing import Annotated
@@ -36,7 +37,7 @@ class PaperVenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Answers kept for idempotent resubmits; the oldest are forgotten past this."""
     quantity_step: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     """Lot step: order quantities must be whole multiples of it, as on an exchange (0: any)."""
-    balances: dict[str, float] = {}
+    balances: dict[str, Annotated[float, msgspec.Meta(ge=0)]] = {}
     """Free balance by asset, spent and credited by fills, checked before each order (a BUY
     needs its cost plus fee in the quote asset, a SELL its quantity in the base asset).
     Empty: unlimited, and the venue reports no balances."""
@@ -145,7 +146,8 @@ class PaperVenue:
                 reason=reason,
             )
 
-        if not (math.isfinite(intent.quantity) and intent.quantity > 0):
+        # A subnormal quantity (1e-320) is no order: it would fill for nothing.
+        if not (math.isfinite(intent.quantity) and intent.quantity >= sys.float_info.min):
             return reject("invalid_quantity")
         step = self.config.quantity_step
         if step > 0 and not math.isclose(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sys
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
@@ -85,6 +86,8 @@ class ProposedOrder(msgspec.Struct, frozen=True, kw_only=True):
     side: Side
     quantity: float
     price: float
+    limit_price: float | None = None
+    """A LIMIT order's price (None: MARKET); held to the same price band as ``price``."""
 
     @property
     def signed_quantity(self) -> float:
@@ -154,7 +157,13 @@ def check_position_notional(order: ProposedOrder, view: RiskView) -> str | None:
 
 def check_price_band(order: ProposedOrder, view: RiskView) -> str | None:
     last = view.last_price
-    if last is not None and abs(order.price - last) > last * view.limits.price_band_bps / 1e4:
+    band = view.limits.price_band_bps / 1e4
+    if last is not None and abs(order.price - last) > last * band:
+        return "price_band"
+    # A LIMIT price is banded too: around the last close, or the order's own reference price
+    # before the symbol's first bar (a limit of 1e308 or 1e-300 is never a real price).
+    anchor = last if last is not None else order.price
+    if order.limit_price is not None and abs(order.limit_price - anchor) > anchor * band:
         return "price_band"
     return None
 
@@ -534,7 +543,9 @@ class RiskManager:
 
         if client_order_id in self._recent:
             await refuse(quantity, DUPLICATE_ORDER)
-        elif not (math.isfinite(price) and price > 0 and math.isfinite(quantity) and quantity > 0):
+        elif not (_normal_positive(price) and _normal_positive(quantity)) or not (
+            limit_price is None or _normal_positive(limit_price)
+        ):
             await refuse(quantity, "invalid_order")
         else:
             intent = await self._decide(
@@ -573,7 +584,9 @@ class RiskManager:
         now = self.clock.now_ns()
         exposure = self.exposure(symbol)
         other_gross, other_cluster = self._book_exposure(symbol)
-        order = ProposedOrder(symbol=symbol, side=side, quantity=quantity, price=price)
+        order = ProposedOrder(
+            symbol=symbol, side=side, quantity=quantity, price=price, limit_price=limit_price
+        )
         view = RiskView(
             limits=self.limits,
             state=self.state,
@@ -673,6 +686,11 @@ class RiskManager:
             },
             "var": _var_metrics(self.value_at_risk()),
         }
+
+
+def _normal_positive(x: float) -> bool:
+    """A finite positive float that is not subnormal (1e-320 is no quantity or price)."""
+    return math.isfinite(x) and x >= sys.float_info.min
 
 
 def _finite_or_none(x: float) -> float | None:
