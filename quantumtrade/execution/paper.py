@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import sys
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection
 from typing import Annotated
@@ -146,8 +145,7 @@ class PaperVenue:
                 reason=reason,
             )
 
-        # A subnormal quantity (1e-320) is no order: it would fill for nothing.
-        if not (math.isfinite(intent.quantity) and intent.quantity >= sys.float_info.min):
+        if not (math.isfinite(intent.quantity) and intent.quantity > 0):
             return reject("invalid_quantity")
         step = self.config.quantity_step
         if step > 0 and not math.isclose(

@@ -102,26 +102,3 @@ def test_negative_paper_balance_is_a_config_error() -> None:
     ok = msgspec.convert({"execution": {"paper": {"balances": {"USDT": 0.0}}}}, AppConfig)
     assert ok.execution.paper.balances == {"USDT": 0.0}
     assert PaperVenueConfig(balances={"USDT": 10.0}).balances["USDT"] == 10.0
-
-
-@pytest.mark.parametrize(("quantity", "status"), [(1e-320, "REJECTED"), (1e-8, "FILLED")])
-async def test_paper_venue_refuses_a_subnormal_quantity(quantity: float, status: str) -> None:
-    from quantumtrade.data.source import OrderBook
-    from quantumtrade.execution.paper import PaperVenue
-
-    book = OrderBook(symbol="BTCUSDT", ts_ms=1, bids=((99.0, 5.0),), asks=((101.0, 5.0),))
-
-    async def books(symbol: str) -> OrderBook | None:
-        return book
-
-    venue = PaperVenue(clock=ManualClock(), books=books)
-    intent = OrderIntent(
-        ts_ns=1,
-        client_order_id="c1",
-        symbol="BTCUSDT",
-        side=Side.BUY,
-        quantity=quantity,
-        order_type=OrderType.MARKET,
-    )
-    execution = await venue.submit(intent)
-    assert execution.status == status
