@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import structlog
 
-from quantumtrade.config import AppConfig, load_config
+from quantumtrade.config import AppConfig, check_startable, load_config, open_admin_warning
 from quantumtrade.errors import (
     ConfigError,
     EventLogMissing,
@@ -241,8 +243,12 @@ def _fail(message: str, code: int = 2) -> int:
 def cmd_check_config(path: str) -> int:
     try:
         cfg = load_config(path)
+        check_startable(cfg, path)
     except ConfigError as exc:
         return _fail(f"invalid configuration: {exc}")
+    warning = open_admin_warning(cfg)
+    if warning is not None:
+        print(f"quantumtrade: WARNING: {warning}", file=sys.stderr)
     print(
         f"{path}: OK (mode={cfg.system.mode}, source={cfg.data.source}, "
         f"event log={'postgres' if cfg.database.url else 'sqlite'}, "
@@ -253,34 +259,57 @@ def cmd_check_config(path: str) -> int:
 
 def cmd_run(config: str | None) -> int:
     path = _config_path(config)
+    where = str(path) if path is not None else "<defaults>"
     try:
         cfg = load_config(path)
+        check_startable(cfg, where)
     except ConfigError as exc:
         return _fail(f"invalid configuration: {exc}")
 
     from quantumtrade.logs import configure_logging
 
     configure_logging(cfg.system.log_level, cfg.system.log_format)
+    warning = open_admin_warning(cfg)
+    if warning is not None:
+        log.warning("admin_api_open_without_token", host=cfg.admin.host, port=cfg.admin.port)
+        print(f"quantumtrade: WARNING: {warning}", file=sys.stderr, flush=True)
     import uvloop
 
     try:
         uvloop.run(_serve(cfg))
-    except ConfigError as exc:
-        return _fail(f"invalid configuration: {exc}")
-    except (OSError, ExceptionGroup) as exc:
-        for kind in (StoreUnavailable, SourceUnavailable):
-            found = _find(exc, kind)
-            if found is not None:
-                return _fail(f"cannot start: {found}", 1)
-        oserror = _find(exc, OSError)
-        if oserror is None:
-            raise
+    except (ConfigError, OSError, ExceptionGroup) as exc:
+        return _start_failure(exc, cfg, where)
+    return 0
+
+
+def _start_failure(exc: BaseException, cfg: AppConfig, where: str) -> int:
+    """Exit 2 for what only the operator can fix (named by key), 1 for runtime conditions."""
+    config_error = _find(exc, ConfigError)
+    if config_error is not None:
+        return _fail(f"invalid configuration: {config_error}")
+    for kind in (StoreUnavailable, SourceUnavailable):
+        found = _find(exc, kind)
+        if found is not None:
+            return _fail(f"cannot start: {found}", 1)
+    if _find(exc, socket.gaierror) is not None:
+        reason = f"cannot resolve {cfg.admin.host!r} to an address to listen on"
+        return _fail(f"invalid configuration: {ConfigError(where, 'admin.host', reason)}")
+    oserror = _find(exc, OSError)
+    if not isinstance(oserror, OSError):
+        raise exc
+    if oserror.errno == errno.EADDRINUSE:
         return _fail(
             f"cannot start: {oserror} (is [admin] port {cfg.admin.port} already in use? "
             "set QT_ADMIN__PORT)",
             1,
         )
-    return 0
+    if oserror.errno == errno.EADDRNOTAVAIL:
+        reason = f"{cfg.admin.host!r} is not an address of this machine ({oserror.strerror})"
+        return _fail(f"invalid configuration: {ConfigError(where, 'admin.host', reason)}")
+    if oserror.errno == errno.EACCES and cfg.admin.port < 1024:
+        reason = f"port {cfg.admin.port} needs privileges this process lacks"
+        return _fail(f"invalid configuration: {ConfigError(where, 'admin.port', reason)}")
+    return _fail(f"cannot start: {oserror}", 1)
 
 
 def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:

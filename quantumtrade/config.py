@@ -14,6 +14,7 @@ kraken, kucoin, okx) are read into ``credentials.Secrets``, which never prints i
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -31,7 +32,12 @@ from quantumtrade.credentials import Credentials as Credentials  # re-exported (
 from quantumtrade.credentials import Secrets
 from quantumtrade.data.ccxt_source import CcxtSourceConfig
 from quantumtrade.data.orchestrator import OrchestratorConfig
-from quantumtrade.data.replay_source import ReplayConfig, parse_timeframe
+from quantumtrade.data.replay_source import (
+    ReplayConfig,
+    checked_candle_files,
+    parse_timeframe,
+    resolve_path,
+)
 from quantumtrade.data.synthetic import SyntheticConfig
 from quantumtrade.errors import ConfigError
 from quantumtrade.execution.bar_fill import BarFillConfig, FillModel
@@ -180,6 +186,127 @@ SEED_ENV: dict[str, tuple[str, ...]] = {
 ENV_PREFIX = "QT_"
 
 
+MAX_SYMBOLS = 10_000
+"""More symbols than any exchange lists; [data] symbols above this is a typo, not a market."""
+MAX_MARKET_STATE_BYTES = 8 * 2**30
+"""MarketState above this (or above half the machine's memory) is refused at start."""
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}\.?$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def market_state_bytes(symbols: int, capacity: int) -> int:
+    """MarketState's arrays for ``symbols`` x ``capacity``: 6 float64/int64 columns over
+    ``capacity`` + 1/8 slack, rows allocated ahead by doubling (see data/market_state.py)."""
+    return 2 * symbols * (capacity + capacity // 8) * 6 * 8
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_size(data: DataConfig) -> list[tuple[str, str]]:
+    count = len(data.symbols) if isinstance(data.symbols, list) else data.symbols
+    if count > MAX_SYMBOLS:
+        return [("data.symbols", f"{count:,} symbols is more than {MAX_SYMBOLS:,}")]
+    need = market_state_bytes(count, data.capacity)
+    memory = _physical_memory()
+    limit = min(MAX_MARKET_STATE_BYTES, memory // 2) if memory else MAX_MARKET_STATE_BYTES
+    if need > limit:
+        return [
+            (
+                "data.symbols",
+                f"{count:,} symbols x {data.capacity:,} bars (data.capacity) need about "
+                f"{need / 2**30:.1f} GiB of market state, above the {limit / 2**30:.1f} GiB "
+                "this machine allows",
+            )
+        ]
+    return []
+
+
+def _host_problem(host: str) -> str | None:
+    """Why ``host`` cannot be bound (None: an IP literal or a host name). No DNS lookup: a
+    name that does not resolve is found at start (exit 2 naming admin.host)."""
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    if _HOSTNAME.fullmatch(host):
+        return None
+    return f"{host!r} is neither an IP address nor a host name"
+
+
+def open_admin_warning(cfg: AppConfig) -> str | None:
+    """A warning when the admin API listens beyond this machine with no token (GETs open)."""
+    host = cfg.admin.host
+    if cfg.admin.token or host == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass
+    return (
+        f"admin.host = {host!r} is not loopback and admin.token is empty: GET endpoints "
+        "(positions, orders, metrics) are open to the network (POSTs are refused); "
+        "set QT_ADMIN__TOKEN or bind 127.0.0.1"
+    )
+
+
+def sqlite_path_problem(path: str | Path) -> str | None:
+    """Why a SQLite event log cannot live at ``path`` (None: it can, or will be created)."""
+    p = Path(path)
+    if str(p) == ":memory:":
+        return None
+    if p.is_dir():
+        return f"{p.absolute()} is a directory, not a SQLite file"
+    if p.exists():
+        if not os.access(p, os.R_OK | os.W_OK):
+            return f"{p.absolute()} is not readable and writable by this user"
+        try:
+            with open(p, "rb") as fh:
+                head = fh.read(len(SQLITE_MAGIC))
+        except OSError as exc:
+            return f"{p.absolute()}: cannot read: {exc.strerror or exc}"
+        if head and head != SQLITE_MAGIC[: len(head)]:
+            return (
+                f"{p.absolute()} is not a SQLite database (corrupt, or another file): "
+                "move it aside to start a new log, or point sqlite_path at the right file"
+            )
+        return None
+    parent = p.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"cannot create {p.absolute()}: {parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot create {p.absolute()}: {parent} is not writable by this user"
+    return None
+
+
+def check_startable(cfg: AppConfig, where: str) -> None:
+    """What a start would find on this machine: the replay files and the SQLite log's path.
+
+    Run by ``check-config`` and ``run`` (not by ``load_config``: ``backtest`` and ``replay``
+    need neither); raises ``ConfigError`` naming the file and the key.
+    """
+    if cfg.data.source is SourceKind.REPLAY:
+        try:
+            checked_candle_files(resolve_path(cfg.data.replay.path))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(where, "data.replay.path", str(exc)) from None
+    if not cfg.database.url:
+        problem = sqlite_path_problem(cfg.database.sqlite_path)
+        if problem is not None:
+            raise ConfigError(where, "database.sqlite_path", problem)
+
+
 _AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 _UNKNOWN = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
 
@@ -210,6 +337,10 @@ def _check_semantics(cfg: AppConfig) -> list[tuple[str, str]]:
             problems.append(("data.symbols", f"not symbol names like BTCUSDT: {bad[:3]}"))
     if cfg.data.symbols == 0:
         problems.append(("data.symbols", "must be at least 1"))
+    problems.extend(_check_size(cfg.data))
+    host_problem = _host_problem(cfg.admin.host)
+    if host_problem is not None:
+        problems.append(("admin.host", host_problem))
     orch = cfg.data.orchestrator
     if not 1 <= orch.max_workers <= 1024:
         problems.append(("data.orchestrator.max_workers", "must be between 1 and 1024"))

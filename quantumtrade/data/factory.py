@@ -21,7 +21,12 @@ async def build_source(cfg: AppConfig, clock: Clock) -> Source:
     data = cfg.data
     listed = data.symbols if isinstance(data.symbols, list) else []
     if data.source is SourceKind.REPLAY:
-        return ReplaySource(data.replay, clock)
+        try:
+            return ReplaySource(data.replay, clock)
+        except (OSError, ValueError) as exc:
+            # Missing path, no candle files, a binary or header-only file: only the operator
+            # can fix these, so they stop the start as configuration errors (exit 2).
+            raise ConfigError("configuration", "data.replay.path", str(exc)) from None
     if data.source is SourceKind.CCXT:
         ccxt_cfg = data.ccxt
         if listed and not ccxt_cfg.symbols:

@@ -159,7 +159,9 @@ def _read_lines(file: Path, limit: int | None = None) -> list[tuple[int, str]]:
                     out.append((i, line.rstrip("\r\n")))
                     if len(out) >= limit:
                         break
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
+    except UnicodeDecodeError:
+        raise ValueError(f"{file}: not UTF-8 text (a binary file?), not a candle CSV") from None
+    except (OSError, EOFError) as exc:
         raise ValueError(f"{file}: cannot read: {exc}") from exc
     return out
 
@@ -170,8 +172,38 @@ def _check_header(file: Path, lines: list[tuple[int, str]]) -> None:
     number, header = lines[0]
     if tuple(f.strip().lower() for f in header.split(",")) != HEADER:
         raise ValueError(
-            f"{file}:{number}: expected the header {','.join(HEADER)!r}, got {header!r}"
+            f"{file}:{number}: expected the header {','.join(HEADER)!r}, got {_preview(header)}"
         )
+
+
+def _preview(line: str, limit: int = 60) -> str:
+    """A line quoted for an error message: short, and never raw binary (control characters)."""
+    if any(not ch.isprintable() for ch in line):
+        return "binary data (not a candle CSV)"
+    return repr(line if len(line) <= limit else line[:limit] + "…")
+
+
+def resolve_path(path: str, data_root: Path | None = None) -> Path:
+    """``[data.replay] path`` as a path: absolute, or relative to the data directory."""
+    if not path:
+        raise ValueError("replay path is empty: set it to a directory of candle files")
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (data_root if data_root is not None else data_dir()) / p
+
+
+def checked_candle_files(path: Path) -> dict[str, Path]:
+    """``candle_files``, each with its header and at least one bar (read: the first 2 lines).
+
+    A file that cannot serve a bar (binary, wrong header, header only) is a ``ValueError``
+    at start, once, rather than a failed fetch on every heartbeat.
+    """
+    files = candle_files(path)
+    for file in files.values():
+        lines = _read_lines(file, limit=2)
+        _check_header(file, lines)
+        if len(lines) < 2:
+            raise ValueError(f"{file}: no bars after the header")
+    return files
 
 
 def _iso_clean(text: str) -> str:
@@ -403,16 +435,12 @@ class ReplaySource:
     def __init__(
         self, config: ReplayConfig, clock: Clock, *, data_root: Path | None = None
     ) -> None:
-        if not config.path:
-            raise ValueError("replay path is empty: set it to a directory of candle files")
-        path = Path(config.path).expanduser()
-        if not path.is_absolute():
-            path = (data_root if data_root is not None else data_dir()) / path
+        path = resolve_path(config.path, data_root)
         self.config = config
         self.clock = clock
         self.path = path
         self.target_ms = parse_timeframe(config.timeframe) if config.timeframe else None
-        self._files = candle_files(path)
+        self._files = checked_candle_files(path)
         self._series: dict[str, CandleSeries] = {}
         self._loading: dict[str, asyncio.Future[CandleSeries]] = {}
         self._clock_start_ms = clock.now_ns() // 1_000_000

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from pathlib import Path
 
 import structlog
 
-from quantumtrade.config import DatabaseConfig
-from quantumtrade.errors import EventLogMissing, StoreUnavailable
+from quantumtrade.config import DatabaseConfig, sqlite_path_problem
+from quantumtrade.errors import ConfigError, EventLogMissing, StoreUnavailable
 from quantumtrade.redaction import redact_url
 from quantumtrade.store.eventlog import EventLog, SqliteEventLog
 from quantumtrade.store.postgres import PostgresEventLog
@@ -48,10 +50,24 @@ async def open_event_log(cfg: DatabaseConfig) -> tuple[EventLog, Spool, int]:
             db_last = None
     else:
         eventlog = SqliteEventLog(cfg.sqlite_path)
-        await eventlog.open()
+        await _open_sqlite(eventlog, cfg.sqlite_path)
         db_last = await eventlog.last_seq()
     first_seq = max(db_last or 0, local_last) + 1
     return eventlog, spool, first_seq
+
+
+async def _open_sqlite(eventlog: SqliteEventLog, path: str) -> None:
+    """Open the SQLite log; a file that cannot be one (a directory, an unwritable place, a
+    corrupt or foreign file) is a ``ConfigError`` naming it: restarting cannot fix it."""
+    problem = await asyncio.to_thread(sqlite_path_problem, path)
+    if problem is None:
+        try:
+            await eventlog.open()
+            return
+        except (sqlite3.DatabaseError, OSError) as exc:
+            await eventlog.close()
+            problem = f"{eventlog.path}: cannot open the SQLite event log: {exc}"
+    raise ConfigError("event log", "database.sqlite_path", problem)
 
 
 def event_log_location(cfg: DatabaseConfig) -> str:

@@ -307,8 +307,10 @@ def test_bad_header_and_empty_file(tmp_path: Path) -> None:
     (tmp_path / "A.csv").write_text("")
     with pytest.raises(ValueError, match=r"A\.csv: empty file"):
         source(tmp_path).series("A")
+    # A header-only file serves no bar: refused at start, not reported ok with zero bars.
     write_csv(tmp_path / "A.csv", [])
-    assert source(tmp_path, timeframe="1h").bars("A", None, math.inf) == []
+    with pytest.raises(ValueError, match=r"A\.csv: no bars after the header"):
+        source(tmp_path, timeframe="1h")
 
 
 def test_bad_prices_and_timestamps_load_as_they_are(tmp_path: Path) -> None:
