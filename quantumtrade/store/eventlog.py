@@ -4,8 +4,12 @@
 no server). ``EventLogWriter`` sits on the bus as its recorder: it buffers events in memory and
 writes them in batches every ``batch_size`` events or ``flush_interval_ms``, whichever is first,
 and once more at shutdown. Appends are idempotent on ``seq`` (a batch written twice leaves one
-row per event). When a write fails, the batch stays in the buffer and is retried with backoff;
-when the buffer reaches ``max_buffer`` publishers wait, so nothing is dropped.
+row per event). When a write fails, the buffer goes to the spool (kept in memory if there is
+none) and, for as long as the database stays down, every later flush spools at the same cadence
+(every ``flush_interval_ms`` or ``batch_size`` events), so a SIGKILL mid-outage loses no more
+than it would with the database up. Only the reconnect attempts back off (``flush_interval_ms``
+doubling to 5 s, timed on the injected clock); when the buffer reaches ``max_buffer``
+publishers wait, so nothing is dropped.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Protocol
 import msgspec
 import structlog
 
+from quantumtrade.clock import Clock, WallClock
 from quantumtrade.events import Event, encode
 from quantumtrade.store.rows import Row
 from quantumtrade.store.spool import Spool
@@ -192,6 +197,9 @@ class SqliteEventLog:
             return self._db().execute(sql, params).fetchall()
 
 
+RECONNECT_BACKOFF_MAX_S = 5.0
+
+
 class EventLogWriter:
     """The bus's recorder: buffers events and writes them to the log in batches."""
 
@@ -203,8 +211,10 @@ class EventLogWriter:
         flush_interval_ms: int = 200,
         max_buffer: int = 200_000,
         spool: Spool | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.eventlog = eventlog
+        self.clock: Clock = clock or WallClock()
         self.spool = spool
         self._spool_pending = spool is not None and spool.exists()
         self.spooled = 0
@@ -225,6 +235,10 @@ class EventLogWriter:
         self.failures = 0
         self.last_error = ""
         self._failing = False
+        # The next reconnect attempt during an outage (clock ns; 0: attempt at the next flush).
+        self._reconnect_at_ns = 0
+        self._reconnect_delay = self.flush_interval
+        self.reconnect_attempts = 0
 
     # --- Recorder -----------------------------------------------------------------------
 
@@ -252,7 +266,8 @@ class EventLogWriter:
         self._task = tg.create_task(self._run(), name="eventlog-writer")
 
     async def _run(self) -> None:
-        backoff = self.flush_interval
+        # No sleep here on failure: the backoff delays reconnect attempts only (in flush), never
+        # the spool writes, which keep the flush cadence through an outage.
         while True:
             try:
                 async with asyncio.timeout(self.flush_interval):
@@ -260,17 +275,22 @@ class EventLogWriter:
             except TimeoutError:
                 pass
             self._wake.clear()
-            if await self.flush():
-                backoff = self.flush_interval
-            else:
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+            await self._flush(reconnect=self._reconnect_due())
 
     async def flush(self) -> bool:
-        """Write everything buffered; False if the database failed (events kept or spooled)."""
+        """Write everything buffered; False if the database is down (events spooled or kept)."""
+        return await self._flush(reconnect=True)
+
+    async def _flush(self, *, reconnect: bool) -> bool:
+        """As ``flush``; during an outage the database is tried only if ``reconnect``, and
+        otherwise the buffer goes straight to the spool."""
         async with self._flush_lock:
-            if self._spool_pending and not await self._drain_spool():
+            if (self._failing or self._spool_pending) and not reconnect:
                 await self._spool_buffer()
+                return False
+            if self._spool_pending and not await self._drain_spool():
+                self._reconnect_later()
+                await self._spool_buffer(failed=True)
                 return False
             while self._buffer:
                 batch = self._buffer[: self.batch_size]
@@ -278,16 +298,15 @@ class EventLogWriter:
                 try:
                     await self.eventlog.append(rows)
                 except Exception as exc:
-                    self.failures += 1
-                    self._failing = True
-                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    self._note_failure(exc)
                     log.error(
                         "eventlog_write_failed",
                         backend=self.eventlog.name,
                         pending=len(self._buffer),
                         error=self.last_error,
                     )
-                    await self._spool_buffer()
+                    self._reconnect_later()
+                    await self._spool_buffer(failed=True)
                     return False
                 self._failing = False
                 del self._buffer[: len(batch)]
@@ -296,13 +315,33 @@ class EventLogWriter:
                 self.batches += 1
                 if len(self._buffer) < self.max_buffer:
                     self._room.set()
+            self._failing = False
+            self._reconnect_at_ns = 0
+            self._reconnect_delay = self.flush_interval
             if self.spool is not None and self._last_stored != self._marked:
                 await asyncio.to_thread(self.spool.mark, self._last_stored)
                 self._marked = self._last_stored
             return True
 
-    async def _spool_buffer(self) -> None:
-        """Move the whole buffer to the spool file (kept in memory if that fails too)."""
+    def _reconnect_due(self) -> bool:
+        return self.clock.now_ns() >= self._reconnect_at_ns
+
+    def _reconnect_later(self) -> None:
+        """Schedule the next reconnect attempt; the delay doubles up to 5 s."""
+        self.reconnect_attempts += 1
+        self._reconnect_at_ns = self.clock.now_ns() + int(self._reconnect_delay * 1e9)
+        self._reconnect_delay = min(self._reconnect_delay * 2, RECONNECT_BACKOFF_MAX_S)
+
+    def _note_failure(self, exc: Exception) -> None:
+        self.failures += 1
+        self._failing = True
+        self.last_error = f"{type(exc).__name__}: {exc}"
+
+    async def _spool_buffer(self, *, failed: bool = False) -> None:
+        """Move the whole buffer to the spool file (kept in memory if that fails too).
+
+        Logged as a warning after a failed attempt, at debug level on the cadence in between.
+        """
         if self.spool is None or not self._buffer:
             return
         batch = list(self._buffer)
@@ -322,7 +361,9 @@ class EventLogWriter:
         self._spool_pending = True
         self.spooled += len(rows)
         self._room.set()
-        log.warning("eventlog_spooled", rows=len(rows), path=str(self.spool.path))
+        (log.warning if failed else log.debug)(
+            "eventlog_spooled", rows=len(rows), path=str(self.spool.path)
+        )
 
     async def _drain_spool(self) -> bool:
         """Write the spooled rows to the database, then empty the spool; False if it failed."""
@@ -332,9 +373,7 @@ class EventLogWriter:
             for i in range(0, len(rows), self.batch_size * 10):
                 await self.eventlog.append(rows[i : i + self.batch_size * 10])
         except Exception as exc:
-            self.failures += 1
-            self._failing = True
-            self.last_error = f"{type(exc).__name__}: {exc}"
+            self._note_failure(exc)
             return False
         await asyncio.to_thread(self.spool.clear)
         self._spool_pending = False
