@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import sys
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
@@ -86,6 +87,10 @@ _RECENT_INTENTS = 10_000
 _DEGRADED_AFTER_ERRORS = 3
 # Longest client order id every supported exchange accepts (Binance: 36).
 MAX_CLIENT_ID = 36
+# The smallest quantity a venue is quoted for: below the smallest normal float a quantity is
+# a rounding crumb (of a balance, a lot step), never an order (the risk manager refuses such
+# an intent too).
+MIN_QUANTITY = sys.float_info.min
 
 Levels = Sequence[tuple[float, float]]
 
@@ -422,7 +427,7 @@ class OrderRouter:
                 excluded[name] = "no_book"
                 continue
             sendable = venue.tradable_quantity(intent.symbol, intent.quantity)
-            if sendable <= 0:
+            if not sendable >= MIN_QUANTITY:
                 excluded[name] = "below_lot_size"
                 continue
             found.append((venue, mid, levels, sendable))
@@ -437,7 +442,7 @@ class OrderRouter:
                 payable = venue.tradable_quantity(
                     intent.symbol, min(_affordable(venue, intent, ladder), intent.quantity)
                 )
-                if payable <= 0:
+                if not payable >= MIN_QUANTITY:  # 0, or a subnormal crumb of a balance
                     excluded[venue.name] = shortfall
                     continue
                 limited[venue.name] = shortfall

@@ -682,3 +682,23 @@ async def test_venues_are_priced_against_one_reference_mid() -> None:
     assert all(q.mid == pytest.approx(reference) for q in decision.ranking)
     assert decision.ranking[0].slippage_bps == pytest.approx((100.125 / reference - 1) * 1e4)
     assert [c.venue for c in decision.children] == ["cheap"]
+
+
+async def test_a_subnormal_balance_is_no_venue_for_a_child() -> None:
+    """A venue whose free balance pays for a subnormal crumb of the order is left out, not sent
+    a 1e-315 child: the order goes whole to the venue that can pay."""
+    clock = ManualClock()
+    books = {"v0": ((100.5, 1.0),), "v1": ((100.4375, 1.0),)}
+    venues = {
+        "v0": paper(
+            "v0", clock, {"BTCUSDT": book("BTCUSDT", books["v0"])}, 0.0, balances={"USDT": 1000.0}
+        ),
+        "v1": paper(
+            "v1", clock, {"BTCUSDT": book("BTCUSDT", books["v1"])}, 0.0, balances={"USDT": 2.2e-313}
+        ),
+    }
+    h = Harness(clock, list(venues.values()))
+    decision = await h.router.route(intent(1.0))
+    assert [c.venue for c in decision.children] == ["v0"]
+    assert decision.children[0].quantity == pytest.approx(1.0)
+    assert decision.excluded["v1"].startswith("insufficient_balance")
