@@ -170,7 +170,7 @@ class PostgresEventLog:
             "AND ($5::bigint IS NULL OR ts_ns <= $5) "
             "ORDER BY seq LIMIT $6"
         )
-        pool = self._require()
+        pool = await self._connect()  # StoreUnavailable if the server is down, as append
         cursor = from_seq
         type_list = list(types) if types else None
         while True:
