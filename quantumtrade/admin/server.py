@@ -1,8 +1,13 @@
 """The embedded admin HTTP API (aiohttp): health, Prometheus metrics and operator commands.
 
 Bound to 127.0.0.1 by default. Every answer is JSON (``/metrics`` is Prometheus text); bad
-requests get a 4xx with ``{"error": message}``, never a 500. POSTs need
-``Authorization: Bearer <admin token>``; with no token configured every POST is refused.
+requests get a 4xx with ``{"error": message}``, never a 500, and so do the HTTP parser's own
+refusals (a request line or header over ``MAX_LINE_BYTES``, malformed HTTP). POSTs need
+``Authorization: Bearer <admin token>``; with no token configured every POST is refused. A POST
+body must be ``Content-Type: application/json`` (UTF-8; else 415), at most ``MAX_BODY_BYTES``
+(413), sent within ``idle_timeout_s`` (408), nested at most ``MAX_NESTING`` deep (400); numbers
+must be finite and in range (400 naming the field). A connection idle, or still sending its
+request line and headers, after ``idle_timeout_s`` is closed.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 import msgspec
 import structlog
 from aiohttp import web
+from aiohttp.web_request import BaseRequest
 
 from quantumtrade.anomaly.detector import AnomalyDetector
 from quantumtrade.data.market_state import MarketState
@@ -37,6 +43,18 @@ log = structlog.get_logger("quantumtrade.admin")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_SYMBOLS_PER_REQUEST = 1_000
+MAX_BODY_BYTES = 64 * 1024
+"""1,000 symbols of 30 characters fit; a bigger body is refused (413) before it is parsed."""
+MAX_NESTING = 16
+"""Deepest JSON nesting accepted; the bodies we read are two levels deep."""
+MAX_LINE_BYTES = 8190
+"""Longest request line or header field (aiohttp's own default, stated here)."""
+IDLE_TIMEOUT_S = 10.0
+"""A connection idle, or still sending its request line, headers or body, for this long is
+closed (a half-sent request must not hold a connection open)."""
+MAX_QUANTITY = 1e12
+MAX_PRICE = 1e12
+_INT_DIGITS = 18  # longer integer literals are read as floats (no 4,300-digit int parse)
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,36}")
 
 
@@ -51,6 +69,63 @@ class ApiError(Exception):
 
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=lambda o: json.dumps(o, default=str))
+
+
+class _JsonErrorConnection(web.RequestHandler):
+    """aiohttp's connection handler with one change: the errors it answers itself, before any
+    route or middleware runs (a request line or header too long, malformed HTTP), are JSON
+    ``{"error": ...}`` instead of text/plain."""
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        # The base class logs the error and refuses if a response has already started.
+        super().handle_error(request, status, exc, message)
+        if status >= 500 or not message:
+            message = "internal error (logged)" if status >= 500 else "bad request"
+        response = _json({"error": message}, status=status)
+        response.force_close()
+        return response
+
+
+def _parse_int(text: str) -> int | float:
+    """An integer literal; a long one becomes a float (inf past 1e308) for the range checks,
+    never an int too big to convert (``OverflowError``) or to parse (``ValueError``)."""
+    return int(text) if len(text) <= _INT_DIGITS else float(text)
+
+
+def _refuse_constant(text: str) -> Any:
+    raise ApiError(400, f"request body is not valid JSON: {text} is not a JSON value")
+
+
+def _nesting_exceeds(value: Any, limit: int) -> bool:
+    """True if ``value`` holds containers more than ``limit`` deep (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _number(raw: Any, field: str, *, maximum: float) -> float:
+    """A JSON number for ``field``: finite, positive, at most ``maximum``; else a 400."""
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise ApiError(400, f"{field} must be a number")
+    try:
+        value = float(raw)
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value) or value <= 0 or value > maximum:
+        raise ApiError(400, f"{field} must be a positive number of at most {maximum:g}")
+    return value
 
 
 @web.middleware
@@ -92,6 +167,7 @@ class AdminServer:
         reconciler: Reconciler | None = None,
         anomaly: AnomalyDetector | None = None,
         strategy: Callable[[], dict[str, Any]] | None = None,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
     ) -> None:
         self.host = host
         self.port = port
@@ -111,11 +187,13 @@ class AdminServer:
         self._anomaly = anomaly
         self._strategy = strategy
         self._order_timeout_s = order_timeout_s
+        self.idle_timeout_s = idle_timeout_s
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
         self.bound_port: int | None = None
 
     def make_app(self) -> web.Application:
-        app = web.Application(middlewares=[_errors], client_max_size=1 << 20)
+        app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
         app.router.add_get("/health", self.get_health)
         app.router.add_get("/metrics", self.get_metrics)
         app.router.add_get("/api/openapi.json", self.get_openapi)
@@ -136,21 +214,47 @@ class AdminServer:
         return app
 
     async def start(self) -> None:
+        """Listen with our own connection handler (``_JsonErrorConnection``) instead of a
+        ``TCPSite``'s, so that aiohttp's parser-level errors are JSON too."""
         runner = web.AppRunner(
             self.make_app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port)
-        await site.start()
-        self._runner = runner
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
+        server = runner.server
+        assert server is not None  # set by setup()
+        loop = asyncio.get_running_loop()
+        # keepalive_timeout is armed when a connection opens and re-armed after each answer;
+        # it closes a connection whose handler still waits for a whole request line and
+        # headers, which makes it the header-read timeout too.
+        options: dict[str, Any] = {
+            "loop": loop,
+            "access_log": None,
+            "keepalive_timeout": self.idle_timeout_s,
+            "max_line_size": MAX_LINE_BYTES,
+            "max_field_size": MAX_LINE_BYTES,
+        }
+        try:
+            listener = await loop.create_server(
+                lambda: _JsonErrorConnection(server, **options), self.host, self.port
+            )
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner, self._listener = runner, listener
+        sockets = listener.sockets
         self.bound_port = sockets[0].getsockname()[1] if sockets else self.port
 
     async def stop(self) -> None:
+        """Stop accepting, close the connections (the runner's server tracks them), then the
+        listener."""
         runner, self._runner = self._runner, None
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
         if runner is not None:
             await runner.cleanup()
+        if listener is not None:
+            await listener.wait_closed()
 
     @property
     def url(self) -> str:
@@ -168,12 +272,33 @@ class AdminServer:
         if not hmac.compare_digest(given.strip().encode(), self._token.encode()):
             raise ApiError(401, "invalid admin token")
 
-    @staticmethod
-    async def _body(request: web.Request) -> dict[str, Any]:
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        """The request's JSON object, or an ``ApiError`` (415, 413, 408, 400): the one place a
+        body is read."""
+        if request.content_type != "application/json":
+            raise ApiError(
+                415, f"Content-Type must be application/json, not '{request.content_type}'"
+            )
+        charset = (request.charset or "utf-8").lower()
+        if charset not in ("utf-8", "utf8"):
+            raise ApiError(415, f"charset must be utf-8, not '{charset[:40]}'")
         try:
-            body = await request.json()
+            async with asyncio.timeout(self.idle_timeout_s):
+                raw = await request.read()
+        except TimeoutError:
+            raise ApiError(408, "request body not received in time") from None
+        except web.HTTPRequestEntityTooLarge:
+            raise ApiError(413, f"request body over {MAX_BODY_BYTES} bytes") from None
+        try:
+            body = json.loads(
+                raw.decode("utf-8"), parse_int=_parse_int, parse_constant=_refuse_constant
+            )
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ApiError(400, "request body is not valid JSON") from None
+        except RecursionError:
+            raise ApiError(400, f"request body nested more than {MAX_NESTING} deep") from None
+        if _nesting_exceeds(body, MAX_NESTING):
+            raise ApiError(400, f"request body nested more than {MAX_NESTING} deep")
         if not isinstance(body, dict):
             raise ApiError(400, "request body must be a JSON object")
         return body
@@ -338,19 +463,12 @@ class AdminServer:
             order_type = OrderType(str(req.get("orderType", "MARKET")).upper())
         except ValueError:
             raise ApiError(400, "orderRequest.orderType must be 'MARKET' or 'LIMIT'") from None
-        quantity = req.get("quantity")
-        if isinstance(quantity, bool) or not isinstance(quantity, int | float):
-            raise ApiError(400, "orderRequest.quantity must be a number")
-        if not math.isfinite(quantity) or quantity <= 0:
-            raise ApiError(400, "orderRequest.quantity must be positive")
-        limit_price = req.get("price")
+        quantity = _number(req.get("quantity"), "orderRequest.quantity", maximum=MAX_QUANTITY)
+        limit_price: float | None = None
         if order_type is OrderType.LIMIT:
-            if isinstance(limit_price, bool) or not isinstance(limit_price, int | float):
+            if req.get("price") is None:
                 raise ApiError(400, "orderRequest.price is required for a LIMIT order")
-            if not math.isfinite(limit_price) or limit_price <= 0:
-                raise ApiError(400, "orderRequest.price must be positive")
-        else:
-            limit_price = None
+            limit_price = _number(req.get("price"), "orderRequest.price", maximum=MAX_PRICE)
         client_order_id = req.get("clientOrderId") or f"api-{uuid.uuid4().hex[:20]}"
         if not isinstance(client_order_id, str) or not _CLIENT_ID.fullmatch(client_order_id):
             raise ApiError(400, "orderRequest.clientOrderId: 1-36 of A-Z a-z 0-9 . _ -")
@@ -362,9 +480,9 @@ class AdminServer:
             client_order_id=client_order_id,
             symbol=symbol,
             side=side,
-            quantity=float(quantity),
+            quantity=quantity,
             order_type=order_type,
-            limit_price=None if limit_price is None else float(limit_price),
+            limit_price=limit_price,
             reference_price=bar.close,
         )
         decision = await self._router.route(probe)
@@ -373,7 +491,7 @@ class AdminServer:
             client_order_id=client_order_id,
             symbol=symbol,
             side=side,
-            quantity=float(quantity),
+            quantity=quantity,
             price=bar.close,
             order_type=order_type,
             limit_price=probe.limit_price,
@@ -468,18 +586,72 @@ class AdminServer:
         return _json({"state": str(self._risk.state), "changed": changed})
 
 
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+_OK = {"description": "OK"}
+_GET_ERRORS = {"400": _error("Bad query parameter"), "404": _error("Unknown symbol")}
+_POST_ERRORS = {
+    "401": _error("Missing or invalid admin token"),
+    "403": _error("POSTs are disabled: no admin token configured"),
+}
+_BODY_ERRORS = _POST_ERRORS | {
+    "400": _error(
+        f"Body not a JSON object, nested more than {MAX_NESTING} deep, NaN/Infinity, or a "
+        "field invalid (the message names it)"
+    ),
+    "404": _error("Unknown symbol"),
+    "408": _error(f"Body not received within the idle timeout ({IDLE_TIMEOUT_S:g} s)"),
+    "413": _error(f"Body over {MAX_BODY_BYTES:,} bytes"),
+    "415": _error("Content-Type is not application/json, or its charset is not utf-8"),
+}
+_SYMBOLS = {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 1000}
+_POSITIVE = {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 1e12}
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
-    "info": {"title": "QuantumTrade admin API", "version": "0.1.0"},
+    "info": {
+        "title": "QuantumTrade admin API",
+        "version": "0.2.0",
+        "description": (
+            'Every answer is JSON; an error is {"error": message} with a 4xx status, including '
+            "the HTTP parser's own refusals (400: request line or a header over "
+            f"{MAX_LINE_BYTES:,} bytes, malformed HTTP). POST bodies must be Content-Type: "
+            "application/json (charset utf-8 or none), else 415. A connection idle, or still "
+            f"sending its request line and headers, for {IDLE_TIMEOUT_S:g} s is closed."
+        ),
+    },
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         "schemas": {
-            "Error": {"type": "object", "properties": {"error": {"type": "string"}}},
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {"error": {"type": "string"}},
+            },
         },
     },
     "paths": {
-        "/health": {"get": {"summary": "Each component's state", "responses": {"200": {}}}},
-        "/metrics": {"get": {"summary": "Prometheus text format", "responses": {"200": {}}}},
+        "/health": {
+            "get": {
+                "summary": "Each component's state",
+                "responses": {"200": _OK, "503": _error("The daemon is stopping")},
+            }
+        },
+        "/metrics": {
+            "get": {"summary": "Prometheus text format", "responses": {"200": _OK}},
+        },
+        "/api/openapi.json": {
+            "get": {"summary": "This document", "responses": {"200": _OK}},
+        },
         "/api/trading/data-orchestrator": {
             "get": {
                 "summary": "Orchestrator metrics or latest market data",
@@ -496,41 +668,66 @@ OPENAPI: dict[str, Any] = {
                         "description": "comma-separated, for endpoint=market-data",
                     },
                 ],
-                "responses": {"200": {}, "400": {}, "404": {}},
+                "responses": {"200": _OK, **_GET_ERRORS},
             },
             "post": {
                 "summary": "start-flow / stop-flow for symbols",
                 "security": [{"bearer": []}],
-                "requestBody": {
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["action", "symbols"],
-                                "properties": {
-                                    "action": {
-                                        "type": "string",
-                                        "enum": ["start-flow", "stop-flow"],
-                                    },
-                                    "symbols": {"type": "array", "items": {"type": "string"}},
-                                },
-                            }
-                        }
+                "requestBody": _json_body(
+                    {
+                        "type": "object",
+                        "required": ["action", "symbols"],
+                        "properties": {
+                            "action": {"type": "string", "enum": ["start-flow", "stop-flow"]},
+                            "symbols": _SYMBOLS,
+                        },
                     }
-                },
-                "responses": {"200": {}, "400": {}, "401": {}, "403": {}, "404": {}},
+                ),
+                "responses": {"200": _OK, **_BODY_ERRORS},
             },
         },
         "/api/trading/data-orchestrator/reset-circuit-breaker": {
             "post": {
                 "summary": "Close every source's circuit breaker",
                 "security": [{"bearer": []}],
-                "responses": {"200": {}, "401": {}},
+                "responses": {"200": _OK, **_POST_ERRORS},
+            },
+        },
+        "/api/trading/market-regime": {
+            "get": {
+                "summary": "The market's regime, or every symbol's confidence",
+                "parameters": [
+                    {
+                        "name": "endpoint",
+                        "in": "query",
+                        "schema": {
+                            "type": "string",
+                            "enum": ["current-regime", "regime-confidence"],
+                        },
+                    }
+                ],
+                "responses": {
+                    "200": _OK,
+                    "400": _GET_ERRORS["400"],
+                    "503": _error("Regime detection is not running"),
+                },
+            },
+            "post": {
+                "summary": "Regime and confidence of the given symbols",
+                "security": [{"bearer": []}],
+                "requestBody": _json_body(
+                    {"type": "object", "required": ["symbols"], "properties": {"symbols": _SYMBOLS}}
+                ),
+                "responses": {
+                    "200": _OK,
+                    **_BODY_ERRORS,
+                    "503": _error("Regime detection is not running"),
+                },
             },
         },
         "/api/trading/order-router": {
             "get": {
-                "summary": "Per-venue routing metrics",
+                "summary": "Per-venue routing metrics, or the reconciliation status",
                 "parameters": [
                     {
                         "name": "endpoint",
@@ -538,7 +735,52 @@ OPENAPI: dict[str, Any] = {
                         "schema": {"type": "string", "enum": ["metrics", "reconciliation"]},
                     }
                 ],
-                "responses": {"200": {}, "400": {}},
+                "responses": {
+                    "200": _OK,
+                    "400": _GET_ERRORS["400"],
+                    "404": _error("Reconciliation is not configured"),
+                },
+            },
+            "post": {
+                "summary": "Route an order through the risk manager and the router",
+                "security": [{"bearer": []}],
+                "requestBody": _json_body(
+                    {
+                        "type": "object",
+                        "required": ["action", "orderRequest"],
+                        "properties": {
+                            "action": {"type": "string", "enum": ["route"]},
+                            "orderRequest": {
+                                "type": "object",
+                                "required": ["symbol", "side", "quantity"],
+                                "properties": {
+                                    "symbol": {"type": "string"},
+                                    "side": {"type": "string", "enum": ["BUY", "SELL"]},
+                                    "orderType": {
+                                        "type": "string",
+                                        "enum": ["MARKET", "LIMIT"],
+                                    },
+                                    "quantity": _POSITIVE,
+                                    "price": {
+                                        **_POSITIVE,
+                                        "description": "required for a LIMIT order",
+                                    },
+                                    "clientOrderId": {
+                                        "type": "string",
+                                        "pattern": "^[A-Za-z0-9._-]{1,36}$",
+                                    },
+                                },
+                            },
+                        },
+                    }
+                ),
+                "responses": {
+                    "200": {"description": "Routed and finished (filled or cancelled)"},
+                    "202": {"description": "Routed, still in flight after the order timeout"},
+                    **_BODY_ERRORS,
+                    "409": _error("No market data for the symbol yet"),
+                    "422": {"description": "Refused by the risk manager (reason given)"},
+                },
             },
         },
         "/api/trading/anomalies": {
@@ -552,43 +794,39 @@ OPENAPI: dict[str, Any] = {
                         "description": "comma-separated; default: every symbol",
                     }
                 ],
-                "responses": {"200": {}, "400": {}, "404": {}},
+                "responses": {"200": _OK, **_GET_ERRORS},
             }
         },
         "/api/trading/strategy": {
             "get": {
                 "summary": "Strategy parameters in force and the [adapt] runs",
-                "responses": {"200": {}},
+                "responses": {"200": _OK, "404": _error("No strategy status in this process")},
             }
         },
         "/api/trading/positions": {
-            "get": {"summary": "Positions and PnL", "responses": {"200": {}}}
+            "get": {"summary": "Positions and PnL", "responses": {"200": _OK}},
         },
         "/api/trading/risk": {
-            "get": {"summary": "Risk state and checks", "responses": {"200": {}}}
+            "get": {"summary": "Risk state and checks", "responses": {"200": _OK}},
         },
         "/api/trading/risk/state": {
             "post": {
                 "summary": "Set ACTIVE / REDUCING / HALTED (re-arms a tripped kill switch)",
                 "security": [{"bearer": []}],
-                "requestBody": {
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["state"],
-                                "properties": {
-                                    "state": {
-                                        "type": "string",
-                                        "enum": ["ACTIVE", "REDUCING", "HALTED"],
-                                    },
-                                    "reason": {"type": "string"},
-                                },
-                            }
-                        }
+                "requestBody": _json_body(
+                    {
+                        "type": "object",
+                        "required": ["state"],
+                        "properties": {
+                            "state": {
+                                "type": "string",
+                                "enum": ["ACTIVE", "REDUCING", "HALTED"],
+                            },
+                            "reason": {"type": "string", "minLength": 1, "maxLength": 200},
+                        },
                     }
-                },
-                "responses": {"200": {}, "400": {}, "401": {}, "403": {}},
+                ),
+                "responses": {"200": _OK, **_BODY_ERRORS},
             }
         },
     },

@@ -182,7 +182,8 @@ async def test_admin_api_health_metrics_and_bad_requests(tmp_path: Path) -> None
                     (json.dumps({"action": "stop-flow", "symbols": [1]}).encode(), 400),
                     (json.dumps({"action": "stop-flow", "symbols": ["ZZZUSDT"]}).encode(), 404),
                 ]:
-                    async with http.post(url, data=body, headers=auth) as r:
+                    json_body = auth | {"Content-Type": "application/json"}
+                    async with http.post(url, data=body, headers=json_body) as r:
                         assert r.status == status, (body, await r.text())
                         assert "error" in await r.json()
 
