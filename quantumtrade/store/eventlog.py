@@ -97,7 +97,7 @@ class SqliteEventLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA synchronous=FULL")  # a committed batch survives a power loss
         self._conn = conn
         self._migrate(conn)
 
