@@ -8,6 +8,7 @@ fails as a whole on the primary key and the batch goes through a temporary stagi
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
@@ -41,10 +42,16 @@ _COLUMNS = ("seq", "ts_ns", "type", "payload")
 class PostgresEventLog:
     name = "postgres"
 
-    def __init__(self, url: str, *, schema: str = "public", pool_size: int = 4) -> None:
+    def __init__(
+        self, url: str, *, schema: str = "public", pool_size: int = 4, timeout_s: float = 5.0
+    ) -> None:
         self.url = url
         self.schema = schema
         self.pool_size = pool_size
+        self.timeout_s = timeout_s
+        """Bound on a connect (with its migrations) and on each write: a server that stops
+        answering (packets dropped, not refused) fails the write instead of holding the
+        writer, which spools meanwhile."""
         self._pool: asyncpg.Pool | None = None
 
     def __repr__(self) -> str:
@@ -63,16 +70,21 @@ class PostgresEventLog:
                 min_size=1,
                 max_size=self.pool_size,
                 server_settings={"search_path": self.schema},
-                timeout=5.0,
+                timeout=self.timeout_s,
             )
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
         self._pool = pool
         try:
-            await self.migrate()
+            async with asyncio.timeout(self.timeout_s):
+                await self.migrate()
+        except TimeoutError as exc:
+            self._pool = None
+            pool.terminate()
+            raise StoreUnavailable(f"PostgreSQL did not answer the migration: {exc}") from exc
         except BaseException:
             self._pool = None
-            await pool.close()
+            pool.terminate()  # close() would wait on a server that may not answer
             raise
         return pool
 
@@ -112,12 +124,23 @@ class PostgresEventLog:
         if not rows:
             return
         pool = await self._connect()  # reconnects after an outage
+        timeout = self.timeout_s
         try:
-            async with pool.acquire() as conn:
+            conn = await pool.acquire(timeout=timeout)
+            try:
                 try:
-                    await conn.copy_records_to_table("events", records=rows, columns=_COLUMNS)
+                    await conn.copy_records_to_table(
+                        "events", records=rows, columns=_COLUMNS, timeout=timeout
+                    )
                 except asyncpg.UniqueViolationError:
-                    await self._append_deduplicated(conn, rows)
+                    await self._append_deduplicated(conn, rows, timeout)
+            except BaseException:
+                # Never wait on a connection that failed mid-write (it may not answer):
+                # closed first, its release is bookkeeping only.
+                conn.terminate()
+                await pool.release(conn)
+                raise
+            await pool.release(conn, timeout=timeout)
         except (
             OSError,
             asyncpg.PostgresConnectionError,
@@ -131,16 +154,22 @@ class PostgresEventLog:
             raise StoreUnavailable(f"PostgreSQL write failed: {exc}") from exc
 
     @staticmethod
-    async def _append_deduplicated(conn: asyncpg.Connection, rows: Sequence[Row]) -> None:
+    async def _append_deduplicated(
+        conn: asyncpg.Connection, rows: Sequence[Row], timeout: float
+    ) -> None:
         async with conn.transaction():
             await conn.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS events_staging "
-                "(seq bigint, ts_ns bigint, type text, payload jsonb) ON COMMIT DELETE ROWS"
+                "(seq bigint, ts_ns bigint, type text, payload jsonb) ON COMMIT DELETE ROWS",
+                timeout=timeout,
             )
-            await conn.copy_records_to_table("events_staging", records=rows, columns=_COLUMNS)
+            await conn.copy_records_to_table(
+                "events_staging", records=rows, columns=_COLUMNS, timeout=timeout
+            )
             await conn.execute(
                 "INSERT INTO events SELECT DISTINCT ON (seq) * FROM events_staging "
-                "ON CONFLICT (seq) DO NOTHING"
+                "ON CONFLICT (seq) DO NOTHING",
+                timeout=timeout,
             )
 
     async def last_seq(self) -> int:

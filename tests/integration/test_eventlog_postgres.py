@@ -16,6 +16,7 @@ from quantumtrade.events import Command, TickerUpdated, decode
 from quantumtrade.store.eventlog import EventLogWriter
 from quantumtrade.store.postgres import PostgresEventLog
 from quantumtrade.store.spool import Spool
+from tests.support.pg_proxy import PgProxy
 
 
 async def test_copy_append_read_back_and_idempotent_retry(pg_schema: tuple[str, str]) -> None:
@@ -167,3 +168,52 @@ async def test_migrate_command_uses_the_configured_schema(pg_schema: tuple[str, 
     finally:
         await conn.close()
     assert found == 1
+
+
+async def test_a_hung_server_fails_the_write_and_events_reach_the_spool(
+    pg_schema: tuple[str, str], tmp_path: Path
+) -> None:
+    """A server that stops answering (packets dropped, not refused) holds a write at most
+    ``timeout_s``: the writer then spools, at its cadence, what it was given, and when the
+    server answers again every event is in the log once. Before the bound, the COPY on the hung
+    connection waited forever and nothing after it reached the spool."""
+    url, schema = pg_schema
+    async with PgProxy() as proxy:
+        log = PostgresEventLog(proxy.url(url), schema=schema, timeout_s=0.5)
+        await log.open()
+        spool = Spool(tmp_path / "spool.jsonl")
+        writer = EventLogWriter(log, batch_size=100, flush_interval_ms=20, spool=spool)
+        bus = EventBus(clock=ManualClock(), recorder=writer)
+
+        def ticker(i: int) -> TickerUpdated:
+            return TickerUpdated(
+                ts_ns=i, symbol="BTCUSDT", source="t", bid=1.0, ask=1.1, last=float(i)
+            )
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                writer.start(tg)
+                bus.start(tg)
+                for i in range(200):
+                    await bus.publish(ticker(i))
+                await asyncio.sleep(0.2)
+                proxy.hang()
+                for i in range(200, 400):
+                    await bus.publish(ticker(i))
+                # The bound is the behaviour under test: 0.5 s per attempt, given 10 s.
+                for _ in range(200):
+                    await asyncio.sleep(0.05)
+                    if spool.max_seq() == 400:
+                        break
+                assert spool.max_seq() == 400, "events never reached the spool"
+                proxy.restore()
+                for _ in range(200):
+                    await asyncio.sleep(0.05)
+                    if writer.recovered and not spool.load():
+                        break
+                await bus.stop()
+                await writer.stop()
+            seqs = [e.seq async for e in log.read()]
+            assert seqs == list(range(1, 401))
+        finally:
+            await log.close()

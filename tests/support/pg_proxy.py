@@ -14,6 +14,7 @@ class PgProxy:
     def __init__(self, target_host: str = "127.0.0.1", target_port: int = 5432) -> None:
         self.target = (target_host, target_port)
         self.up = True
+        self.hung = False
         self.port = 0
         self._server: asyncio.Server | None = None
         self._transports: set[asyncio.BaseTransport] = set()
@@ -48,10 +49,22 @@ class PgProxy:
 
     def restore(self) -> None:
         self.up = True
+        self.hung = False
+
+    def hang(self) -> None:
+        """Keep every connection open but forward nothing more, and accept new ones without
+        answering: a server that drops packets instead of refusing them."""
+        self.hung = True
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not self.up:
             writer.transport.abort()
+            return
+        if self.hung:
+            self._transports.add(writer.transport)
+            with suppress(OSError, ConnectionError):
+                while await reader.read(65536):
+                    pass  # swallowed: nothing reaches the server, nothing comes back
             return
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
@@ -61,16 +74,18 @@ class PgProxy:
         pair = (writer.transport, up_writer.transport)
         self._transports.update(pair)
         try:
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            await asyncio.gather(_pipe(reader, up_writer, self), _pipe(up_reader, writer, self))
         finally:
             for transport in pair:
                 transport.abort()
                 self._transports.discard(transport)
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, proxy: PgProxy) -> None:
     with suppress(OSError, ConnectionError):
         while data := await reader.read(65536):
+            if proxy.hung:
+                continue  # dropped
             writer.write(data)
             await writer.drain()
     writer.transport.abort()
