@@ -52,6 +52,7 @@ MAX_LINE_BYTES = 8190
 IDLE_TIMEOUT_S = 10.0
 """A connection idle, or still sending its request line, headers or body, for this long is
 closed (a half-sent request must not hold a connection open)."""
+LINGER_S = 2.0
 MAX_QUANTITY = 1e12
 MAX_PRICE = 1e12
 _INT_DIGITS = 18  # longer integer literals are read as floats (no 4,300-digit int parse)
@@ -61,10 +62,12 @@ _CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,36}")
 class ApiError(Exception):
     """A client error: answered with ``status`` and ``{"error": message}``."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, close: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.close = close
+        """Close the connection after answering (the rest of the body is not worth reading)."""
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -133,7 +136,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:
-        return _json({"error": exc.message}, status=exc.status)
+        response = _json({"error": exc.message}, status=exc.status)
+        if exc.close:
+            response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -186,7 +192,7 @@ class AdminServer:
         self._regime = regime
         self._anomaly = anomaly
         self._strategy = strategy
-        self._order_timeout_s = order_timeout_s
+        self.order_timeout_s = order_timeout_s
         self.idle_timeout_s = idle_timeout_s
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
@@ -232,6 +238,9 @@ class AdminServer:
             "keepalive_timeout": self.idle_timeout_s,
             "max_line_size": MAX_LINE_BYTES,
             "max_field_size": MAX_LINE_BYTES,
+            # After answering early (408, 413), read what is left of a body for at most this
+            # long, so the client sees the answer, not a reset (aiohttp's default: 10 s).
+            "lingering_time": LINGER_S,
         }
         try:
             listener = await loop.create_server(
@@ -286,9 +295,9 @@ class AdminServer:
             async with asyncio.timeout(self.idle_timeout_s):
                 raw = await request.read()
         except TimeoutError:
-            raise ApiError(408, "request body not received in time") from None
+            raise ApiError(408, "request body not received in time", close=True) from None
         except web.HTTPRequestEntityTooLarge:
-            raise ApiError(413, f"request body over {MAX_BODY_BYTES} bytes") from None
+            raise ApiError(413, f"request body over {MAX_BODY_BYTES} bytes", close=True) from None
         try:
             body = json.loads(
                 raw.decode("utf-8"), parse_int=_parse_int, parse_constant=_refuse_constant
@@ -504,9 +513,10 @@ class AdminServer:
                 "status": "REJECTED",
                 "reason": outcome.reason,
             }
-            return _json({"routing": routing, "order": order}, status=422)
+            error = f"refused by the risk manager: {outcome.reason}"
+            return _json({"error": error, "routing": routing, "order": order}, status=422)
         try:
-            async with asyncio.timeout(self._order_timeout_s):
+            async with asyncio.timeout(self.order_timeout_s):
                 result = await done
         except TimeoutError:
             self._tracker.forget(client_order_id)
@@ -779,7 +789,7 @@ OPENAPI: dict[str, Any] = {
                     "202": {"description": "Routed, still in flight after the order timeout"},
                     **_BODY_ERRORS,
                     "409": _error("No market data for the symbol yet"),
-                    "422": {"description": "Refused by the risk manager (reason given)"},
+                    "422": _error("Refused by the risk manager (also: routing, order)"),
                 },
             },
         },
