@@ -17,6 +17,7 @@ from quantumtrade.admin.server import (
     MAX_LINE_BYTES,
     MAX_NESTING,
     OPENAPI,
+    AdminServer,
 )
 from quantumtrade.app import Daemon
 from tests.support.admin_daemon import AUTH, json_error, raw_exchange, running_daemon
@@ -187,8 +188,6 @@ async def test_half_sent_requests_are_closed_after_the_idle_timeout(tmp_path: Pa
 
 async def test_openapi_lists_every_route() -> None:
     """The fuzz test drives the operations the document lists, so it must list them all."""
-    from quantumtrade.admin.server import AdminServer
-
     app = AdminServer.make_app(object.__new__(AdminServer))  # routes only; no handler runs
     routes = {
         (r.method.lower(), r.resource.canonical)
