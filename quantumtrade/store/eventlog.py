@@ -234,6 +234,10 @@ class EventLogWriter:
         self.batches = 0
         self.failures = 0
         self.last_error = ""
+        """The current write failure ("" once a write succeeds again)."""
+        self.last_failure = ""
+        """The most recent write failure, kept after recovery, with ``last_failure_ns``."""
+        self.last_failure_ns = 0
         self._failing = False
         # The next reconnect attempt during an outage (clock ns; 0: attempt at the next flush).
         self._reconnect_at_ns = 0
@@ -316,6 +320,7 @@ class EventLogWriter:
                 if len(self._buffer) < self.max_buffer:
                     self._room.set()
             self._failing = False
+            self.last_error = ""
             self._reconnect_at_ns = 0
             self._reconnect_delay = self.flush_interval
             if self.spool is not None and self._last_stored != self._marked:
@@ -335,7 +340,8 @@ class EventLogWriter:
     def _note_failure(self, exc: Exception) -> None:
         self.failures += 1
         self._failing = True
-        self.last_error = f"{type(exc).__name__}: {exc}"
+        self.last_error = self.last_failure = f"{type(exc).__name__}: {exc}"
+        self.last_failure_ns = self.clock.now_ns()
 
     async def _spool_buffer(self, *, failed: bool = False) -> None:
         """Move the whole buffer to the spool file (kept in memory if that fails too).
@@ -407,6 +413,8 @@ class EventLogWriter:
             "pending": self.pending,
             "write_failures": self.failures,
             "last_error": self.last_error,
+            "last_failure": self.last_failure,
+            "last_failure_ns": self.last_failure_ns,
             "spooled": self.spooled,
             "recovered_from_spool": self.recovered,
             "spool_pending": self._spool_pending,

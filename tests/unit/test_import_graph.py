@@ -49,7 +49,7 @@ LAYERS: dict[str, set[str]] = {
     "breaker": {"clock", "events"},
     "metrics": {"events"},
     "cache": {"breaker", "clock", "events"},
-    "store": {"errors", "events", "redaction"},
+    "store": {"clock", "errors", "events", "redaction"},
     # the trading domain, in the order of the event flow
     "data": {"breaker", "bus", "cache", "clock", "credentials", "errors", "events", "scoring"},
     "regime": {"bus", "clock", "data", "events", "scoring"},

@@ -117,3 +117,26 @@ async def test_spool_latency_stays_near_the_flush_interval_in_real_time(tmp_path
     assert max(latencies) < 0.75, f"max spool latency {max(latencies):.3f} s"
     assert len(spool.load()) == len(latencies) > 20
     await log.close()
+
+
+async def test_health_clears_the_error_once_a_write_succeeds(tmp_path: Path) -> None:
+    """Issue 15, item 6: /health kept showing the outage's error after recovery. last_error is
+    the current failure; last_failure keeps the most recent one, with its time."""
+    log = OutageLog(tmp_path / "e.sqlite")
+    await log.open()
+    clock = ManualClock(1_000)
+    writer = EventLogWriter(log, flush_interval_ms=10, spool=Spool(tmp_path / "s"), clock=clock)
+    bus = EventBus(clock=clock, recorder=writer)
+    log.down = True
+    await bus.publish(Command(ts_ns=1, name="a"))
+    await writer.flush()
+    down = writer.health()
+    assert down["status"] == "degraded"
+    assert "database is down" in str(down["last_error"])
+    log.down = False
+    await bus.publish(Command(ts_ns=2, name="b"))
+    assert await writer.flush()
+    up = writer.health()
+    assert up["status"] == "ok" and up["last_error"] == ""
+    assert "database is down" in str(up["last_failure"]) and up["last_failure_ns"] == 1_000
+    await log.close()
