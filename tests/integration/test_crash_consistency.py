@@ -4,7 +4,10 @@ After every kill: the seqs stored (database, plus the spool for PostgreSQL) are 
 1..n, no gap and no duplicate. After every restart: the new session's first event
 (``session_started``) is n + 1, and every position the daemon reports equals the signed sum of
 the logged fills. The daemon flushes every 2 ms in batches of 20 over a busy synthetic market
-(12 symbols, 100 ms bars), so some kills land while a batch is being written or spooled.
+(12 symbols, 100 ms bars), so some kills land while a batch is being written or spooled; and
+two of the ten (``MID_FLUSH``) surely do: the database is made to keep the daemon's write
+waiting (SQLite: another connection's write lock; PostgreSQL: the proxy swallows traffic), the
+test sees the daemon publish while nothing more is stored, and kills it there.
 PostgreSQL runs behind a proxy; in about half the cycles it is cut at a random moment before
 the kill (the daemon spools), and restored before the restart.
 """
@@ -16,7 +19,8 @@ import json
 import random
 import signal
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +39,45 @@ from tests.support.pg_proxy import PgProxy
 
 KILLS = 10
 SEED = 20261215
+MID_FLUSH = (2, 6)
+"""Cycles killed while a batch is held inside its write (the database made to wait), so at
+least these kills land mid-flush whatever the random moments do."""
 
 Rows = list[tuple[int, str, str]]  # (seq, type, payload)
 ReadLog = Callable[[], Awaitable[Rows]]
+Hold = Callable[[], AbstractAsyncContextManager[None]]
+"""Makes the database keep the daemon's next write waiting until the context exits."""
+
+
+def sqlite_hold(path: Path) -> Hold:
+    """A write lock taken by another connection: the daemon's next write waits on it (its busy
+    timeout is 5 s) with its batch in flight."""
+
+    @asynccontextmanager
+    async def hold() -> AsyncIterator[None]:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            yield
+        finally:
+            db.execute("ROLLBACK")
+            db.close()
+
+    return hold
+
+
+def proxy_hold(proxy: PgProxy) -> Hold:
+    """The proxy swallows traffic: the COPY in flight gets no answer (the write's bound is 5 s)."""
+
+    @asynccontextmanager
+    async def hold() -> AsyncIterator[None]:
+        proxy.hang()
+        try:
+            yield
+        finally:
+            proxy.restore()
+
+    return hold
 
 
 def sqlite_reader(path: Path) -> ReadLog:
@@ -109,6 +149,7 @@ async def kill_cycles(
     env: dict[str, str],
     read: ReadLog,
     *,
+    hold: Hold,
     spool_path: Path | None = None,
     proxy: PgProxy | None = None,
 ) -> list[str]:
@@ -137,15 +178,31 @@ async def kill_cycles(
                         break
                     run_s = rng.uniform(0.3, 2.0)
                     cut_s = rng.uniform(0.0, run_s) if proxy and rng.random() < 0.5 else None
-                    if cut_s is not None:
+                    mid_flush = cycle in MID_FLUSH
+                    if mid_flush:
+                        cut_s = None
+                        await asyncio.sleep(run_s)
+                        async with hold():
+                            before = contiguous_prefix([row[0] for row in await read()])
+                            shown = await published(http, base)
+                            await asyncio.sleep(0.8)  # 400 flush intervals of 2 ms
+                            # The daemon went on publishing while nothing more was stored:
+                            # its writer is inside a write with a batch in flight.
+                            assert await published(http, base) > shown
+                            stuck = contiguous_prefix([row[0] for row in await read()])
+                            assert stuck == before, f"cycle {cycle}: the hold did not hold"
+                            proc.send_signal(signal.SIGKILL)
+                            await proc.wait()
+                    elif cut_s is not None:
                         assert proxy is not None
                         await asyncio.sleep(cut_s)
                         proxy.cut()
                         await asyncio.sleep(run_s - cut_s)
                     else:
                         await asyncio.sleep(run_s)
-                    proc.send_signal(signal.SIGKILL)
-                    await proc.wait()
+                    if not mid_flush:
+                        proc.send_signal(signal.SIGKILL)
+                        await proc.wait()
                 finally:
                     if proc.returncode is None:
                         proc.kill()
@@ -161,6 +218,7 @@ async def kill_cycles(
             report.append(
                 f"kill {cycle}: after {run_s:.2f} s"
                 + (f" (database cut at {cut_s:.2f} s)" if cut_s is not None else "")
+                + (" (killed mid-flush)" if cycle in MID_FLUSH else "")
                 + f", seqs 1..{stored} ({len(spooled)} spooled), {fills} fills at restart"
             )
     return report
@@ -172,8 +230,10 @@ async def test_sigkill_at_random_moments_keeps_sqlite_consistent(tmp_path: Path)
         QT_DATABASE__FLUSH_INTERVAL_MS="2",
         QT_DATABASE__BATCH_SIZE="20",
     )
-    report = await kill_cycles(tmp_path, env, sqlite_reader(tmp_path / "events.sqlite"))
+    path = tmp_path / "events.sqlite"
+    report = await kill_cycles(tmp_path, env, sqlite_reader(path), hold=sqlite_hold(path))
     print("\n".join(report))
+    assert sum("mid-flush" in line for line in report) == len(MID_FLUSH)
 
 
 async def test_sigkill_at_random_moments_keeps_postgres_consistent_down_and_up(
@@ -191,7 +251,12 @@ async def test_sigkill_at_random_moments_keeps_postgres_consistent_down_and_up(
             QT_DATABASE__BATCH_SIZE="20",
         )
         report = await kill_cycles(
-            tmp_path, env, pg_reader(url, schema), spool_path=spool_path, proxy=proxy
+            tmp_path,
+            env,
+            pg_reader(url, schema),
+            hold=proxy_hold(proxy),
+            spool_path=spool_path,
+            proxy=proxy,
         )
     print("\n".join(report))
     assert any("cut" in line for line in report), "no cycle had the database down"
