@@ -189,7 +189,7 @@ class Daemon:
 
     def _subscribe(self) -> None:
         bus = self.bus
-        for event_type, handler in self.ledger.handlers():
+        for event_type, handler in [*self.ledger.handlers(), *self.metrics.handlers()]:
             bus.subscribe(event_type, handler)
         bus.subscribe(OrderIntent, self.tracker.on_intent)
         bus.subscribe(RegimeChanged, self.orchestrator.on_regime_changed)
@@ -222,7 +222,20 @@ class Daemon:
             regime=self.regime.current,
             anomalies=self._anomaly_counts,
             adapt_runs=lambda: dict(self.adapter.runs) if self.adapter is not None else {},
+            calls=self._call_counts,
         )
+
+    def _call_counts(self) -> dict[str, dict[str, int]]:
+        """Source calls and order submissions, attempted and failed (the error-rate alert)."""
+        o = self.orchestrator
+        venues = self.router.metrics().get("venues", {}).values()
+        return {
+            "data": {"attempts": o.source_calls, "errors": o.failures},
+            "venue": {
+                "attempts": sum(int(v.get("orders", 0)) for v in venues),
+                "errors": sum(int(v.get("errors", 0)) for v in venues),
+            },
+        }
 
     def strategy_status(self) -> dict[str, Any]:
         """The strategy's parameters in force and the [adapt] runner's state (admin API)."""

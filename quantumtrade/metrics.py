@@ -10,15 +10,24 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from quantumtrade.events import BreakerState, TradingState
+from quantumtrade.events import (
+    BarsUpdated,
+    BreakerState,
+    Event,
+    OrderFilled,
+    OrderSubmitted,
+    TradingState,
+)
 
 NS = "quantumtrade"
 
 BREAKER_VALUE = {BreakerState.CLOSED: 0.0, BreakerState.HALF_OPEN: 1.0, BreakerState.OPEN: 2.0}
+_ACKED_KEPT = 4096
+
 RISK_VALUE = {TradingState.ACTIVE: 0.0, TradingState.REDUCING: 1.0, TradingState.HALTED: 2.0}
 
 
@@ -42,6 +51,7 @@ class Snapshot:
         regime: Callable[[], Mapping[str, Any]],
         anomalies: Callable[[], Mapping[str, Mapping[str, int]]] = lambda: {},
         adapt_runs: Callable[[], Mapping[str, int]] = lambda: {},
+        calls: Callable[[], Mapping[str, Mapping[str, int]]] = lambda: {},
     ) -> None:
         self.health = health
         self.bus_counts = bus_counts
@@ -60,6 +70,9 @@ class Snapshot:
         detector is off)."""
         self.adapt_runs = adapt_runs
         """{outcome: runs} of ``[adapt]`` (applied, kept, failed; empty: adapt is off)."""
+        self.calls = calls
+        """{component: {"attempts": n, "errors": m}} of outbound calls (``data``: source
+        fetches, ``venue``: order submissions), for the error-rate alert."""
 
 
 class _SnapshotCollector(Collector):
@@ -196,6 +209,20 @@ class _SnapshotCollector(Collector):
             adapt.add_metric([outcome], float(n))
         yield adapt
 
+        attempts = CounterMetricFamily(
+            f"{NS}_attempts",
+            "Outbound calls attempted (data: source fetches, venue: order submissions)",
+            labels=["component"],
+        )
+        errors = CounterMetricFamily(
+            f"{NS}_errors", "Outbound calls that failed, by component", labels=["component"]
+        )
+        for component, c in sorted(s.calls().items()):
+            attempts.add_metric([component], float(c.get("attempts", 0)))
+            errors.add_metric([component], float(c.get("errors", 0)))
+        yield attempts
+        yield errors
+
 
 class Metrics:
     """The daemon's metrics, on its own registry (tests build many daemons in one process)."""
@@ -215,7 +242,42 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.2, 2.5),
             registry=self.registry,
         )
+        self.signal_latency = Histogram(
+            f"{NS}_signal_latency_seconds",
+            "Seconds from a bar batch's arrival (BarsUpdated) to the venue's acknowledgement "
+            "of an order (OrderSubmitted, or its first fill)",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.2, 1.5, 2.5, 5.0, 10.0),
+            registry=self.registry,
+        )
+        self._last_bars_ns: int | None = None
+        # Orders already observed (children of a split share their parent's id), oldest first;
+        # bounded: only the newest _ACKED_KEPT are remembered.
+        self._acked: dict[str, None] = {}
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, ..._open_fds
         self._collector: _SnapshotCollector | None = None
+
+    def handlers(self) -> list[tuple[type[Event], Callable[[Any], None]]]:
+        """The bus subscriptions that feed the signal-latency histogram."""
+        return [
+            (BarsUpdated, self.on_bars),
+            (OrderSubmitted, self.on_acknowledged),
+            (OrderFilled, self.on_acknowledged),
+        ]
+
+    def on_bars(self, event: BarsUpdated) -> None:
+        self._last_bars_ns = event.ts_ns
+
+    def on_acknowledged(self, event: OrderSubmitted | OrderFilled) -> None:
+        """Observe once per order: the first OrderSubmitted or fill after a bar batch."""
+        if self._last_bars_ns is None:
+            return
+        order_id = event.parent_id or event.client_order_id
+        if order_id in self._acked:
+            return
+        self._acked[order_id] = None
+        if len(self._acked) > _ACKED_KEPT:
+            del self._acked[next(iter(self._acked))]
+        self.signal_latency.observe(max(0, event.ts_ns - self._last_bars_ns) / 1e9)
 
     def observe_processing_time(self, seconds: float) -> None:
         self.processing_time.observe(seconds)

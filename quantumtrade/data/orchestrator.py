@@ -173,6 +173,8 @@ class Orchestrator:
         self._workers: list[asyncio.Task[None]] = []
         self._stale: set[str] = set()
         self.fetches = 0
+        self.source_calls = 0
+        """Calls to a source (bar batches and tickers); ``failures`` counts the failed ones."""
         self.bars_stored = 0
         self.failures = 0
         self.timeouts = 0
@@ -370,6 +372,7 @@ class Orchestrator:
             return
         t0 = time.perf_counter()
         self.fetches += len(active)
+        self.source_calls += 1
         until_ms = now_ns // 1_000_000
         try:
             async with asyncio.timeout(self._timeout_s):
@@ -615,6 +618,7 @@ class Orchestrator:
             breaker = self._breakers[source_name]
             if not hasattr(source, "fetch_tickers") or not breaker.allow():
                 continue
+            self.source_calls += 1
             try:
                 async with asyncio.timeout(self._timeout_s):
                     tickers = await source.fetch_tickers(symbols)
@@ -704,6 +708,7 @@ class Orchestrator:
                 for name, b in self._breakers.items()
             },
             "fetches": self.fetches,
+            "source_calls": self.source_calls,
             "bars_stored": self.bars_stored,
             "failures": self.failures,
             "timeouts": self.timeouts,

@@ -201,6 +201,7 @@ async def test_a_malformed_answer_is_a_source_failure_and_the_worker_goes_on() -
         await rig.tick()
         m = rig.orch.metrics()
         assert m["failures"] == 2 and m["crashes"] == 0
+        assert m["source_calls"] >= 2  # the failed calls are attempts too (error-rate alert)
         assert sorted(e.symbol for e in rig.of(SourceFailed)) == ["AUSDT", "BUSDT"]
         assert rig.orch.stale_symbols == ["AUSDT", "BUSDT"]
         feed.return_none = False
@@ -222,6 +223,7 @@ async def test_failing_source_opens_its_breaker_then_recovers_half_open() -> Non
         assert changes == [("feed", BreakerState.CLOSED, BreakerState.OPEN)]
         m = rig.orch.metrics()
         assert m["skipped_open"] == 2 and m["failures"] == 3
+        assert m["source_calls"] == len(feed.calls)  # calls skipped while open are no attempts
         assert m["breakers"]["feed"]["state"] == "OPEN"
         assert rig.orch.stale_symbols == symbols
         assert rig.orch.health()["status"] == "degraded"
