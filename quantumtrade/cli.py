@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import importlib.metadata
 import os
 import signal
 import socket
@@ -44,6 +45,11 @@ def _config_path(given: str | None) -> Path | None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="quantumtrade", description="QuantumTrade crypto trading daemon"
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {importlib.metadata.version('quantumtrade')}",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run the daemon until SIGTERM/SIGINT")
