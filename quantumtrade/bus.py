@@ -10,7 +10,10 @@ Delivery rules (DESIGN.md, "Events and the bus"):
   room and waits (backpressure) when it is full; a waiting publisher keeps its place in line.
   A coroutine handler that raises is retried with exponential backoff, then dead-lettered.
 * Dead letters are published as ``DeadLettered`` events (so the event log keeps them), counted,
-  and the newest ``dead_letter_size`` are kept in memory for the admin API.
+  and the newest ``dead_letter_size`` are kept in memory for the admin API, each with a stable
+  id, the event and the handler that failed: ``retry_dead_letter(id)`` re-delivers the event to
+  that handler alone (once, out of publish order), drops the letter on success and keeps it with
+  one more attempt on failure.
 * Every published event is handed to the recorder (the event log) right after it is stamped,
   before any handler runs; a full recorder makes publishers wait. Nothing is dropped.
 """
@@ -20,9 +23,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
+import json
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import msgspec
@@ -30,7 +35,7 @@ import structlog
 
 from quantumtrade.clock import Clock
 from quantumtrade.errors import BusClosed
-from quantumtrade.events import DeadLettered, Event
+from quantumtrade.events import DeadLettered, Event, encode
 
 log = structlog.get_logger("quantumtrade.bus")
 
@@ -79,6 +84,20 @@ class _HandlerStats:
         self.calls_timed = 0
         self.time_ns = 0
         self.failures = 0
+
+
+@dataclass(slots=True)
+class _PendingLetter:
+    """A dead letter kept for retry: the event and the one handler that failed on it."""
+
+    id: int
+    event: Event
+    handler: Callable[[Any], Any]
+    name: str
+    stats: _HandlerStats
+    error: str
+    attempts: int
+    ts_ns: int
 
 
 class _Route:
@@ -251,6 +270,11 @@ class EventBus:
         self._closed = False
         self.dead_letters: deque[DeadLettered] = deque(maxlen=self.config.dead_letter_size)
         self.dead_letter_count = 0
+        # Letters that can be retried, by id (ids count up from 1 and are never reused); at
+        # most dead_letter_size, the oldest dropped first (they stay counted and logged).
+        self._pending: dict[int, _PendingLetter] = {}
+        self._letter_ids = itertools.count(1)
+        self.dead_letter_retries = {"ok": 0, "failed": 0}
 
     # --- wiring -------------------------------------------------------------------------
 
@@ -358,7 +382,7 @@ class EventBus:
         """
         if line is not None:
             await self._wait_in_line(*line)
-        letters: list[tuple[str, Exception]] = []
+        letters: list[tuple[InlineHandler, _HandlerStats, Exception]] = []
         for i in range(first_inline, len(route.inline)):
             handler = route.inline[i]
             try:
@@ -367,16 +391,17 @@ class EventBus:
                     raise failed
                 handler(event)
             except Exception as exc:
-                failure = self._retry_inline(handler, route.inline_stats[i], event, exc)
+                stats = route.inline_stats[i]
+                failure = self._retry_inline(handler, stats, event, exc)
                 if failure is not None:
-                    letters.append(failure)
+                    letters.append((handler, stats, failure))
         mailboxes = route.mailboxes
         start = mailboxes.index(first_mailbox) if first_mailbox is not None else 0
         for mailbox in mailboxes[start:]:
             if not mailbox.offer(event):
                 await mailbox.put(event)
-        for name, error in letters:
-            await self._dead_letter(name, event, error)
+        for failed_handler, stats, error in letters:
+            await self._dead_letter(failed_handler, stats, event, error)
 
     def _join_line(
         self, wait_room: bool
@@ -437,9 +462,8 @@ class EventBus:
 
     def _retry_inline(
         self, handler: InlineHandler, stats: _HandlerStats, event: Event, exc: Exception
-    ) -> tuple[str, Exception] | None:
-        """Retry a failed inline handler at once; the (name, error) to dead-letter, or None."""
-        name = handler_name(handler)
+    ) -> Exception | None:
+        """Retry a failed inline handler at once; the last error to dead-letter, or None."""
         stats.failures += 1
         for _ in range(1, self.config.max_attempts):
             try:
@@ -448,7 +472,7 @@ class EventBus:
             except Exception as again:
                 exc = again
                 stats.failures += 1
-        return name, exc
+        return exc
 
     async def _retry_async(self, mailbox: _Mailbox, event: Event, exc: Exception) -> None:
         delay = self.config.retry_backoff_ms / 1000.0
@@ -463,13 +487,22 @@ class EventBus:
             except Exception as again:
                 exc = again
                 mailbox.stats.failures += 1
-        await self._dead_letter(mailbox.name, event, exc)
+        await self._dead_letter(mailbox.handler, mailbox.stats, event, exc)
 
-    async def _dead_letter(self, handler: str, event: Event, exc: Exception) -> None:
+    async def _dead_letter(
+        self,
+        failed: Callable[[Any], Any],
+        stats: _HandlerStats,
+        event: Event,
+        exc: Exception,
+    ) -> None:
         self.dead_letter_count += 1
+        handler = handler_name(failed)
         error = f"{type(exc).__name__}: {exc}"
+        letter_id = next(self._letter_ids)
         log.error(
             "handler_failed_dead_lettered",
+            letter_id=letter_id,
             handler=handler,
             event_type=type(event).__name__,
             seq=event.seq,
@@ -485,9 +518,98 @@ class EventBus:
             attempts=self.config.max_attempts,
         )
         self.dead_letters.append(letter)
+        self._keep_pending(
+            _PendingLetter(
+                id=letter_id,
+                event=event,
+                handler=failed,
+                name=handler,
+                stats=stats,
+                error=letter.error,
+                attempts=letter.attempts,
+                ts_ns=letter.ts_ns,
+            )
+        )
         if isinstance(event, DeadLettered) or self._closed:
             return  # a failing dead-letter handler must not loop; the log line above keeps it
         await self.publish(letter)
+
+    def _keep_pending(self, letter: _PendingLetter) -> None:
+        pending = self._pending
+        pending[letter.id] = letter
+        while len(pending) > self.config.dead_letter_size:
+            del pending[min(pending)]
+
+    def dead_letter_list(self) -> list[dict[str, Any]]:
+        """The dead letters kept for retry, oldest first, as JSON-ready dicts."""
+        return [self._describe(self._pending[i]) for i in sorted(self._pending)]
+
+    @staticmethod
+    def _describe(letter: _PendingLetter) -> dict[str, Any]:
+        return {
+            "id": letter.id,
+            "event_type": type(letter.event).__name__,
+            "event": json.loads(encode(letter.event)),
+            "handler": letter.name,
+            "error": letter.error,
+            "attempts": letter.attempts,
+            "ts_ns": letter.ts_ns,
+        }
+
+    async def retry_dead_letter(self, letter_id: int) -> dict[str, Any]:
+        """Deliver dead letter ``letter_id`` once more to the handler that failed on it.
+
+        Returns ``{"id", "outcome": "ok"|"failed", "attempts", "error"}``; on success the letter
+        is dropped, on failure it stays with one more attempt and the new error. Raises
+        ``KeyError`` for an id not kept (never assigned, dropped, retried already, or being
+        retried right now: the letter is taken out while its handler runs).
+        """
+        letter = self._pending.pop(letter_id)
+        try:
+            result = letter.handler(letter.event)
+            if inspect.isawaitable(result):
+                await result
+        except asyncio.CancelledError:
+            self._keep_pending(letter)
+            raise
+        except Exception as exc:
+            letter.stats.failures += 1
+            letter.attempts += 1
+            letter.error = f"{type(exc).__name__}: {exc}"[:500]
+            self._keep_pending(letter)
+            self.dead_letter_retries["failed"] += 1
+            log.warning(
+                "dead_letter_retry_failed",
+                letter_id=letter.id,
+                handler=letter.name,
+                event_type=type(letter.event).__name__,
+                seq=letter.event.seq,
+                error=letter.error,
+                attempts=letter.attempts,
+            )
+            return {
+                "id": letter.id,
+                "outcome": "failed",
+                "attempts": letter.attempts,
+                "error": letter.error,
+            }
+        self.dead_letter_retries["ok"] += 1
+        log.info(
+            "dead_letter_retried",
+            letter_id=letter.id,
+            handler=letter.name,
+            event_type=type(letter.event).__name__,
+            seq=letter.event.seq,
+        )
+        return {"id": letter.id, "outcome": "ok", "attempts": letter.attempts + 1, "error": None}
+
+    async def retry_dead_letters(self) -> list[dict[str, Any]]:
+        """Retry every dead letter kept now, oldest first (see ``retry_dead_letter``)."""
+        results = []
+        for letter_id in sorted(self._pending):
+            if letter_id in self._pending:  # a concurrent retry may have taken it
+                results.append(await self.retry_dead_letter(letter_id))
+        return results
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -530,7 +652,8 @@ class EventBus:
         return {f"{mb.event_type.__name__}:{mb.name}": len(mb) for mb in self._mailboxes}
 
     def handler_stats(self) -> dict[str, dict[str, float]]:
-        """Per handler: sampled mean handler time (µs), calls timed, failures."""
+        """Per handler: sampled mean handler time (µs), calls timed and their total time (s),
+        failures (every failed attempt, retries included; not sampled)."""
         out: dict[str, dict[str, float]] = {}
         all_stats = list(self._inline_stats.items()) + [
             (f"{mb.event_type.__name__}:{mb.name}", mb.stats) for mb in self._mailboxes
@@ -539,6 +662,7 @@ class EventBus:
             out[name] = {
                 "mean_us": (s.time_ns / s.calls_timed / 1000.0) if s.calls_timed else 0.0,
                 "calls_timed": float(s.calls_timed),
+                "seconds_timed": s.time_ns / 1e9,
                 "failures": float(s.failures),
             }
         return out
