@@ -132,6 +132,7 @@ class Daemon:
             regime=self.regime, cache_stats=self.caches.stats,
             cached_book=self.caches.cached_book, tracker=self.tracker,
             reconciler=self.reconciler, anomaly=core.anomaly, strategy=self.strategy_status,
+            dead_letters=self.bus,
         )  # fmt: skip
 
     @classmethod
@@ -212,6 +213,8 @@ class Daemon:
             bus_counts=self.bus.counts,
             bus_queue_depths=self.bus.queue_depths,
             dead_letters=lambda: self.bus.dead_letter_count,
+            dead_letter_retries=lambda: self.bus.dead_letter_retries,
+            handler_stats=self.bus.handler_stats,
             breakers=breakers,
             rejects=lambda: dict(self.orchestrator.rejects),
             stale_symbols=lambda: len(self.orchestrator.stale_symbols),

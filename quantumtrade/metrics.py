@@ -52,6 +52,8 @@ class Snapshot:
         anomalies: Callable[[], Mapping[str, Mapping[str, int]]] = lambda: {},
         adapt_runs: Callable[[], Mapping[str, int]] = lambda: {},
         calls: Callable[[], Mapping[str, Mapping[str, int]]] = lambda: {},
+        dead_letter_retries: Callable[[], Mapping[str, int]] = lambda: {},
+        handler_stats: Callable[[], Mapping[str, Mapping[str, float]]] = lambda: {},
     ) -> None:
         self.health = health
         self.bus_counts = bus_counts
@@ -73,6 +75,10 @@ class Snapshot:
         self.calls = calls
         """{component: {"attempts": n, "errors": m}} of outbound calls (``data``: source
         fetches, ``venue``: order submissions), for the error-rate alert."""
+        self.dead_letter_retries = dead_letter_retries
+        """{outcome: n} of dead-letter retries (``ok``, ``failed``)."""
+        self.handler_stats = handler_stats
+        """``EventBus.handler_stats()``: per handler, calls_timed, seconds_timed, failures."""
 
 
 class _SnapshotCollector(Collector):
@@ -104,6 +110,40 @@ class _SnapshotCollector(Collector):
         dead = CounterMetricFamily(f"{NS}_event_bus_dead_letters", "Events dead-lettered")
         dead.add_metric([], s.dead_letters())
         yield dead
+
+        retries = CounterMetricFamily(
+            f"{NS}_event_bus_dead_letter_retries",
+            "Dead letters retried through the admin API, by outcome (ok, failed)",
+            labels=["outcome"],
+        )
+        retried = s.dead_letter_retries()
+        for outcome in ("ok", "failed"):
+            retries.add_metric([outcome], float(retried.get(outcome, 0)))
+        yield retries
+
+        timed_calls = CounterMetricFamily(
+            f"{NS}_event_bus_handler_timed_calls",
+            "Handler calls timed, by handler (EventType:handler); sampled: one call in 64",
+            labels=["handler"],
+        )
+        timed_seconds = CounterMetricFamily(
+            f"{NS}_event_bus_handler_timed_seconds",
+            "Seconds spent in the timed handler calls (sampled: one call in 64; divide by "
+            "timed_calls for the mean)",
+            labels=["handler"],
+        )
+        failures = CounterMetricFamily(
+            f"{NS}_event_bus_handler_errors",
+            "Handler attempts that raised, by handler (every attempt and retry; not sampled)",
+            labels=["handler"],
+        )
+        for name, stats in sorted(s.handler_stats().items()):
+            timed_calls.add_metric([name], float(stats.get("calls_timed", 0)))
+            timed_seconds.add_metric([name], float(stats.get("seconds_timed", 0)))
+            failures.add_metric([name], float(stats.get("failures", 0)))
+        yield timed_calls
+        yield timed_seconds
+        yield failures
 
         breaker = GaugeMetricFamily(
             f"{NS}_circuit_breaker_state",

@@ -17,9 +17,10 @@ import hmac
 import json
 import math
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import structlog
@@ -57,6 +58,17 @@ MAX_QUANTITY = 1e12
 MAX_PRICE = 1e12
 _INT_DIGITS = 18  # longer integer literals are read as floats (no 4,300-digit int parse)
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,36}")
+
+
+class DeadLetters(Protocol):
+    """The bus's dead letters kept for retry (``EventBus`` meets it)."""
+
+    def dead_letter_list(self) -> list[dict[str, Any]]: ...
+
+    async def retry_dead_letter(self, letter_id: int) -> dict[str, Any]:
+        """Retry one letter; ``KeyError`` for an id not kept."""
+
+    async def retry_dead_letters(self) -> list[dict[str, Any]]: ...
 
 
 class ApiError(Exception):
@@ -173,6 +185,7 @@ class AdminServer:
         reconciler: Reconciler | None = None,
         anomaly: AnomalyDetector | None = None,
         strategy: Callable[[], dict[str, Any]] | None = None,
+        dead_letters: DeadLetters | None = None,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
     ) -> None:
         self.host = host
@@ -192,6 +205,7 @@ class AdminServer:
         self._regime = regime
         self._anomaly = anomaly
         self._strategy = strategy
+        self._dead_letters = dead_letters
         self.order_timeout_s = order_timeout_s
         self.idle_timeout_s = idle_timeout_s
         self._runner: web.AppRunner | None = None
@@ -217,6 +231,8 @@ class AdminServer:
         app.router.add_get("/api/trading/positions", self.get_positions)
         app.router.add_get("/api/trading/risk", self.get_risk)
         app.router.add_post("/api/trading/risk/state", self.post_risk_state)
+        app.router.add_get("/api/trading/dead-letters", self.get_dead_letters)
+        app.router.add_post("/api/trading/dead-letters", self.post_dead_letters)
         return app
 
     async def start(self) -> None:
@@ -595,6 +611,55 @@ class AdminServer:
         changed = await self._risk.set_state(state, f"admin: {reason.strip()}")
         return _json({"state": str(self._risk.state), "changed": changed})
 
+    def _letters(self) -> DeadLetters:
+        if self._dead_letters is None:
+            raise ApiError(404, "no event bus dead letters in this process")
+        return self._dead_letters
+
+    async def get_dead_letters(self, request: web.Request) -> web.Response:
+        """Dead letters kept for retry, oldest first: id, event, handler, error, attempts."""
+        letters = self._letters().dead_letter_list()
+        for letter in letters:
+            letter["time"] = _iso_time(letter["ts_ns"])
+        return _json({"dead_letters": letters, "count": len(letters)})
+
+    async def post_dead_letters(self, request: web.Request) -> web.Response:
+        """Retry one dead letter ({"id": n}) or every one ({"all": true}) on the handler that
+        failed; each result says ok (dropped) or failed (kept, attempts + 1)."""
+        self._authorize(request)
+        letters = self._letters()
+        body = await self._body(request)
+        letter_id, retry_all = body.get("id"), body.get("all")
+        if retry_all is not None and not isinstance(retry_all, bool):
+            raise ApiError(400, "'all' must be true or false")
+        if (letter_id is None) == (retry_all is not True):
+            raise ApiError(400, "give exactly one of 'id' (a dead letter's id) or 'all': true")
+        if retry_all:
+            results = await letters.retry_dead_letters()
+        else:
+            if isinstance(letter_id, bool) or not isinstance(letter_id, int) or letter_id < 1:
+                raise ApiError(400, "'id' must be a positive integer")
+            try:
+                results = [await letters.retry_dead_letter(letter_id)]
+            except KeyError:
+                raise ApiError(404, f"no dead letter with id {letter_id}") from None
+        outcomes = [r["outcome"] for r in results]
+        return _json(
+            {
+                "results": results,
+                "ok": outcomes.count("ok"),
+                "failed": outcomes.count("failed"),
+                "remaining": len(letters.dead_letter_list()),
+            }
+        )
+
+
+def _iso_time(ts_ns: int) -> str:
+    """UTC ISO 8601 time of a nanosecond timestamp, to the millisecond."""
+    seconds, ns = divmod(ts_ns, 1_000_000_000)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{stamp}.{ns // 1_000_000:03d}Z"
+
 
 def _error(description: str) -> dict[str, Any]:
     return {
@@ -625,6 +690,31 @@ _BODY_ERRORS = _POST_ERRORS | {
 }
 _SYMBOLS = {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 1000}
 _POSITIVE = {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 1e12}
+_DEAD_LETTER = {
+    "type": "object",
+    "required": ["id", "event_type", "event", "handler", "error", "attempts", "ts_ns", "time"],
+    "properties": {
+        "id": {"type": "integer", "description": "stable: assigned when dead-lettered"},
+        "event_type": {"type": "string"},
+        "event": {"type": "object", "description": "the event as the event log encodes it"},
+        "handler": {"type": "string", "description": "the one handler that failed on it"},
+        "error": {"type": "string", "description": "the last attempt's error"},
+        "attempts": {"type": "integer", "description": "deliveries and retries tried so far"},
+        "ts_ns": {"type": "integer", "description": "when it was dead-lettered (daemon clock)"},
+        "time": {"type": "string", "description": "ts_ns as UTC ISO 8601"},
+    },
+}
+_RETRY_RESULT = {
+    "type": "object",
+    "required": ["id", "outcome", "attempts", "error"],
+    "properties": {
+        "id": {"type": "integer"},
+        "outcome": {"type": "string", "enum": ["ok", "failed"]},
+        "attempts": {"type": "integer"},
+        "error": {"type": "string", "nullable": True},
+    },
+}
+_NO_BUS = "No event bus in this process"
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
@@ -838,6 +928,68 @@ OPENAPI: dict[str, Any] = {
                 ),
                 "responses": {"200": _OK, **_BODY_ERRORS},
             }
+        },
+        "/api/trading/dead-letters": {
+            "get": {
+                "summary": "Dead letters kept for retry (the newest [bus] dead_letter_size)",
+                "responses": {
+                    "200": {
+                        "description": "Oldest first",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["dead_letters", "count"],
+                                    "properties": {
+                                        "dead_letters": {"type": "array", "items": _DEAD_LETTER},
+                                        "count": {"type": "integer"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "404": _error(_NO_BUS),
+                },
+            },
+            "post": {
+                "summary": "Retry one dead letter, or all, on the handler that failed (once each)",
+                "description": (
+                    "A letter retried with success is dropped; one that fails again is kept "
+                    "with attempts + 1 and the new error."
+                ),
+                "security": [{"bearer": []}],
+                "requestBody": _json_body(
+                    {
+                        "type": "object",
+                        "description": "exactly one of id or all: true",
+                        "properties": {
+                            "id": {"type": "integer", "minimum": 1},
+                            "all": {"type": "boolean"},
+                        },
+                    }
+                ),
+                "responses": {
+                    "200": {
+                        "description": "Retried (each result ok or failed)",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["results", "ok", "failed", "remaining"],
+                                    "properties": {
+                                        "results": {"type": "array", "items": _RETRY_RESULT},
+                                        "ok": {"type": "integer"},
+                                        "failed": {"type": "integer"},
+                                        "remaining": {"type": "integer"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    **_BODY_ERRORS,
+                    "404": _error(f"No dead letter with that id, or: {_NO_BUS.lower()}"),
+                },
+            },
         },
     },
 }
