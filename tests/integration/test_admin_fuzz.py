@@ -316,7 +316,7 @@ def test_admin_api_fuzzed_never_5xx_always_json_and_the_daemon_keeps_trading(
         # Every operation was tried with its own method, and some POSTs got past the checks.
         tried = {(p, m) for p, m in OPERATIONS if (m.upper(), p) in seen}
         assert tried == set(OPERATIONS), set(OPERATIONS) - tried
-        assert 200 in seen[("POST", "/api/trading/order-router")], seen
+        assert any(200 in got for (m, _), got in seen.items() if m == "POST"), seen
 
         # Undo what the fuzzing may have done on purpose (halted, stopped flows), then trade.
         symbols = daemon.read(lambda d: sorted(d.state.symbols))
@@ -329,6 +329,19 @@ def test_admin_api_fuzzed_never_5xx_always_json_and_the_daemon_keeps_trading(
                 port, "POST", path, body=json.dumps(payload).encode(), headers=auth_json
             )
             assert status == 200, body
+        # A well-formed order still goes through after the fuzzing (whether the fuzzer's own
+        # valid orders reached a 200 depends on the draw and the state it left).
+        order = {
+            "action": "route",
+            "orderRequest": {
+                "symbol": symbols[0], "side": "BUY", "quantity": 0.01, "orderType": "MARKET",
+            },
+        }  # fmt: skip
+        status, _, body = request(
+            port, "POST", "/api/trading/order-router", body=json.dumps(order).encode(),
+            headers=auth_json,
+        )  # fmt: skip
+        assert status in (200, 202), body
         ticks = daemon.read(lambda d: d.ticks)
         fills = len(daemon.fills)
         daemon.steps(120)
