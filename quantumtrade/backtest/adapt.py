@@ -11,8 +11,6 @@ PBO and deflated Sharpe ratio (``optimize._overfitting``).
 
 from __future__ import annotations
 
-import base64
-import math
 import multiprocessing
 import os
 import time
@@ -23,8 +21,10 @@ from quantumtrade.backtest.optimize import (
     Search,
     Span,
     _overfitting,
-    _score,
     evaluate,
+    objective_value,
+    tell_failure,
+    tell_outcome,
 )
 from quantumtrade.backtest.space import load_space, suggest, with_values
 from quantumtrade.config import AppConfig
@@ -83,16 +83,9 @@ def search_recent(cfg: AppConfig, request: AdaptRequest) -> SearchResult:
         try:
             outcome = evaluate(cfg, candles, Job(train, with_values(strategy, values), True))
         except Exception as exc:  # one bad trial is recorded and the search goes on
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
-            study.tell(trial, state=TrialState.FAIL)
+            tell_failure(study, trial, exc)
             continue
-        trial.set_user_attr("metrics", outcome.metrics)
-        trial.set_user_attr("returns", base64.b64encode(outcome.returns).decode())
-        score = _score(outcome, search)
-        if score is None:
-            study.tell(trial, state=TrialState.PRUNED)
-        else:
-            study.tell(trial, score)
+        tell_outcome(study, trial, outcome, search)
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     scored = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     now = evaluate(cfg, candles, Job(test, strategy, returns=False))
@@ -107,8 +100,8 @@ def search_recent(cfg: AppConfig, request: AdaptRequest) -> SearchResult:
     return SearchResult(
         current=current,
         best=best,
-        tuned_score=_objective(tuned.metrics, search.objective) if tuned else None,
-        current_score=_objective(now.metrics, search.objective),
+        tuned_score=objective_value(tuned.metrics, search.objective) if tuned else None,
+        current_score=objective_value(now.metrics, search.objective),
         tuned_trades=int(tuned.metrics.get("trades") or 0) if tuned else 0,
         current_trades=int(now.metrics.get("trades") or 0),
         trials=len(finished),
@@ -121,8 +114,3 @@ def search_recent(cfg: AppConfig, request: AdaptRequest) -> SearchResult:
         elapsed_s=time.perf_counter() - t0,
         pid=os.getpid(),
     )
-
-
-def _objective(metrics: dict[str, float | int | None], name: str) -> float | None:
-    value = metrics.get(name)
-    return float(value) if value is not None and math.isfinite(float(value)) else None

@@ -313,12 +313,40 @@ def study_name(search: Search, window: Window, candles: Candles) -> str:
     return f"{search.strategy.name}|{search.objective}|{train['from']}..{train['to']}|{search.key}"
 
 
+def objective_value(metrics: Mapping[str, float | int | None], name: str) -> float | None:
+    """``metrics[name]`` as a float; None where it is missing or not finite."""
+    value = metrics.get(name)
+    return float(value) if value is not None and math.isfinite(float(value)) else None
+
+
 def _score(outcome: Outcome, search: Search) -> float | None:
-    trades = int(outcome.metrics.get("trades") or 0)
-    value = outcome.metrics.get(search.objective)
-    if trades < search.min_trades or value is None or not math.isfinite(float(value)):
+    """The trial's objective; None (pruned) under ``min_trades`` or where it is undefined."""
+    if int(outcome.metrics.get("trades") or 0) < search.min_trades:
         return None
-    return float(value)
+    return objective_value(outcome.metrics, search.objective)
+
+
+def tell_outcome(study: Any, trial: Any, outcome: Outcome, search: Search) -> None:
+    """Record a finished trial (its metrics, and the per-bar returns PBO and DSR read), scored
+    by the objective or pruned."""
+    from optuna.trial import TrialState
+
+    trial.set_user_attr("metrics", outcome.metrics)
+    trial.set_user_attr("returns", base64.b64encode(outcome.returns).decode())
+    trial.set_user_attr("elapsed_s", outcome.elapsed_s)
+    score = _score(outcome, search)
+    if score is None:
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        study.tell(trial, score)
+
+
+def tell_failure(study: Any, trial: Any, exc: Exception) -> None:
+    """Record a trial whose backtest raised (the search goes on)."""
+    from optuna.trial import TrialState
+
+    trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+    study.tell(trial, state=TrialState.FAIL)
 
 
 def _run_study(search: Search, window: Window, candles: Candles, pool: Pool, label: str) -> Any:
@@ -355,19 +383,11 @@ def _run_study(search: Search, window: Window, candles: Candles, pool: Pool, lab
                     outcome = future.result()
                 except Exception as exc:  # one bad trial is recorded and the search goes on
                     failures += 1
-                    trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
-                    study.tell(trial, state=TrialState.FAIL)
+                    tell_failure(study, trial, exc)
                     if failures > search.trials:
                         raise TrialsFailed(f"{failures} trials failed; the last: {exc}") from exc
                     continue
-                trial.set_user_attr("metrics", outcome.metrics)
-                trial.set_user_attr("returns", base64.b64encode(outcome.returns).decode())
-                trial.set_user_attr("elapsed_s", outcome.elapsed_s)
-                score = _score(outcome, search)
-                if score is None:
-                    study.tell(trial, state=TrialState.PRUNED)
-                else:
-                    study.tell(trial, score)
+                tell_outcome(study, trial, outcome, search)
                 done += 1
                 progress(1)
     return study
