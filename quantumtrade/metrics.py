@@ -81,6 +81,20 @@ class Snapshot:
         """``EventBus.handler_stats()``: per handler, calls_timed, seconds_timed, failures."""
 
 
+def _by_label(
+    family: type[CounterMetricFamily] | type[GaugeMetricFamily],
+    name: str,
+    documentation: str,
+    label: str,
+    values: Mapping[str, float | int],
+) -> CounterMetricFamily | GaugeMetricFamily:
+    """A family with one sample per key of ``values`` (in key order), labelled ``label``."""
+    metric = family(name, documentation, labels=[label])
+    for key, value in sorted(values.items()):
+        metric.add_metric([key], float(value))
+    return metric
+
+
 class _SnapshotCollector(Collector):
     def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
@@ -93,33 +107,33 @@ class _SnapshotCollector(Collector):
         health.add_metric([], s.health())
         yield health
 
-        events = CounterMetricFamily(
-            f"{NS}_event_bus_events", "Events published on the bus", labels=["type"]
+        yield _by_label(
+            CounterMetricFamily,
+            f"{NS}_event_bus_events",
+            "Events published on the bus",
+            "type",
+            s.bus_counts(),
         )
-        for event_type, n in sorted(s.bus_counts().items()):
-            events.add_metric([event_type], n)
-        yield events
-
-        depth = GaugeMetricFamily(
-            f"{NS}_event_bus_queue_depth", "Events waiting per subscriber", labels=["subscriber"]
+        yield _by_label(
+            GaugeMetricFamily,
+            f"{NS}_event_bus_queue_depth",
+            "Events waiting per subscriber",
+            "subscriber",
+            s.bus_queue_depths(),
         )
-        for name, n in sorted(s.bus_queue_depths().items()):
-            depth.add_metric([name], n)
-        yield depth
 
         dead = CounterMetricFamily(f"{NS}_event_bus_dead_letters", "Events dead-lettered")
         dead.add_metric([], s.dead_letters())
         yield dead
 
-        retries = CounterMetricFamily(
+        retried = s.dead_letter_retries()
+        yield _by_label(
+            CounterMetricFamily,
             f"{NS}_event_bus_dead_letter_retries",
             "Dead letters retried through the admin API, by outcome (ok, failed)",
-            labels=["outcome"],
+            "outcome",
+            {outcome: retried.get(outcome, 0) for outcome in ("ok", "failed")},
         )
-        retried = s.dead_letter_retries()
-        for outcome in ("ok", "failed"):
-            retries.add_metric([outcome], float(retried.get(outcome, 0)))
-        yield retries
 
         timed_calls = CounterMetricFamily(
             f"{NS}_event_bus_handler_timed_calls",
@@ -154,12 +168,13 @@ class _SnapshotCollector(Collector):
             breaker.add_metric([name], BREAKER_VALUE.get(BreakerState(state), 2.0))
         yield breaker
 
-        rejects = CounterMetricFamily(
-            f"{NS}_data_rejected", "Market data records rejected", labels=["reason"]
+        yield _by_label(
+            CounterMetricFamily,
+            f"{NS}_data_rejected",
+            "Market data records rejected",
+            "reason",
+            s.rejects(),
         )
-        for reason, n in sorted(s.rejects().items()):
-            rejects.add_metric([reason], n)
-        yield rejects
 
         stale = GaugeMetricFamily(f"{NS}_stale_symbols", "Symbols whose data is stale")
         stale.add_metric([], s.stale_symbols())
@@ -171,10 +186,9 @@ class _SnapshotCollector(Collector):
         risk.add_metric([], RISK_VALUE.get(TradingState(s.risk_state()), 2.0))
         yield risk
 
-        pnl = GaugeMetricFamily(f"{NS}_pnl", "Portfolio PnL in quote currency", labels=["kind"])
-        for kind, value in sorted(s.pnl().items()):
-            pnl.add_metric([kind], value)
-        yield pnl
+        yield _by_label(
+            GaugeMetricFamily, f"{NS}_pnl", "Portfolio PnL in quote currency", "kind", s.pnl()
+        )
 
         log = s.eventlog()
         written = CounterMetricFamily(f"{NS}_eventlog_written", "Events written to the log")
@@ -219,35 +233,36 @@ class _SnapshotCollector(Collector):
         )
         confidence.add_metric([str(regime.get("regime"))], float(regime.get("confidence", 0.0)))
         yield confidence
-        per_regime = GaugeMetricFamily(
-            f"{NS}_regime_symbols", "Symbols currently in each regime", labels=["regime"]
+        yield _by_label(
+            GaugeMetricFamily,
+            f"{NS}_regime_symbols",
+            "Symbols currently in each regime",
+            "regime",
+            regime.get("symbols", {}),
         )
-        for name, n in sorted(regime.get("symbols", {}).items()):
-            per_regime.add_metric([name], float(n))
-        yield per_regime
 
         anomalies = s.anomalies()
-        detected = CounterMetricFamily(
-            f"{NS}_anomalies", "Anomalies detected (AnomalyDetected) by kind", labels=["kind"]
+        yield _by_label(
+            CounterMetricFamily,
+            f"{NS}_anomalies",
+            "Anomalies detected (AnomalyDetected) by kind",
+            "kind",
+            anomalies.get("detected", {}),
         )
-        for kind, n in sorted(anomalies.get("detected", {}).items()):
-            detected.add_metric([kind], float(n))
-        yield detected
-        active = GaugeMetricFamily(
-            f"{NS}_anomalies_active", "Anomalies active now by kind", labels=["kind"]
+        yield _by_label(
+            GaugeMetricFamily,
+            f"{NS}_anomalies_active",
+            "Anomalies active now by kind",
+            "kind",
+            anomalies.get("active", {}),
         )
-        for kind, n in sorted(anomalies.get("active", {}).items()):
-            active.add_metric([kind], float(n))
-        yield active
-
-        adapt = CounterMetricFamily(
+        yield _by_label(
+            CounterMetricFamily,
             f"{NS}_adapt_runs",
             "Re-tuning runs of [adapt] by outcome (applied, kept, failed)",
-            labels=["outcome"],
+            "outcome",
+            s.adapt_runs(),
         )
-        for outcome, n in sorted(s.adapt_runs().items()):
-            adapt.add_metric([outcome], float(n))
-        yield adapt
 
         attempts = CounterMetricFamily(
             f"{NS}_attempts",
