@@ -31,6 +31,7 @@ from quantumtrade.bus import BusConfig
 from quantumtrade.credentials import Credentials as Credentials  # re-exported (older importers)
 from quantumtrade.credentials import Secrets
 from quantumtrade.data.ccxt_source import CcxtSourceConfig
+from quantumtrade.data.market_state import peak_bytes
 from quantumtrade.data.orchestrator import OrchestratorConfig
 from quantumtrade.data.replay_source import (
     ReplayConfig,
@@ -197,12 +198,6 @@ _HOSTNAME = re.compile(
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-def market_state_bytes(symbols: int, capacity: int) -> int:
-    """MarketState's arrays for ``symbols`` x ``capacity``: 6 float64/int64 columns over
-    ``capacity`` + 1/8 slack, rows allocated ahead by doubling (see data/market_state.py)."""
-    return 2 * symbols * (capacity + capacity // 8) * 6 * 8
-
-
 def _physical_memory() -> int | None:
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -214,7 +209,7 @@ def _check_size(data: DataConfig) -> list[tuple[str, str]]:
     count = len(data.symbols) if isinstance(data.symbols, list) else data.symbols
     if count > MAX_SYMBOLS:
         return [("data.symbols", f"{count:,} symbols is more than {MAX_SYMBOLS:,}")]
-    need = market_state_bytes(count, data.capacity)
+    need = peak_bytes(count, data.capacity)
     memory = _physical_memory()
     limit = min(MAX_MARKET_STATE_BYTES, memory // 2) if memory else MAX_MARKET_STATE_BYTES
     if need > limit:

@@ -250,6 +250,13 @@ def default_slack(capacity: int) -> int:
     return max(capacity // 8, 16)
 
 
+def peak_bytes(symbols: int, capacity: int) -> int:
+    """The most a MarketState of ``symbols`` x ``capacity`` holds at once: 6 float64/int64
+    columns over ``capacity`` + the default slack, and while rows grow (by doubling) the old
+    arrays beside the new ones, so up to twice the rows."""
+    return 2 * symbols * (capacity + default_slack(capacity)) * 6 * 8
+
+
 @dataclass(frozen=True, slots=True)
 class Columns:
     """Read-only (symbols, window) arrays, oldest bar first, newest bar in the last column.
