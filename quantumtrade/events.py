@@ -142,10 +142,12 @@ class SymbolRows:
     ``BarsUpdated`` batches. The last answer of ``rows`` is kept: heartbeats over the same
     symbols ask for the same tuple, so a step over thousands of symbols costs a comparison."""
 
-    __slots__ = ("_last", "_row")
+    __slots__ = ("_last", "_row", "names")
 
     def __init__(self) -> None:
         self._row: dict[str, int] = {}
+        self.names: list[str] = []
+        """The symbol of each row (read-only for callers)."""
         self._last: tuple[tuple[str, ...], NDArray[np.int64]] = ((), np.zeros(0, np.int64))
 
     def __len__(self) -> int:
@@ -163,6 +165,7 @@ class SymbolRows:
         for s in symbols:
             if s not in row:
                 row[s] = len(row)
+                self.names.append(s)
         rows = np.fromiter((row[s] for s in symbols), dtype=np.int64, count=len(symbols))
         rows.flags.writeable = False
         self._last = (symbols, rows)

@@ -43,7 +43,6 @@ class AnomalyDetector:
         self.config = config
         self._params = config.params()
         self._rows = SymbolRows()
-        self._symbols: list[str] = []  # by row
         self._ints = np.zeros((0, K.N_INTS), dtype=np.int64)
         self._floats = np.zeros((0, K.N_FLOATS))
         self._active = np.zeros((0, K.N_KINDS), dtype=np.bool_)
@@ -66,10 +65,6 @@ class AnomalyDetector:
     def _grow(self, symbols: tuple[str, ...]) -> NDArray[np.int64]:
         rows = self._rows.rows(symbols)
         n = len(self._rows)
-        if n > len(self._symbols):
-            for s in symbols:
-                if self._rows.get(s) == len(self._symbols):
-                    self._symbols.append(s)
         size = self._ints.shape[0]
         if n > size:
             extra = max(n, 2 * size, 16) - size
@@ -111,7 +106,7 @@ class AnomalyDetector:
         now = self.clock.now_ns()
         on = bool(self._active[row, k])
         was_on = on if times % 2 == 0 else not on
-        symbol, kind = self._symbols[row], KINDS[k].value
+        symbol, kind = self._rows.names[row], KINDS[k].value
         since = int(self._kind_ints[row, k, K.K_SINCE])
         score = float(self._score[row, k])
         if was_on:
@@ -177,7 +172,7 @@ class AnomalyDetector:
 
     def active(self, symbol: str | None = None) -> list[dict[str, Any]]:
         """Active anomalies (of one symbol, or all): symbol, kind, score, since_ms."""
-        n = len(self._symbols)
+        n = len(self._rows.names)
         if symbol is not None:
             row = self._rows.get(symbol)
             rows = np.zeros(0, np.int64) if row is None else np.array([row])
@@ -189,7 +184,7 @@ class AnomalyDetector:
             r = int(rows[i])
             out.append(
                 {
-                    "symbol": self._symbols[r],
+                    "symbol": self._rows.names[r],
                     "kind": KINDS[k].value,
                     "score": float(self._score[r, k]),
                     "since_ms": int(self._kind_ints[r, k, K.K_SINCE]),
@@ -205,14 +200,14 @@ class AnomalyDetector:
 
     def active_counts(self) -> dict[str, int]:
         """Active anomalies by kind (the Prometheus gauge)."""
-        counts = self._active[: len(self._symbols)].sum(axis=0)
+        counts = self._active[: len(self._rows.names)].sum(axis=0)
         return {kind.value: int(counts[i]) for i, kind in enumerate(KINDS)}
 
     def metrics(self) -> dict[str, Any]:
         return {
             "enabled": self.config.enabled,
             "pause_entries": self.config.pause_entries,
-            "symbols": len(self._symbols),
+            "symbols": len(self._rows.names),
             "bars_seen": self.bars_seen,
             "detected": dict(self.detected),
             "cleared": self.cleared,
