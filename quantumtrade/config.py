@@ -25,6 +25,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from quantumtrade.allocation.allocator import AllocationConfig
 from quantumtrade.anomaly.model import AnomalyConfig
 from quantumtrade.breaker import BreakerConfig
 from quantumtrade.bus import BusConfig
@@ -165,6 +166,7 @@ class AppConfig(_Section, frozen=True, forbid_unknown_fields=True):
     bus: BusConfig = BusConfig()
     scanner: ScannerConfig = ScannerConfig()
     strategy: StrategyConfig = StrategyConfig()
+    allocation: AllocationConfig = AllocationConfig()
     adapt: AdaptConfig = AdaptConfig()
     regime: RegimeConfig = RegimeConfig()
     anomaly: AnomalyConfig = AnomalyConfig()
@@ -356,6 +358,7 @@ def _check_semantics(cfg: AppConfig) -> list[tuple[str, str]]:
     if cfg.anomaly.pause_entries and not cfg.anomaly.enabled:
         problems.append(("anomaly.pause_entries", "needs anomaly.enabled = true"))
     problems.extend(adapt.check(cfg.adapt, cfg.data.capacity))
+    problems.extend(_check_allocation(cfg))
     if cfg.database.url and not re.match(r"^postgres(ql)?://", cfg.database.url):
         problems.append(("database.url", "must be a postgresql:// URL (or empty for SQLite)"))
     if cfg.redis.url and not re.match(r"^(rediss?|unix)://", cfg.redis.url):
@@ -379,6 +382,31 @@ def _check_semantics(cfg: AppConfig) -> list[tuple[str, str]]:
                 parse_timeframe(timeframe)
             except ValueError as exc:
                 problems.append((key, str(exc)))
+    return problems
+
+
+def _check_allocation(cfg: AppConfig) -> list[tuple[str, str]]:
+    alloc = cfg.allocation
+    problems: list[tuple[str, str]] = []
+    if alloc.lookback > cfg.scanner.window - 1:
+        problems.append(
+            (
+                "allocation.lookback",
+                f"must be at most scanner.window - 1 ({cfg.scanner.window - 1})",
+            )
+        )
+    if alloc.min_observations > alloc.lookback:
+        problems.append(("allocation.min_observations", "must be at most allocation.lookback"))
+    if alloc.hedge_symbol:
+        if not cfg.strategy.allow_short:
+            problems.append(
+                ("allocation.hedge_symbol", "a hedge is a short: needs strategy.allow_short = true")
+            )
+        symbols = cfg.data.symbols
+        if isinstance(symbols, list) and alloc.hedge_symbol not in symbols:
+            problems.append(
+                ("allocation.hedge_symbol", f"{alloc.hedge_symbol!r} is not in data.symbols")
+            )
     return problems
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
+from quantumtrade.allocation import kernels as allocation_kernels
+from quantumtrade.allocation.allocator import Allocator
 from quantumtrade.anomaly import detector as anomaly_detector
 from quantumtrade.anomaly.detector import AnomalyDetector
 from quantumtrade.bus import EventBus
@@ -52,6 +54,7 @@ def warm_up() -> None:
     incremental.warm_up()
     regime_engine.warm_up()
     anomaly_detector.warm_up()
+    allocation_kernels.warm_up()
 
 
 class DecisionPath:
@@ -111,6 +114,7 @@ class DecisionPath:
             limits=cfg.risk,
             portfolio=portfolio,
             pause_on_anomaly=cfg.anomaly.enabled and cfg.anomaly.pause_entries,
+            capital=cfg.strategy.capital,
         )
         strategy = StrategyEngine(
             bus=bus,
@@ -123,6 +127,11 @@ class DecisionPath:
             regime=detector,
             window=cfg.scanner.window,
             fills_within_bar=uses_bar_fills(cfg),
+            allocator=Allocator(
+                cfg.allocation,
+                max_weight=cfg.strategy.max_weight,
+                max_gross=cfg.strategy.max_gross,
+            ),
         )
         return cls(
             bus=bus,

@@ -21,7 +21,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 import numpy as np
@@ -53,6 +53,7 @@ log = structlog.get_logger("quantumtrade.backtest")
 
 SOURCE = "backtest"
 _MS_NS = 1_000_000
+VAR_BACKTEST_CONFIDENCES = (0.99, 0.95)
 
 
 class _OpenTrade:
@@ -237,6 +238,12 @@ class BacktestResult:
     elapsed_s: float
     bars_fed: int
     """Symbol-bars that went through the decision path, warm-up included."""
+    var_forecast: dict[float, NDArray[np.float64]] = field(default_factory=dict)
+    """Confidence -> per bar, the one-bar VaR of the book held at that bar's close (after
+    its fills), from the risk manager's return history then (NaN: too little history)."""
+    book_pnl: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    """Per bar, that same book's P&L over the next bar at the closes (hypothetical P&L:
+    the held quantities, no fills, fees or slippage; NaN on the last bar)."""
 
 
 Observer = Callable[[int, TradingCore, Ledger, float], None]
@@ -285,6 +292,10 @@ async def run_backtest(
     equity = np.empty(traded)
     regimes = np.full((n_sym, traded), NO_LABEL, dtype=np.int8)
     marks = np.zeros(n_sym)  # each symbol's last stored close (0 before its first bar)
+    var_forecast = np.full((len(VAR_BACKTEST_CONFIDENCES), traded), np.nan)
+    book_pnl = np.full(traded, np.nan)
+    held = np.zeros(0, dtype=np.int64)  # rows of the book held into this bar, and then:
+    held_qty, held_marks = np.zeros(0), np.zeros(0)
     fed = 0
     last_have: NDArray[np.bool_] | None = None  # the last step that lacked a symbol's bar
     some: tuple[str, ...] = ()
@@ -332,6 +343,17 @@ async def run_backtest(
             await core.after_bars()
             cash[i], value[i], gross[i] = ledger.equity(marks)
             equity[i] = cash[i] + value[i]
+            # VaR backtest: the last bar's book at this bar's closes; this bar's book and its
+            # forecast, judged at the next bar.
+            if i:
+                book_pnl[i - 1] = float(held_qty @ (marks[held] - held_marks))
+            held = np.flatnonzero(ledger.quantity)
+            held_qty, held_marks = ledger.quantity[held], marks[held]
+            values = {
+                candles.symbols[j]: float(v)
+                for j, v in zip(held.tolist(), held_qty * held_marks, strict=True)
+            }
+            var_forecast[:, i] = core.risk.one_bar_var(values, VAR_BACKTEST_CONFIDENCES)
             if observe is not None:
                 observe(i, core, ledger, float(equity[i]))
             await core.decide()
@@ -367,6 +389,8 @@ async def run_backtest(
         rejected_bars=dict(rejects),
         elapsed_s=time.perf_counter() - t0,
         bars_fed=fed,
+        var_forecast=dict(zip(VAR_BACKTEST_CONFIDENCES, var_forecast, strict=True)),
+        book_pnl=book_pnl,
     )
 
 
@@ -394,6 +418,7 @@ def decision_config(cfg: AppConfig) -> dict[str, object]:
             "exits": msgspec.to_builtins(loaded.exits),
             "protections": msgspec.to_builtins(loaded.protections),
         },
+        "allocation": msgspec.to_builtins(cfg.allocation),
         "scanner": msgspec.to_builtins(cfg.scanner),
         "risk": msgspec.to_builtins(cfg.risk),
         "regime_min_dwell": cfg.regime.min_dwell,

@@ -36,6 +36,7 @@ import numpy as np
 import structlog
 from numpy.typing import NDArray
 
+from quantumtrade.allocation.allocator import HEDGE, Allocator
 from quantumtrade.bus import EventBus
 from quantumtrade.clock import Clock
 from quantumtrade.data.market_state import MarketState
@@ -136,6 +137,7 @@ class StrategyEngine:
         regime: RegimeDetector,
         window: int,
         fills_within_bar: bool,
+        allocator: Allocator | None = None,
     ) -> None:
         self.bus = bus
         self.clock = clock
@@ -150,6 +152,10 @@ class StrategyEngine:
         self.portfolio = portfolio
         self.regime = regime
         self.window = window
+        self.allocator = allocator if allocator is not None and allocator.active else None
+        """Sizes the book from the strategy's targets (None: the strategy's weights as they
+        are, ``[allocation] method = "none"`` and no hedge)."""
+        self._hedge = self.allocator.config.hedge_symbol if self.allocator is not None else ""
         # Simulated bar fills: an entry filled at a bar's open lives through that bar, so its
         # levels are checked against it; a live fill comes after the bar it was decided on.
         self._fills_within_bar = fills_within_bar
@@ -247,7 +253,8 @@ class StrategyEngine:
     def _open(self, symbol: str, qty: float, price: float) -> None:
         atr, regime, weight = self._pending.pop(symbol, (math.nan, NO_LABEL, 0.0))
         held = self._held[symbol] = _Held(qty, price, self.bar, regime, weight)
-        held.levels = Levels(1 if qty > 0 else -1, price, atr, self.exits)
+        if symbol != self._hedge:  # the hedge has no stop: it follows the book
+            held.levels = Levels(1 if qty > 0 else -1, price, atr, self.exits)
         last = self.state.last_ts_ms(symbol) if symbol in self.state else None
         held.checked_ms = (last or 0) - (1 if self._fills_within_bar else 0)
 
@@ -440,6 +447,9 @@ class StrategyEngine:
         if not cfg.allow_short:
             weight[finite & (weight < 0)] = 0.0
         weight.clip(-cfg.max_weight, cfg.max_weight, out=weight)
+        allocating = self.allocator is not None
+        if self.allocator is not None:
+            targets, weight = self._allocate(self.allocator, features, book, targets, weight)
         # Only rows with a new bar decide; the others keep what they hold.
         weight[~fresh] = np.nan
         changes: list[tuple[int, float, str]] = []
@@ -456,7 +466,7 @@ class StrategyEngine:
                 continue  # leaving: nothing new until it is flat
             want = float(weight[i])
             exit_reason = ""  # the strategy's own reason, read only when a change needs it
-            if held is not None and fresh[i]:
+            if held is not None and fresh[i] and symbol != self._hedge:
                 if exits.max_hold_bars and self.bar - held.entry_bar >= exits.max_hold_bars:
                     want, exit_reason = 0.0, TIME_STOP
                 elif (
@@ -470,7 +480,7 @@ class StrategyEngine:
                 kept_gross += abs(current)
             elif want == 0.0:
                 reason = exit_reason or targets.reason_of(i)
-                if reason in (TIME_STOP, REGIME_CHANGE):
+                if reason in (TIME_STOP, REGIME_CHANGE, HEDGE):
                     changes.append((i, 0.0, reason))
                 elif exits.exit_on_signal_fade:
                     changes.append((i, 0.0, SIGNAL_FADE))
@@ -479,7 +489,8 @@ class StrategyEngine:
             elif (want > 0) != (current > 0):
                 changes.append((i, want, REVERSE))
                 kept_gross += abs(want)
-            elif abs(want - current) > cfg.rebalance_threshold * abs(current):
+            elif allocating or abs(want - current) > cfg.rebalance_threshold * abs(current):
+                # The allocator's finite weight for a held row is its decision to resize.
                 changes.append((i, want, targets.reason_of(i)))
                 kept_gross += abs(want)
             else:
@@ -497,7 +508,8 @@ class StrategyEngine:
             for i in entries:
                 if room <= _EPS:
                     break
-                if self.protections.why_blocked(symbols[i], self.bar) is not None:
+                blocked = self.protections.why_blocked(symbols[i], self.bar) is not None
+                if blocked and symbols[i] != self._hedge:
                     continue
                 w = float(weight[i])
                 if abs(w) > room:
@@ -523,6 +535,30 @@ class StrategyEngine:
             i = row_of.get(symbol)
             if i is not None:
                 await self._trade(symbol, self._targets[symbol], float(close[i]))
+
+    def _allocate(
+        self,
+        allocator: Allocator,
+        features: Features,
+        book: Book,
+        targets: Targets,
+        weight: NDArray[np.float64],
+    ) -> tuple[Targets, NDArray[np.float64]]:
+        """The allocator's book from the strategy's (capped) weights; its clusters go to the
+        risk manager's cluster limit."""
+        n = weight.size
+        reasons = (
+            [targets.reason] * n
+            if isinstance(targets.reason, str)
+            else [targets.reason_of(i) for i in range(n)]
+        )
+        raw = targets.score if targets.score is not None else weight
+        score = np.abs(np.nan_to_num(np.asarray(raw, dtype=np.float64)))
+        alloc = allocator.allocate(
+            features.symbols, weight, reasons, score, book.weight, features.close
+        )
+        self.risk.set_clusters(allocator.clusters)
+        return Targets(weight=alloc.weight, reason=alloc.reason, score=alloc.score), alloc.weight
 
     def _regime_at(self, features: Features, i: int) -> tuple[Regime | None, float]:
         code = int(features.regime[i])
@@ -641,4 +677,19 @@ class StrategyEngine:
             "exits": dict(self.exits_by_reason),
             "protections_blocked": dict(self.protections.blocked),
             "parameter_changes": self.parameter_changes,
+            "allocation": self._allocation_metrics(),
+        }
+
+    def _allocation_metrics(self) -> dict[str, Any]:
+        if self.allocator is None:
+            return {"method": "none"}
+        stats = self.allocator.stats
+        return {
+            "method": str(self.allocator.config.method),
+            "hedge_symbol": self._hedge or None,
+            "decisions": stats.decisions,
+            "rebalances": dict(stats.rebalances),
+            "drift_below_cost": stats.drift_below_cost,
+            "fallbacks": stats.fallbacks,
+            "last": dict(stats.last),
         }

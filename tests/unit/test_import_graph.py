@@ -55,24 +55,26 @@ LAYERS: dict[str, set[str]] = {
     "regime": {"bus", "clock", "data", "events", "scoring"},
     "scoring": {"bus", "clock", "events"},
     "anomaly": {"bus", "clock", "events", "scoring"},
+    "allocation": {"scoring"},
     "strategy": {
-        "bus", "clock", "data", "errors", "events", "portfolio", "regime", "risk", "scoring",
+        "allocation", "bus", "clock", "data", "errors", "events", "portfolio", "regime", "risk",
+        "scoring",
     },
     "risk": {"bus", "clock", "events", "portfolio"},
     "execution": {"breaker", "bus", "cache", "clock", "credentials", "data", "errors", "events"},
     "portfolio": {"bus", "clock", "events"},
     # configuration, and the wiring modules that build their package's parts from it
     "config": {
-        "anomaly", "breaker", "bus", "credentials", "data", "errors", "execution", "redaction",
-        "regime", "risk", "scoring", "strategy",
+        "allocation", "anomaly", "breaker", "bus", "credentials", "data", "errors", "execution",
+        "redaction", "regime", "risk", "scoring", "strategy",
     },
     "data.factory": {"clock", "config", "credentials", "data", "errors"},
     "store.factory": {"config", "errors", "redaction", "store"},
     "store.session": {"config", "errors", "events", "execution", "redaction", "store"},
     # the trading core, what the daemon adds around it, the three drivers and the command line
     "core": {
-        "anomaly", "bus", "clock", "config", "data", "events", "execution", "portfolio",
-        "regime", "risk", "scoring", "strategy",
+        "allocation", "anomaly", "bus", "clock", "config", "data", "events", "execution",
+        "portfolio", "regime", "risk", "scoring", "strategy",
     },
     "restore": {
         "config", "errors", "events", "execution", "portfolio", "risk", "store", "store.session",
@@ -100,8 +102,8 @@ LAYERS: dict[str, set[str]] = {
 
 LEAVES = {unit for unit, allowed in LAYERS.items() if not allowed}
 DOMAIN = {
-    *("data", "regime", "scoring", "anomaly", "strategy", "risk", "execution", "portfolio"),
-    "store",
+    *("data", "regime", "scoring", "anomaly", "allocation", "strategy", "risk", "execution"),
+    *("portfolio", "store"),
 }
 ABOVE_DOMAIN = {
     *("config", "data.factory", "store.factory", "store.session"),
