@@ -21,7 +21,7 @@ import asyncio
 import math
 import sys
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any
 
 import msgspec
@@ -251,6 +251,13 @@ class RiskManager:
         self.pause_on_anomaly = pause_on_anomaly
         """Refuse entries (``anomaly_pause``) in a symbol with an active anomaly."""
         self._anomalies: dict[str, set[str]] = {}  # symbol -> its active anomaly kinds
+        self.clusters: dict[str, str] = dict(self.limits.clusters)
+        """Symbol -> cluster for ``max_cluster_exposure``: the hand-set ``clusters`` over the
+        ones the allocator computed from rolling correlations (``set_clusters``)."""
+
+    def set_clusters(self, computed: Mapping[str, str]) -> None:
+        """Clusters from rolling correlations; a hand-set symbol keeps its own."""
+        self.clusters = {**computed, **self.limits.clusters}
 
     def order_handlers(self) -> list[tuple[type[Event], Callable[[Any], object]]]:
         """Every (event type, handler) pair the risk manager needs on the bus.
@@ -307,7 +314,7 @@ class RiskManager:
 
     def _book_exposure(self, symbol: str) -> tuple[float, float]:
         """(gross notional of every other symbol, net notional of the others in its cluster)."""
-        clusters = self.limits.clusters
+        clusters = self.clusters
         cluster = clusters.get(symbol, symbol)
         gross = net = 0.0
         for other, qty in self.exposures().items():
