@@ -9,11 +9,14 @@ symbols x 500 returns, against 40 MB as arrays).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numba
 import numpy as np
 from numpy.typing import NDArray
 
 from quantumtrade.events import SymbolRows
+from quantumtrade.risk import var
 
 _NONE = np.iinfo(np.int64).min
 """``last_ms`` of a row with no close yet."""
@@ -116,6 +119,57 @@ class PriceHistory:
         order = (np.arange(head - held, head) + self.window) % self.window
         return self._ret_ms[r, order], self._ret[r, order]
 
+    def book_pnl(
+        self, symbols: Sequence[str], values: NDArray[np.float64]
+    ) -> tuple[NDArray[np.int64], NDArray[np.float64]] | None:
+        """(times, Σ value · return) over the newest returns all ``symbols`` hold, when
+        those are the same bar times in every row and all finite (the usual case: one bar
+        axis, no gaps); else None, and the caller aligns the times itself."""
+        rows = np.empty(len(symbols), dtype=np.int64)
+        for i, symbol in enumerate(symbols):
+            r = self._rows.get(symbol)
+            if r is None:
+                return None
+            rows[i] = r
+        ts, pnl = np.empty(self.window, dtype=np.int64), np.empty(self.window)
+        n = _book_pnl(rows, values, self._ret, self._ret_ms, self._held, self._head, ts, pnl)
+        return (ts[:n], pnl[:n]) if n >= 0 else None
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _book_pnl(
+    rows: NDArray[np.int64],
+    values: NDArray[np.float64],
+    ret: NDArray[np.float64],
+    ret_ms: NDArray[np.int64],
+    held: NDArray[np.int64],
+    head: NDArray[np.int64],
+    ts: NDArray[np.int64],
+    pnl: NDArray[np.float64],
+) -> int:
+    # The newest n of each row (n: the fewest any row holds), oldest first, summed symbol by
+    # symbol in the order given (the same additions, in the same order, as aligning each row
+    # and adding them up). -1: the rows' times differ somewhere, or a return is not finite.
+    window = ret.shape[1]
+    n = window
+    for i in range(rows.shape[0]):
+        n = min(n, held[rows[i]])
+    if rows.shape[0] == 0:
+        n = 0
+    for k in range(n):
+        t = ret_ms[rows[0], (head[rows[0]] - n + k + window) % window]
+        acc = 0.0
+        for i in range(rows.shape[0]):
+            r = rows[i]
+            slot = (head[r] - n + k + window) % window
+            x = ret[r, slot]
+            if ret_ms[r, slot] != t or not np.isfinite(x):
+                return -1
+            acc += values[i] * x
+        ts[k] = t
+        pnl[k] = acc
+    return n
+
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _update_last(
@@ -154,3 +208,5 @@ def warm_up() -> None:
     rows = history.rows(("W",))
     for t in (1, 2):
         history.update_last(rows, np.array([t], dtype=np.int64), np.array([1.0]))
+    history.book_pnl(("W",), np.ones(1))
+    var.warm_up()

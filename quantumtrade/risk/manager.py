@@ -27,6 +27,7 @@ from typing import Annotated, Any
 import msgspec
 import numpy as np
 import structlog
+from numpy.typing import NDArray
 
 from quantumtrade.bus import EventBus
 from quantumtrade.clock import Clock
@@ -46,7 +47,13 @@ from quantumtrade.events import (
 )
 from quantumtrade.portfolio import Portfolio
 from quantumtrade.risk.history import PriceHistory
-from quantumtrade.risk.var import DEFAULT_CONFIDENCES, VarReport, portfolio_var
+from quantumtrade.risk.var import (
+    DEFAULT_CONFIDENCES,
+    ScenarioBook,
+    VarMethod,
+    VarReport,
+    portfolio_var,
+)
 
 log = structlog.get_logger("quantumtrade.risk")
 
@@ -55,6 +62,11 @@ _MINUTE_NS = 60_000_000_000
 _RECENT_ORDERS = 10_000
 DUPLICATE_ORDER = "duplicate_order"
 ANOMALY_PAUSE = "anomaly_pause"
+VAR_LIMIT = "var_limit"
+ES_LIMIT = "es_limit"
+VAR_WARMUP = "var_warmup"
+LIMIT_CONFIDENCE = 0.99
+"""The confidence of ``max_var_99`` and ``max_es_99``."""
 
 
 class RiskLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -78,7 +90,29 @@ class RiskLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     were venue or router rejections (judged only once the window is full)."""
     error_window: Annotated[int, msgspec.Meta(ge=1)] = 50
     var_window: Annotated[int, msgspec.Meta(ge=2)] = 500
-    """Bar-to-bar returns kept per symbol for the VaR in ``metrics()``."""
+    """Bar-to-bar returns kept per symbol for the VaR in ``metrics()`` and the VaR limits."""
+    max_var_99: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    """Refuse an order that lifts the book's 1-day 99 % VaR above this share of equity
+    (``var_limit``); None: off."""
+    max_es_99: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    """The same for the 1-day 99 % expected shortfall (``es_limit``); None: off."""
+    var_method: VarMethod = VarMethod.HISTORICAL
+    """How the limits (and ``metrics()``'s 1-day figures) are judged: ``historical`` or
+    ``parametric`` (normal, zero mean)."""
+    var_min_observations: Annotated[int, msgspec.Meta(ge=2)] = 100
+    """With a limit on, an order judged on fewer aligned returns than this is refused
+    (``var_warmup``) when it grows |exposure|: unknown risk is not zero risk."""
+
+    def __post_init__(self) -> None:
+        if self.var_min_observations > self.var_window:
+            raise ValueError(
+                f"var_min_observations ({self.var_min_observations}) exceeds var_window "
+                f"({self.var_window}): the VaR limits would refuse every entry"
+            )
+
+    @property
+    def var_limited(self) -> bool:
+        return self.max_var_99 is not None or self.max_es_99 is not None
 
 
 class ProposedOrder(msgspec.Struct, frozen=True, kw_only=True):
@@ -115,6 +149,11 @@ class RiskView(msgspec.Struct, frozen=True, kw_only=True):
     """The symbol's last close seen by the risk manager (None before its first bar)."""
     anomaly_paused: bool = False
     """The symbol has an active anomaly and ``[anomaly] pause_entries`` is on."""
+    scenarios: ScenarioBook | None = None
+    """The book's scenario P&L (positions, unapplied fills, in-flight, at marks); None when
+    no VaR limit is on."""
+    account_equity: float = 0.0
+    """Capital + net PnL: what ``max_var_99`` and ``max_es_99`` are shares of."""
 
 
 Check = Callable[[ProposedOrder, RiskView], str | None]
@@ -189,6 +228,30 @@ def check_order_rate(order: ProposedOrder, view: RiskView) -> str | None:
     return None
 
 
+def check_var_limit(order: ProposedOrder, view: RiskView) -> str | None:
+    """The book's 1-day 99 % VaR and ES after the order against their shares of equity; an
+    order that does not raise the figure passes even above the limit."""
+    book = view.scenarios
+    if book is None:
+        return None
+    limits = view.limits
+    change = book.change(
+        order.symbol, order.signed_quantity * order.price, LIMIT_CONFIDENCE, limits.var_method
+    )
+    if change.observations < limits.var_min_observations:
+        return VAR_WARMUP if _increases_exposure(order, view) else None
+    equity = view.account_equity
+    if limits.max_var_99 is not None:
+        var = change.after.var
+        if var > limits.max_var_99 * equity and var > change.before.var:
+            return VAR_LIMIT
+    if limits.max_es_99 is not None:
+        es = change.after.expected_shortfall
+        if es > limits.max_es_99 * equity and es > change.before.expected_shortfall:
+            return ES_LIMIT
+    return None
+
+
 DEFAULT_CHECKS: tuple[Check, ...] = (
     check_trading_state,
     check_anomaly_pause,
@@ -198,6 +261,7 @@ DEFAULT_CHECKS: tuple[Check, ...] = (
     check_cluster_exposure,
     check_gross_exposure,
     check_order_rate,
+    check_var_limit,
 )
 
 
@@ -220,6 +284,7 @@ class RiskManager:
         portfolio: Portfolio,
         checks: Sequence[Check] = DEFAULT_CHECKS,
         pause_on_anomaly: bool = False,
+        capital: float = 100_000.0,
     ) -> None:
         self.bus = bus
         self.clock = clock
@@ -251,6 +316,12 @@ class RiskManager:
         self.pause_on_anomaly = pause_on_anomaly
         """Refuse entries (``anomaly_pause``) in a symbol with an active anomaly."""
         self._anomalies: dict[str, set[str]] = {}  # symbol -> its active anomaly kinds
+        self.capital = capital
+        """The account's starting equity (``[strategy] capital``): the VaR limits are shares
+        of capital + net PnL."""
+        # The book's scenario P&L, built on first use after any change other than an order
+        # this manager let through (which it adds incrementally): bars, fills, cancels, rejects.
+        self._scenarios: ScenarioBook | None = None
         self.clusters: dict[str, str] = dict(self.limits.clusters)
         """Symbol -> cluster for ``max_cluster_exposure``: the hand-set ``clusters`` over the
         ones the allocator computed from rolling correlations (``set_clusters``)."""
@@ -334,6 +405,7 @@ class RiskManager:
         return out
 
     def on_order_filled(self, fill: OrderFilled) -> None:
+        self._scenarios = None
         signed = fill.quantity * fill.side.sign
         self._unapplied.append((fill.seq, fill.symbol, signed))
         order_id = fill.parent_id or fill.client_order_id
@@ -357,6 +429,7 @@ class RiskManager:
         if event.parent_id:
             return
         if self._in_flight.pop(event.client_order_id, None) is not None:
+            self._scenarios = None
             self._record_outcome(False)
 
     def on_order_rejected(self, event: OrderRejected) -> None:
@@ -365,6 +438,7 @@ class RiskManager:
             return
         # Only an order we let through can be in flight, so this is the router or a venue.
         if self._in_flight.pop(event.client_order_id, None) is not None:
+            self._scenarios = None
             self._record_outcome(True)
 
     def _record_outcome(self, error: bool) -> None:
@@ -382,6 +456,7 @@ class RiskManager:
         """Remember each symbol's last close, extend its bounded return history, mark the
         portfolio at the new closes and judge the kill switches once for the batch (its
         closes are one moment of the market, not one per symbol)."""
+        self._scenarios = None  # new returns and marks
         history = self._history
         rows = history.rows(event.symbols)
         block = event.bars
@@ -414,6 +489,10 @@ class RiskManager:
 
     def last_close(self, symbol: str) -> float | None:
         return self._history.last_close(symbol)
+
+    def returns(self, symbol: str) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+        """The symbol's newest ``var_window`` (bar open times, close-to-close returns)."""
+        return self._history.returns(symbol)
 
     # --- anomalies --------------------------------------------------------------------
 
@@ -459,6 +538,53 @@ class RiskManager:
             for s, (ts, r) in zip(held, histories, strict=True)
         }
         return portfolio_var(held, returns, confidences)
+
+    def scenario_book(self) -> ScenarioBook:
+        """The book (positions, unapplied fills, in-flight orders) at marks over its return
+        history: built once per change of the market or of the orders, not per order."""
+        book = self._scenarios
+        if book is None:
+            values = {s: q * self.mark(s) for s, q in self.exposures().items() if q}
+            book = self._scenarios = self._book_of(values)
+        return book
+
+    def _book_of(self, values: Mapping[str, float]) -> ScenarioBook:
+        held = {s: v for s, v in values.items() if v != 0.0}
+        common = self._history.book_pnl(tuple(held), np.fromiter(held.values(), np.float64))
+        return ScenarioBook(held, self._history.returns, common=common)
+
+    def one_bar_var(
+        self, values: Mapping[str, float], confidences: Sequence[float] = DEFAULT_CONFIDENCES
+    ) -> tuple[float, ...]:
+        """One-bar VaR (``var_method``) of a book of signed position values, on the return
+        history as it stands: the forecast a VaR backtest scores. NaN on fewer than
+        ``var_min_observations`` aligned returns; 0.0 for an empty book."""
+        book = self._book_of(values)
+        if book.axis is not None and book.observations < self.limits.var_min_observations:
+            return tuple(math.nan for _ in confidences)
+        risks = book.risks(confidences, self.limits.var_method, horizon=False)
+        return tuple(r.var for r in risks)
+
+    def account_equity(self) -> float:
+        return self.capital + self.equity()
+
+    def tail_risk_1d(self) -> dict[str, dict[str, dict[str, float]]]:
+        """The book's 1-day VaR and ES in quote currency, by method and confidence (for the
+        gauges; a figure without enough history is left out: unknown is not zero)."""
+        book = self.scenario_book()
+        out: dict[str, dict[str, dict[str, float]]] = {"var": {}, "expected_shortfall": {}}
+        if book.axis is not None and book.observations < self.limits.var_min_observations:
+            return out
+        for method in VarMethod:
+            for c in DEFAULT_CONFIDENCES:
+                risk = book.risk(c, method)
+                for name, value in (
+                    ("var", risk.var),
+                    ("expected_shortfall", risk.expected_shortfall),
+                ):
+                    if math.isfinite(value):
+                        out[name].setdefault(str(method), {})[f"{c:g}"] = value
+        return out
 
     # --- kill switches ----------------------------------------------------------------
 
@@ -591,6 +717,7 @@ class RiskManager:
         now = self.clock.now_ns()
         exposure = self.exposure(symbol)
         other_gross, other_cluster = self._book_exposure(symbol)
+        limited = self.limits.var_limited
         order = ProposedOrder(
             symbol=symbol, side=side, quantity=quantity, price=price, limit_price=limit_price
         )
@@ -603,6 +730,9 @@ class RiskManager:
             other_cluster_exposure=other_cluster,
             last_price=self._history.last_close(symbol),
             anomaly_paused=self.anomaly_paused(symbol),
+            # Built only with a VaR limit on: off, the limits cost no time per order.
+            scenarios=self.scenario_book() if limited else None,
+            account_equity=self.account_equity() if limited else 0.0,
         )
         for check in self.checks:
             failed = check(order, view)
@@ -615,6 +745,8 @@ class RiskManager:
         self._order_times.append(now)
         self._signal_price[symbol] = price
         self._in_flight[client_order_id] = _InFlight(symbol, order.signed_quantity)
+        if self._scenarios is not None:
+            self._scenarios.add(symbol, order.signed_quantity * price)
         intent = OrderIntent(
             ts_ns=now,
             client_order_id=client_order_id,
@@ -692,6 +824,7 @@ class RiskManager:
                 "symbols": sorted(self._anomalies) if self.pause_on_anomaly else [],
             },
             "var": _var_metrics(self.value_at_risk()),
+            "var_1d": self.tail_risk_1d(),
         }
 
 
