@@ -54,6 +54,7 @@ class Snapshot:
         calls: Callable[[], Mapping[str, Mapping[str, int]]] = lambda: {},
         dead_letter_retries: Callable[[], Mapping[str, int]] = lambda: {},
         handler_stats: Callable[[], Mapping[str, Mapping[str, float]]] = lambda: {},
+        tail_risk: Callable[[], Mapping[str, Mapping[str, Mapping[str, float]]]] = lambda: {},
     ) -> None:
         self.health = health
         self.bus_counts = bus_counts
@@ -79,6 +80,9 @@ class Snapshot:
         """{outcome: n} of dead-letter retries (``ok``, ``failed``)."""
         self.handler_stats = handler_stats
         """``EventBus.handler_stats()``: per handler, calls_timed, seconds_timed, failures."""
+        self.tail_risk = tail_risk
+        """``RiskManager.tail_risk_1d()``: {"var" | "expected_shortfall": {method: {level:
+        1-day figure in quote currency}}}."""
 
 
 def _by_label(
@@ -189,6 +193,18 @@ class _SnapshotCollector(Collector):
         yield _by_label(
             GaugeMetricFamily, f"{NS}_pnl", "Portfolio PnL in quote currency", "kind", s.pnl()
         )
+
+        tail = s.tail_risk()
+        for name, what in (("var", "value at risk"), ("expected_shortfall", "expected shortfall")):
+            family = GaugeMetricFamily(
+                f"{NS}_{name}",
+                f"1-day {what} of the book in quote currency, by method and confidence level",
+                labels=["method", "level"],
+            )
+            for method, levels in sorted(tail.get(name, {}).items()):
+                for level, value in sorted(levels.items()):
+                    family.add_metric([method, level], float(value))
+            yield family
 
         log = s.eventlog()
         written = CounterMetricFamily(f"{NS}_eventlog_written", "Events written to the log")
