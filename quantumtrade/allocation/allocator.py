@@ -168,9 +168,13 @@ class Allocator:
         flips = wants & held & (np.sign(out) != np.sign(current))
         if hedge_row is not None:
             keep[hedge_row] = wants[hedge_row] = False
-        active = (wants | keep).nonzero()[0]
+        # In symbol order, not row order: rows come in the order symbols first arrived, which
+        # differs between the daemon and replay, and sums in another order differ in the last
+        # bits.
+        active = _by_name((wants | keep).nonzero()[0], symbols)
         side = np.where(wants, np.sign(out), np.sign(current))[active]
-        gross = min(float(np.abs(out[wants]).sum() + np.abs(current[keep]).sum()), self.max_gross)
+        base = np.where(wants, out, current)[active]
+        gross = min(float(np.abs(base).sum()), self.max_gross)
         lookback = min(cfg.lookback, close.shape[1] - 1)
         returns = log_returns(close[:, close.shape[1] - lookback - 1 :]) if lookback > 0 else None
         cov = (
@@ -178,7 +182,6 @@ class Allocator:
             if returns is not None and active.size
             else None
         )
-        base = np.where(wants, out, current)[active]
         weight = self._size(active, side, base, gross, cov, symbols)
         alloc = np.full(n, np.nan)
         alloc[active] = weight
@@ -188,7 +191,7 @@ class Allocator:
         out[entering] = alloc[entering]
         staying = (wants | keep) & held & ~flips
         if staying.any():
-            rows = staying.nonzero()[0]
+            rows = _by_name(staying.nonzero()[0], symbols)
             trigger = self._rebalance_trigger(rows, alloc[rows], current[rows], gross, cov)
             if trigger:
                 self.stats.rebalances[trigger] = self.stats.rebalances.get(trigger, 0) + 1
@@ -361,6 +364,10 @@ def cap_net(weight: NDArray[np.float64], cap: float) -> NDArray[np.float64]:
     w = weight.copy()
     w[heavy] *= (cap + light) / total
     return w
+
+
+def _by_name(rows: NDArray[np.intp], symbols: Sequence[str]) -> NDArray[np.intp]:
+    return np.array(sorted(rows.tolist(), key=symbols.__getitem__), dtype=np.intp)
 
 
 def _row(symbols: Sequence[str], symbol: str) -> int | None:

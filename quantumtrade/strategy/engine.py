@@ -450,6 +450,7 @@ class StrategyEngine:
         allocating = self.allocator is not None
         if self.allocator is not None:
             targets, weight = self._allocate(self.allocator, features, book, targets, weight)
+            finite = np.isfinite(weight)
         # Only rows with a new bar decide; the others keep what they hold.
         weight[~fresh] = np.nan
         changes: list[tuple[int, float, str]] = []
