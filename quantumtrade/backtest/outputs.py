@@ -75,6 +75,7 @@ def summarize(
         "by_regime": group_stats(result.trades, signals, close, row_of, "regime"),
         "by_symbol": group_stats(result.trades, signals, close, row_of, "symbol"),
         "by_exit_reason": exit_stats(result.trades),
+        "allocation": result.allocation,
         "orders": result.orders,
         "fills": result.fills,
         "rejected_orders": result.rejected_orders,

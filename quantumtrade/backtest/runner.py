@@ -244,6 +244,9 @@ class BacktestResult:
     book_pnl: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     """Per bar, that same book's P&L over the next bar at the closes (hypothetical P&L:
     the held quantities, no fills, fees or slippage; NaN on the last bar)."""
+    allocation: dict[str, Any] = field(default_factory=dict)
+    """The allocator's figures (method, rebalances by trigger, fallbacks, the newest
+    allocation and its clusters): the strategy engine's ``metrics()["allocation"]``."""
 
 
 Observer = Callable[[int, TradingCore, Ledger, float], None]
@@ -391,6 +394,7 @@ async def run_backtest(
         bars_fed=fed,
         var_forecast=dict(zip(VAR_BACKTEST_CONFIDENCES, var_forecast, strict=True)),
         book_pnl=book_pnl,
+        allocation=core.strategy.metrics()["allocation"],
     )
 
 
