@@ -1,4 +1,5 @@
-"""Scores of a backtest: performance of an equity curve, signal accuracy, a buy-and-hold benchmark.
+"""Scores of a backtest: performance of an equity curve, signal accuracy, a buy-and-hold benchmark,
+the coverage of its VaR forecasts (Kupiec, Christoffersen).
 
 Pure functions over NumPy arrays, no I/O. Every summary is strict-JSON safe: a value that is not
 defined (division by zero, no trades, fewer than 2 returns, a non-finite result) is ``None``,
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NamedTuple, TypedDict
 
 import numpy as np
 from numpy.typing import NDArray
@@ -479,3 +480,104 @@ def group_stats(
             ),
         }
     return stats
+
+
+# --- backtesting a VaR forecast -------------------------------------------------------------
+
+
+class CoverageTest(NamedTuple):
+    statistic: float
+    """Likelihood-ratio statistic, χ²(1) under the null."""
+    p_value: float
+
+
+def chi2_1_sf(statistic: float) -> float:
+    """P(χ²₁ > statistic) = erfc(√(statistic / 2))."""
+    return math.erfc(math.sqrt(max(statistic, 0.0) / 2.0))
+
+
+def _xlogy(x: float, y: float) -> float:
+    """x · ln y with 0 · ln 0 = 0 (a likelihood term of a count that did not happen)."""
+    return 0.0 if x == 0 else x * math.log(y)
+
+
+def kupiec_pof(n: int, exceedances: int, confidence: float) -> CoverageTest:
+    """Kupiec's proportion-of-failures test: are ``exceedances`` in ``n`` periods what a VaR at
+    ``confidence`` promises (rate 1 - c)?
+
+    LR = -2 ln[(1-p)^(n-x) p^x] + 2 ln[(1-x/n)^(n-x) (x/n)^x], p = 1 - c, χ²(1) under the null
+    (0·ln 0 = 0, so x = 0 gives -2n ln(1-p) and x = n gives -2n ln p). n = 0: NaN, NaN.
+    """
+    if not 0 <= exceedances <= n:
+        raise ValueError(f"need 0 <= exceedances <= n, got {exceedances} of {n}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    p = 1.0 - confidence
+    if n == 0:
+        return CoverageTest(math.nan, math.nan)
+    x = exceedances
+    rate = x / n
+    null = _xlogy(n - x, 1.0 - p) + _xlogy(x, p)
+    fitted = _xlogy(n - x, 1.0 - rate) + _xlogy(x, rate)
+    lr = max(0.0, -2.0 * (null - fitted))
+    return CoverageTest(lr, chi2_1_sf(lr))
+
+
+def christoffersen_independence(hits: NDArray[np.bool_]) -> CoverageTest:
+    """Christoffersen's independence test: does an exceedance make the next one likelier?
+
+    From the transition counts n_ij (state i then j, 1 = exceedance) of consecutive periods:
+    LR = -2 ln[(1-π)^(n00+n10) π^(n01+n11)] + 2 ln[(1-π0)^n00 π0^n01 (1-π1)^n10 π1^n11], with
+    π0 = n01/(n00+n01), π1 = n11/(n10+n11), π = (n01+n11)/(n - 1), χ²(1) under the null.
+    Periods are taken in order (the caller's, e.g. bars that held a position). NaN, NaN with
+    fewer than 2 periods; no exceedance at all gives LR = 0 (0·ln 0 = 0)."""
+    h = np.asarray(hits, dtype=np.bool_)
+    if h.size < 2:
+        return CoverageTest(math.nan, math.nan)
+    prev, nxt = h[:-1], h[1:]
+    n01 = int(np.count_nonzero(~prev & nxt))
+    n11 = int(np.count_nonzero(prev & nxt))
+    n00 = int(np.count_nonzero(~prev & ~nxt))
+    n10 = int(np.count_nonzero(prev & ~nxt))
+    pi = (n01 + n11) / (h.size - 1)
+    pi0 = n01 / (n00 + n01) if n00 + n01 else 0.0
+    pi1 = n11 / (n10 + n11) if n10 + n11 else 0.0
+    null = _xlogy(n00 + n10, 1.0 - pi) + _xlogy(n01 + n11, pi)
+    fitted = _xlogy(n00, 1.0 - pi0) + _xlogy(n01, pi0) + _xlogy(n10, 1.0 - pi1) + _xlogy(n11, pi1)
+    lr = max(0.0, -2.0 * (null - fitted))
+    return CoverageTest(lr, chi2_1_sf(lr))
+
+
+def var_backtest(
+    forecast: Mapping[float, FloatArray], pnl: FloatArray
+) -> dict[str, dict[str, float | int | None]]:
+    """Exceedances of one-period VaR forecasts by the realised P&L, per confidence.
+
+    ``forecast[c][t]`` is the VaR (a positive loss) forecast for period t, ``pnl[t]`` the P&L
+    of the same book over it. A period counts when its forecast is finite and the book held
+    something (a VaR of exactly 0 with a P&L of 0 says nothing); an exceedance is
+    ``pnl < -VaR``. JSON-safe: a value that is not defined is None.
+    """
+    realised = np.asarray(pnl, dtype=np.float64)
+    out: dict[str, dict[str, float | int | None]] = {}
+    for confidence, values in forecast.items():
+        var = np.asarray(values, dtype=np.float64)
+        if var.shape != realised.shape:
+            raise ValueError(f"forecast {var.shape} and pnl {realised.shape} differ")
+        used = np.isfinite(var) & np.isfinite(realised) & ((var != 0.0) | (realised != 0.0))
+        hits = realised[used] < -var[used]
+        n, x = int(used.sum()), int(hits.sum())
+        pof = kupiec_pof(n, x, confidence)
+        ind = christoffersen_independence(hits)
+        out[f"{confidence:g}"] = {
+            "observations": n,
+            "exceedances": x,
+            "rate": x / n if n else None,
+            "expected_rate": round(1.0 - confidence, 12),
+            "kupiec_lr": _finite(pof.statistic),
+            "kupiec_p": _finite(pof.p_value),
+            "christoffersen_lr": _finite(ind.statistic),
+            "christoffersen_p": _finite(ind.p_value),
+            "mean_var": float(var[used].mean()) if n else None,
+        }
+    return out

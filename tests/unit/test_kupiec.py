@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from quantumtrade.risk.var import (
+from quantumtrade.backtest.metrics import (
     chi2_1_sf,
     christoffersen_independence,
     kupiec_pof,
