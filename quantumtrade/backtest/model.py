@@ -67,6 +67,9 @@ class Trade(msgspec.Struct, frozen=True, kw_only=True):
     ``time_stop``, ``regime_change``, ``signal_fade``, ``reverse``, ``volatile`` (a cut in a
     VOLATILE regime) or another reason of the strategy's; ``end_of_data`` when still open at
     the end (marked at the last close)."""
+    cluster: str | None = None
+    """The symbol's cluster when the trade was opened (the risk manager's: hand-set, or
+    computed by the allocator at that decision; the symbol itself when in none)."""
 
     @property
     def hold_bars(self) -> int:
