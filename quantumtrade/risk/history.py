@@ -151,9 +151,9 @@ def _book_pnl(
     # symbol in the order given (the same additions, in the same order, as aligning each row
     # and adding them up). -1: the rows' times differ somewhere, or a return is not finite.
     window = ret.shape[1]
-    n = window
+    n: int = window
     for i in range(rows.shape[0]):
-        n = min(n, held[rows[i]])
+        n = min(n, int(held[rows[i]]))
     if rows.shape[0] == 0:
         n = 0
     for k in range(n):
