@@ -161,10 +161,12 @@ _SUMMARY_SECTIONS = frozenset(
     (
         "strategy",
         "benchmark",
+        "attribution",
         "signal_accuracy",
         "signal_accuracy_baseline",
         "by_regime",
         "by_symbol",
+        "var_backtest",
         "run",
     )
 )
@@ -196,6 +198,7 @@ def _render_body(
         ),
         _equity_section(curve, benchmark),
         _monthly_section(curve),
+        _attribution_section(_mapping(summary.get("attribution"))),
         _breakdown_section(
             "PnL per symbol",
             "Symbol",
@@ -209,6 +212,7 @@ def _render_body(
             _mapping(summary.get("signal_accuracy_baseline")),
         ),
         _prices_section(prices, trades),
+        _var_backtest_section(_mapping(summary.get("var_backtest"))),
         _run_section(run, {k: v for k, v in summary.items() if k not in _SUMMARY_SECTIONS}),
         "</main>\n",
     ]
@@ -274,6 +278,37 @@ def _signal_section(accuracy: Mapping[str, Any], baseline: Mapping[str, Any]) ->
     )
 
 
+def _var_backtest_section(levels: Mapping[str, Any]) -> str:
+    if not levels:
+        return ""
+    rows = []
+    for level in _horizons([levels]):
+        v = _mapping(levels[level])
+        p = _num(v.get("kupiec_p"))
+        rows.append(
+            f"<tr><td>{_e(_fmt(_num(level), 'pct'))}</td>{_td(_fmt(v.get('observations'), 'int'))}"
+            f"{_td(_fmt(v.get('exceedances'), 'int'))}{_td(_fmt(v.get('rate'), 'pct'))}"
+            f"{_td(_fmt(v.get('expected_rate'), 'pct'))}{_td(_fmt(v.get('mean_var'), 'money'))}"
+            f"{_td(_fmt(v.get('kupiec_lr'), 'ratio'))}"
+            f"{_td(_fmt(p, 'ratio'), 'neg' if p is not None and p < 0.05 else '')}"
+            f"{_td(_fmt(v.get('christoffersen_lr'), 'ratio'))}"
+            f"{_td(_fmt(v.get('christoffersen_p'), 'ratio'))}</tr>"
+        )
+    return (
+        "<section><h2>VaR backtest</h2>"
+        "<table><thead><tr><th>VaR level</th><th>Bars</th><th>Exceedances</th><th>Rate</th>"
+        "<th>Expected</th><th>Mean VaR</th><th>Kupiec LR</th><th>p</th>"
+        "<th>Christoffersen LR</th><th>p</th>"
+        f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        '<p class="note">Each bar the risk manager\'s one-bar VaR ([risk] var_method) of the '
+        "book held at its close, against that book's P&amp;L over the next bar at the closes "
+        "(no fills or fees); bars holding nothing are left out. An exceedance is a loss "
+        "beyond the VaR. Kupiec: is the exceedance rate the expected one (p &lt; 0.05 rejects, "
+        "in red); Christoffersen: does one exceedance make the next likelier.</p>"
+        "</section>\n"
+    )
+
+
 def _equity_section(curve: EquityCurve, benchmark: EquityCurve) -> str:
     return (
         "<section><h2>Equity and drawdown</h2>"
@@ -289,6 +324,53 @@ def _monthly_section(curve: EquityCurve) -> str:
         f'<div class="scroll">{table}</div>'
         '<p class="note">From the equity curve at each month\'s last bar (UTC); the first month '
         "starts from the first bar's equity.</p></section>\n"
+    )
+
+
+_BRINSON_ROWS = (
+    ("allocation", "Allocation (segment weights)"),
+    ("selection", "Selection (within segments)"),
+    ("interaction", "Interaction"),
+    ("trading", "Trading (fills within the bar, fees)"),
+    ("active_return", "Active return"),
+    ("portfolio_return", "Strategy return"),
+    ("benchmark_return", "Benchmark return"),
+)
+
+
+def _attribution_section(attribution: Mapping[str, Any]) -> str:
+    if not attribution:
+        return ""
+    brinson = _mapping(attribution.get("brinson"))
+    effects = "".join(
+        f"<tr><td>{_e(label)}</td>"
+        f"{_td(_fmt(brinson.get(key), 'pct'), _sign_class(brinson.get(key)))}</tr>"
+        for key, label in _BRINSON_ROWS
+    )
+    strategies = _mapping(attribution.get("by_strategy"))
+    clusters = {str(k): _num(v) for k, v in _mapping(attribution.get("by_cluster")).items()}
+    pnl_rows = "".join(
+        f"<tr><td>{_e(dimension)}</td><td>{_e(name)}</td>"
+        f"{_td(_fmt(pnl, 'money'), _sign_class(pnl))}</tr>"
+        for dimension, groups in (("Strategy", strategies), ("Cluster", clusters))
+        for name, pnl in sorted(groups.items(), key=lambda kv: -(_num(kv[1]) or 0.0))
+    )
+    total, change = attribution.get("total_pnl"), attribution.get("equity_change")
+    return (
+        "<section><h2>Attribution</h2>"
+        f'<div class="grid2"><figure>{_pnl_bar_chart(clusters)}</figure><div class="scroll">'
+        "<table><thead><tr><th>Against the equal-weight benchmark</th><th>Sum over bars</th>"
+        f"</tr></thead><tbody>{effects}</tbody></table>"
+        "<table><thead><tr><th>By</th><th>Name</th><th>Net PnL</th></tr></thead>"
+        f"<tbody>{pnl_rows}</tbody></table></div></div>"
+        '<p class="note">Brinson-Fachler, per bar, segments = correlation clusters at that bar '
+        "(a symbol in none is its own) and cash; the benchmark holds every priced symbol in "
+        "equal weights, rebalanced each bar. Allocation + selection + interaction is the held "
+        "book's return over the benchmark's; trading is what the bar's fills and fees added. "
+        "Bar effects are summed (not linked). Net PnL by cluster at entry (chart), by "
+        "strategy, and by symbol and regime in the sections below, each sums to "
+        f"{_e(_fmt(total, 'money'))} (equity change {_e(_fmt(change, 'money'))}).</p>"
+        "</section>\n"
     )
 
 
