@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import msgspec
@@ -28,6 +28,7 @@ import numpy as np
 import structlog
 from numpy.typing import NDArray
 
+from quantumtrade.backtest.attribution import BrinsonAccumulator
 from quantumtrade.backtest.data import Candles
 from quantumtrade.backtest.model import EquityCurve, SignalRecord, Trade
 from quantumtrade.bus import EventBus
@@ -58,14 +59,15 @@ VAR_BACKTEST_CONFIDENCES = (0.99, 0.95)
 
 class _OpenTrade:
     __slots__ = (
-        "entry_bar", "entry_qty", "entry_ts_ms", "entry_value", "exit_qty", "exit_value", "fees",
-        "max_qty", "position", "realized", "regime", "side",
+        "cluster", "entry_bar", "entry_qty", "entry_ts_ms", "entry_value", "exit_qty",
+        "exit_value", "fees", "max_qty", "position", "realized", "regime", "side",
     )  # fmt: skip
 
-    def __init__(self, bar: int, ts_ms: int, regime: str | None) -> None:
+    def __init__(self, bar: int, ts_ms: int, regime: str | None, cluster: str) -> None:
         self.entry_bar = bar
         self.entry_ts_ms = ts_ms
         self.regime = regime
+        self.cluster = cluster
         self.side = ""
         self.position = 0.0
         self.max_qty = 0.0
@@ -105,6 +107,8 @@ class Ledger:
         self._regime_of_signal: dict[str, str | None] = {}
         self._regime_of_order: dict[str, str | None] = {}
         self._reason_of_order: dict[str, str] = {}
+        self.clusters: Mapping[str, str] = {}
+        """The risk manager's clusters after the newest decision (a trade's cluster at entry)."""
 
     def subscribe(self, bus: EventBus) -> None:
         bus.subscribe(SignalGenerated, self.on_signal)
@@ -146,7 +150,8 @@ class Ledger:
         trade = self._open.get(symbol)
         if trade is None:
             regime = self._regime_of_order.get(fill.parent_id or fill.client_order_id)
-            trade = self._open[symbol] = _OpenTrade(self.bar, self.ts_ms, regime)
+            cluster = self.clusters.get(symbol, symbol)
+            trade = self._open[symbol] = _OpenTrade(self.bar, self.ts_ms, regime, cluster)
         held = trade.position
         if held == 0.0:
             trade.side = "LONG" if signed > 0 else "SHORT"
@@ -171,7 +176,7 @@ class Ledger:
             self._close(symbol, trade, reason, trade.exit_value / trade.exit_qty)
             if trade.position != 0.0:  # a flip: the rest opens the next trade
                 regime = self._regime_of_order.get(fill.parent_id or fill.client_order_id)
-                rest = _OpenTrade(self.bar, self.ts_ms, regime)
+                rest = _OpenTrade(self.bar, self.ts_ms, regime, self.clusters.get(symbol, symbol))
                 rest.side = "LONG" if trade.position > 0 else "SHORT"
                 rest.position = trade.position
                 rest.max_qty = abs(rest.position)
@@ -197,6 +202,7 @@ class Ledger:
                 pnl=trade.realized - trade.fees,
                 regime=trade.regime,
                 exit_reason=reason,
+                cluster=trade.cluster,
             )
         )
 
@@ -238,6 +244,9 @@ class BacktestResult:
     elapsed_s: float
     bars_fed: int
     """Symbol-bars that went through the decision path, warm-up included."""
+    attribution: dict[str, object] = field(default_factory=dict)
+    """The strategy's name and the Brinson-Fachler effects against the equal-weight
+    benchmark (``attribution.BrinsonAccumulator.summary``)."""
     var_forecast: dict[float, NDArray[np.float64]] = field(default_factory=dict)
     """Confidence -> per bar, the one-bar VaR of the book held at that bar's close (after
     its fills), from the risk manager's return history then (NaN: too little history)."""
@@ -285,6 +294,7 @@ async def run_backtest(
     core = TradingCore.build(sim, bus=bus, clock=clock, state=state)
     ledger = Ledger(candles.symbols, initial_equity)
     ledger.subscribe(bus)
+    brinson = BrinsonAccumulator(candles.symbols)
     all_rows = np.arange(n_sym, dtype=np.int64)
     offsets = np.arange(n_sym + 1, dtype=np.int64)
     rejects: Counter[str] = Counter(candles.load_rejects)
@@ -346,6 +356,7 @@ async def run_backtest(
             await core.after_bars()
             cash[i], value[i], gross[i] = ledger.equity(marks)
             equity[i] = cash[i] + value[i]
+            brinson.mark(ledger.quantity, marks, float(equity[i]))
             # VaR backtest: the last bar's book at this bar's closes; this bar's book and its
             # forecast, judged at the next bar.
             if i:
@@ -360,6 +371,8 @@ async def run_backtest(
             if observe is not None:
                 observe(i, core, ledger, float(equity[i]))
             await core.decide()
+            ledger.clusters = core.risk.clusters
+            brinson.set_clusters(core.risk.clusters)
             labels = core.regime.labels
             if labels.shape[0] == n_sym:
                 regimes[:, i] = labels
@@ -392,6 +405,7 @@ async def run_backtest(
         rejected_bars=dict(rejects),
         elapsed_s=time.perf_counter() - t0,
         bars_fed=fed,
+        attribution={"strategy": core.strategy.name, "brinson": brinson.summary()},
         var_forecast=dict(zip(VAR_BACKTEST_CONFIDENCES, var_forecast, strict=True)),
         book_pnl=book_pnl,
         allocation=core.strategy.metrics()["allocation"],
