@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -59,7 +60,7 @@ VAR_BACKTEST_CONFIDENCES = (0.99, 0.95)
 
 class _OpenTrade:
     __slots__ = (
-        "cluster", "entry_bar", "entry_qty", "entry_ts_ms", "entry_value", "exit_qty",
+        "basis", "cluster", "entry_bar", "entry_qty", "entry_ts_ms", "entry_value", "exit_qty",
         "exit_value", "fees", "max_qty", "position", "realized", "regime", "side",
     )  # fmt: skip
 
@@ -75,6 +76,10 @@ class _OpenTrade:
         self.exit_qty = self.exit_value = 0.0
         self.fees = 0.0
         self.realized = 0.0
+        self.basis = 0.0
+        """Average cost of the quantity held now (the portfolio's rules): what a reduction
+        realises against. ``avg_entry`` also counts entries already sold, so after a resize
+        down and up again it is not the held quantity's cost."""
 
     @property
     def avg_entry(self) -> float:
@@ -158,13 +163,14 @@ class Ledger:
         if held == 0.0 or (held > 0) == (signed > 0):
             trade.entry_qty += abs(signed)
             trade.entry_value += abs(signed) * price
+            trade.basis = (abs(held) * trade.basis + abs(signed) * price) / abs(held + signed)
             trade.fees += fill.fee
             trade.position = held + signed
             trade.max_qty = max(trade.max_qty, abs(trade.position))
             return
         closed = min(abs(signed), abs(held))
         share = closed / abs(signed)
-        trade.realized += closed * (price - trade.avg_entry) * (1.0 if held > 0 else -1.0)
+        trade.realized += closed * (price - trade.basis) * (1.0 if held > 0 else -1.0)
         trade.exit_qty += closed
         trade.exit_value += closed * price
         trade.fees += fill.fee * share
@@ -182,6 +188,7 @@ class Ledger:
                 rest.max_qty = abs(rest.position)
                 rest.entry_qty = abs(rest.position)
                 rest.entry_value = abs(rest.position) * price
+                rest.basis = price
                 rest.fees = fill.fee * (1.0 - share)
                 self._open[symbol] = rest
 
@@ -211,7 +218,7 @@ class Ledger:
         for symbol in list(self._open):
             trade = self._open[symbol]
             mark = float(marks[self.row[symbol]])
-            trade.realized += trade.position * (mark - trade.avg_entry)
+            trade.realized += trade.position * (mark - trade.basis)
             self._close(symbol, trade, "end_of_data", mark)
 
     def equity(self, marks: NDArray[np.float64]) -> tuple[float, float, float]:
