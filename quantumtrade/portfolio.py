@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -15,6 +16,10 @@ from quantumtrade.events import OrderFilled, PositionChanged, SymbolRows, symbol
 
 # A position smaller than this fraction of the trade that produced it is float dust: flat.
 _DUST = 1e-12
+UNLABELLED = "UNLABELLED"
+ATTRIBUTION_DIMENSIONS = ("strategy", "regime", "cluster")
+Labeller = Callable[[str], tuple[str, str, str]]
+"""Symbol -> (strategy, regime, cluster) of the position opening in it now."""
 
 
 class Position(msgspec.Struct, frozen=True):
@@ -82,6 +87,17 @@ class Portfolio:
         self.last_fill_seq = 0
         """Seq of the newest fill applied (fills arrive in seq order); the risk manager uses it
         to count fills it has seen that are not yet in a position."""
+        # Attribution: each open position's labels, taken when it opened, and the closed PnL
+        # (realised - fees) of each label, per dimension.
+        self._labeller: Labeller | None = None
+        self._labels: dict[str, tuple[str, str, str]] = {}
+        self._closed_by: tuple[dict[str, float], ...] = tuple({} for _ in ATTRIBUTION_DIMENSIONS)
+
+    def label_positions(self, labeller: Labeller) -> None:
+        """Label each position as it opens (strategy, regime at entry, cluster at entry);
+        without a labeller (or for fills restored before one is set): the regime is
+        ``UNLABELLED`` and the cluster the symbol."""
+        self._labeller = labeller
 
     def _apply(self, fill: OrderFilled) -> Position:
         before = self.position(fill.symbol)
@@ -92,9 +108,75 @@ class Portfolio:
         else:
             self._open.discard(fill.symbol)
         self._closed_net += position.realized_pnl - before.realized_pnl - fill.fee
+        self._attribute(fill.symbol, before, position, fill.quantity, fill.fee)
         self._open_pnl += self._unrealized(position) - self._unrealized(before)
         self.last_fill_seq = max(self.last_fill_seq, fill.seq)
         return position
+
+    def _attribute(
+        self, symbol: str, before: Position, after: Position, quantity: float, fee: float
+    ) -> None:
+        """Book a fill's realised PnL and fee to the labels of the position it closes (taken
+        at its open) and its fee to the position it opens (a reversal splits the fee by the
+        share of the fill that closes)."""
+        realized = after.realized_pnl - before.realized_pnl
+        q0, q1 = before.quantity, after.quantity
+        if q0 == 0.0:
+            new = self._label(symbol)
+            self._book(new, -fee)
+            if q1:
+                self._labels[symbol] = new
+            return
+        old = self._labels.get(symbol) or self._label(symbol)
+        if q1 == 0.0:
+            self._book(old, realized - fee)
+            self._labels.pop(symbol, None)
+        elif (q1 > 0) != (q0 > 0):
+            share = min(abs(q0) / quantity, 1.0) if quantity > 0 else 1.0
+            self._book(old, realized - fee * share)
+            new = self._labels[symbol] = self._label(symbol)
+            self._book(new, -fee * (1.0 - share))
+        else:
+            self._book(old, realized - fee)
+
+    def _label(self, symbol: str) -> tuple[str, str, str]:
+        if self._labeller is None:
+            return (UNLABELLED, UNLABELLED, symbol)
+        return self._labeller(symbol)
+
+    def _book(self, labels: tuple[str, str, str], pnl: float) -> None:
+        for by, label in zip(self._closed_by, labels, strict=True):
+            by[label] = by.get(label, 0.0) + pnl
+
+    def attribution(self) -> dict[str, Any]:
+        """Net PnL (realised - fees, unrealised at the last marks, their sum) by strategy,
+        symbol, regime at entry and cluster at entry; each breakdown's ``net`` sums to
+        ``totals()["net"]``. Closed PnL stays with the labels of the position that made it."""
+        by_symbol: dict[str, list[float]] = {}
+        by: list[dict[str, list[float]]] = [
+            {label: [pnl, 0.0] for label, pnl in closed.items()} for closed in self._closed_by
+        ]
+        for symbol, p in self._positions.items():
+            unrealized = self._unrealized(p)
+            by_symbol[symbol] = [p.realized_pnl - p.fees, unrealized]
+            if p.quantity:
+                labels = self._labels.get(symbol) or self._label(symbol)
+                for groups, label in zip(by, labels, strict=True):
+                    groups.setdefault(label, [0.0, 0.0])[1] += unrealized
+
+        def table(groups: Mapping[str, list[float]]) -> dict[str, dict[str, float]]:
+            return {
+                label: {"realized_after_fees": r, "unrealized": u, "net": r + u}
+                for label, (r, u) in sorted(groups.items())
+            }
+
+        strategy, regime, cluster = (table(groups) for groups in by)
+        return {
+            "by_strategy": strategy,
+            "by_symbol": table(by_symbol),
+            "by_regime": regime,
+            "by_cluster": cluster,
+        }
 
     def _unrealized(self, p: Position) -> float:
         mark = self.mark_price(p.symbol)

@@ -52,7 +52,7 @@ from quantumtrade.events import (
     TargetPosition,
     TickerUpdated,
 )
-from quantumtrade.portfolio import Portfolio
+from quantumtrade.portfolio import UNLABELLED, Portfolio
 from quantumtrade.regime.detector import RegimeDetector
 from quantumtrade.regime.model import NO_LABEL, REGIME_ORDER
 from quantumtrade.risk.manager import RiskManager
@@ -663,6 +663,16 @@ class StrategyEngine:
                 # A refused entry is dropped (it would be refused again at every bar).
                 del self._targets[symbol]
                 self._pending.pop(symbol, None)
+
+    def position_labels(self, symbol: str) -> tuple[str, str, str]:
+        """(strategy, regime, cluster) of the position opening in ``symbol`` now, for the
+        portfolio's attribution: the regime of the decision that sent the entry (still pending
+        while its fill is being applied, or already held), the risk manager's cluster."""
+        pending = self._pending.get(symbol)
+        held = self._held.get(symbol)
+        code = pending[1] if pending is not None else held.regime if held is not None else NO_LABEL
+        regime = REGIME_ORDER[code].value if code != NO_LABEL else UNLABELLED
+        return self.name, regime, self.risk.clusters.get(symbol, symbol)
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", **self.metrics()}
