@@ -19,13 +19,13 @@ from quantumtrade.events import OrderType, Regime, Side, TradingState
 Schema = dict[str, Any]
 
 _STATES = [s.value for s in TradingState]
+_REGIMES = [r.value for r in Regime]
 SYMBOL_PATTERN = "^[A-Za-z0-9][A-Za-z0-9/._:-]{0,63}$"
 """What a symbol name looks like (the server trims and upper-cases a name, and answers 404 for
 one it does not know)."""
 SYMBOL_LIST_PATTERN = "^[A-Za-z0-9/._:-]+(,[A-Za-z0-9/._:-]+)*$"
 NOT_BLANK = r"[^\s\x1c-\x1f]"
 """Something ``str.strip`` keeps: Python strips \\x1c-\\x1f too, regex \\s does not."""
-_REGIMES = [r.value for r in Regime]
 
 
 # --- building blocks --------------------------------------------------------------------------
@@ -53,7 +53,8 @@ def mapping(values: Schema, description: str = "") -> Schema:
 
 def nullable(schema: Schema) -> Schema:
     """``schema`` or null (``schema`` must name its type: 3.0 ignores nullable by a $ref)."""
-    assert "type" in schema, schema
+    if "type" not in schema:
+        raise ValueError(f"nullable needs a schema with a type, not {schema}")
     return schema | {"nullable": True}
 
 
@@ -84,14 +85,8 @@ def json_body(schema: Schema, example: Any) -> dict[str, Any]:
 # --- components -------------------------------------------------------------------------------
 
 
-def _schemas(*, max_symbols: int, max_quantity: float, max_price: float) -> dict[str, Schema]:
-    positive = {"type": "number", "minimum": 0, "exclusiveMinimum": True}
-    symbols = {
-        "type": "array",
-        "minItems": 1,
-        "maxItems": max_symbols,
-        "items": {"type": "string", "pattern": SYMBOL_PATTERN},
-    }
+def _schemas() -> dict[str, Schema]:
+    """The shapes answers share (request bodies, each used once, are inline in ``_paths``)."""
     # Inlined where they may be null: OpenAPI 3.0 ignores ``nullable`` beside a ``$ref``.
     bar = obj(
         {
@@ -110,17 +105,6 @@ def _schemas(*, max_symbols: int, max_quantity: float, max_price: float) -> dict
     )
     return {
         "Error": obj({"error": {"type": "string", "minLength": 1}}),
-        "Symbols": {
-            "oneOf": [
-                symbols,
-                {
-                    "type": "string",
-                    "pattern": SYMBOL_LIST_PATTERN,
-                    "description": "comma-separated symbol names",
-                },
-            ],
-            "example": ["BTCUSDT", "ETHUSDT"],
-        },
         "Health": obj(
             {
                 "status": {
@@ -234,30 +218,6 @@ def _schemas(*, max_symbols: int, max_quantity: float, max_price: float) -> dict
                 "errors": ANY_OBJECT,
                 "venues": {"type": "array", "items": STRING},
             }
-        ),
-        "OrderRequest": obj(
-            {
-                "symbol": {"type": "string", "pattern": SYMBOL_PATTERN},
-                "side": {"type": "string", "enum": [s.value for s in Side]},
-                "quantity": positive | {"maximum": max_quantity},
-            },
-            {
-                "orderType": {
-                    "type": "string",
-                    "enum": [t.value for t in OrderType],
-                    "default": OrderType.MARKET.value,
-                },
-                "price": positive
-                | {
-                    "maximum": max_price,
-                    "description": "the limit price: required for a LIMIT order",
-                },
-                "clientOrderId": {
-                    "type": "string",
-                    "pattern": "^[A-Za-z0-9._-]{0,36}$",
-                    "description": "absent or empty: api-<random hex>",
-                },
-            },
         ),
         "VenueQuote": obj(
             {
@@ -380,6 +340,21 @@ def _schemas(*, max_symbols: int, max_quantity: float, max_price: float) -> dict
                 "totals": obj(
                     {"realized": NUMBER, "unrealized": NUMBER, "fees": NUMBER, "net": NUMBER}
                 ),
+                "attribution": obj(
+                    {
+                        f"by_{dimension}": mapping(
+                            obj(
+                                {
+                                    "realized_after_fees": NUMBER,
+                                    "unrealized": NUMBER,
+                                    "net": NUMBER,
+                                }
+                            ),
+                            f"{dimension} → its PnL (each breakdown's net sums to totals.net)",
+                        )
+                        for dimension in ("strategy", "symbol", "regime", "cluster")
+                    }
+                ),
             }
         ),
         "Risk": obj(
@@ -451,6 +426,45 @@ def _schemas(*, max_symbols: int, max_quantity: float, max_price: float) -> dict
     }
 
 
+# --- request bodies (inline, so a client or a fuzzer reads each where it is used) -----------
+
+
+def symbols_schema(max_symbols: int) -> Schema:
+    return {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": max_symbols,
+        "items": {"type": "string", "pattern": SYMBOL_PATTERN},
+        "description": "symbol names (also accepted: one comma-separated string)",
+        "example": ["BTCUSDT", "ETHUSDT"],
+    }
+
+
+def order_request_schema(*, max_quantity: float, max_price: float) -> Schema:
+    positive = {"type": "number", "minimum": 0, "exclusiveMinimum": True}
+    return obj(
+        {
+            "symbol": {"type": "string", "pattern": SYMBOL_PATTERN},
+            "side": {"type": "string", "enum": [s.value for s in Side]},
+            "quantity": positive | {"maximum": max_quantity},
+        },
+        {
+            "orderType": {
+                "type": "string",
+                "enum": [t.value for t in OrderType],
+                "default": OrderType.MARKET.value,
+            },
+            "price": positive
+            | {"maximum": max_price, "description": "the limit price: required for a LIMIT order"},
+            "clientOrderId": {
+                "type": "string",
+                "pattern": "^[A-Za-z0-9._-]{0,36}$",
+                "description": "absent or empty: api-<random hex>",
+            },
+        },
+    )
+
+
 # --- paths ------------------------------------------------------------------------------------
 
 
@@ -460,7 +474,11 @@ def _paths(
     max_nesting: int,
     max_line_bytes: int,
     idle_timeout_s: float,
+    max_symbols: int,
+    max_quantity: float,
+    max_price: float,
 ) -> dict[str, Any]:
+    symbols = symbols_schema(max_symbols)
     # Any request can meet the HTTP parser's 400 (a request line or header too long, bad HTTP).
     parser = f"Malformed request (HTTP parser: a request line or header over {max_line_bytes:,} B)"
     unknown_symbol = error("Unknown symbol (the message lists them)")
@@ -575,7 +593,7 @@ def _paths(
                     obj(
                         {
                             "action": {"type": "string", "enum": ["start-flow", "stop-flow"]},
-                            "symbols": ref("Symbols"),
+                            "symbols": symbols,
                         }
                     ),
                     {"action": "start-flow", "symbols": ["BTCUSDT"]},
@@ -639,7 +657,7 @@ def _paths(
                         }
                     ),
                 ),
-                json_body(obj({"symbols": ref("Symbols")}), {"symbols": ["BTCUSDT"]}),
+                json_body(obj({"symbols": symbols}), {"symbols": ["BTCUSDT"]}),
                 more={"404": unknown_symbol, "503": no_regime},
             ),
         },
@@ -666,7 +684,9 @@ def _paths(
                     obj(
                         {
                             "action": {"type": "string", "enum": ["route"]},
-                            "orderRequest": ref("OrderRequest"),
+                            "orderRequest": order_request_schema(
+                                max_quantity=max_quantity, max_price=max_price
+                            ),
                         }
                     ),
                     {
@@ -811,14 +831,15 @@ def openapi_document(
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": _schemas(
-                max_symbols=max_symbols, max_quantity=max_quantity, max_price=max_price
-            ),
+            "schemas": _schemas(),
         },
         "paths": _paths(
             max_body_bytes=max_body_bytes,
             max_nesting=max_nesting,
             max_line_bytes=max_line_bytes,
             idle_timeout_s=idle_timeout_s,
+            max_symbols=max_symbols,
+            max_quantity=max_quantity,
+            max_price=max_price,
         ),
     }
