@@ -183,6 +183,15 @@ async def test_every_panel_query_returns_data_from_a_scraped_daemon(tmp_path: Pa
             await asyncio.sleep(1.0)
         assert not problems, "\n".join(map(str, problems))
 
+        # Each dashboard's $instance variable lists the scraped daemon.
+        for board in load_dashboards().values():
+            (variable,) = board["templating"]["list"]
+            found_query = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["definition"])
+            assert found_query is not None, variable["definition"]
+            selector, label = found_query.groups()
+            rows = await asyncio.to_thread(instant_query(base), selector)
+            assert [row["metric"][label] for row in rows] == [admin], board["uid"]
+
         # Negative controls, same Prometheus: a misspelt metric, a label-value typo that
         # selects nothing, and PromQL Prometheus refuses are each reported for that panel only.
         board = copy.deepcopy(load_dashboards()["order-router.json"])
