@@ -577,6 +577,7 @@ def warm_up() -> None:
     for n in (1, PARALLEL_MIN_ROWS):
         symbols = [f"W{i}USDT" for i in range(n)]
         state = MarketState(symbols, 4, slack=2)
+        frozen_state = MarketState(symbols, 4, slack=2)
         bar = np.array([[1.0, 2.0, 0.5, 1.5, 10.0]])
         for t in range(1, 5):  # one bar for every row: in place, then a compaction
             batch = BarBatch(
@@ -586,6 +587,12 @@ def warm_up() -> None:
                 np.arange(n + 1, dtype=np.int64),
             )
             state.append_validated(batch)
+            # The orchestrator's batches are frozen (shared with events and the bar cache):
+            # read-only arrays are separate specialisations, compiled here too.
+            frozen = BarBatch(batch.symbols, batch.ts_ms + 10, batch.prices.copy(), batch.offsets)
+            frozen.freeze()
+            frozen.tail(2)
+            frozen_state.append_validated(frozen)
         # One row alone: the shift within the window.
         state.append_validated(
             BarBatch((symbols[0],), np.array([9], np.int64), bar, np.array([0, 1], np.int64))

@@ -25,7 +25,7 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
-from quantumtrade.clock import Clock
+from quantumtrade.clock import Clock, ManualClock
 from quantumtrade.data import synthetic_kernel as kernel
 from quantumtrade.data.source import BarBatch, OrderBook, Ticker, tickers_from_books
 from quantumtrade.events import Bar, Regime
@@ -235,3 +235,10 @@ class SyntheticSource:
     async def fetch_tickers(self, symbols: Sequence[str]) -> dict[str, Ticker]:
         """Top of each symbol's book; last = the last close."""
         return await tickers_from_books(self, [s for s in symbols if s in self._index])
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the generator's kernels: a two-symbol market's
+    state and a few of its bars (constructing the source runs them, in the caller's thread)."""
+    source = SyntheticSource(SyntheticConfig(symbols=2, history_bars=4, start_ms=1), ManualClock(0))
+    source._generate([0, 1], [0, 0], [4, 4])
