@@ -72,7 +72,7 @@ def bar_effects(
     weight: FloatArray,
     ret: FloatArray,
     priced: NDArray[np.bool_],
-    segment: NDArray[np.intp],
+    segment: NDArray[np.intp] | None,
     n_segments: int,
     portfolio_return: float,
 ) -> BarEffects:
@@ -81,29 +81,33 @@ def bar_effects(
     ``weight``: (symbols,) signed position value / equity at the bar's start; ``ret``:
     (symbols,) close-to-close returns over the bar (ignored where not ``priced``);
     ``priced``: the symbols in the benchmark this bar; ``segment``: (symbols,) segment ids in
-    ``[0, n_segments)``; ``portfolio_return``: the equity's return over the bar."""
+    ``[0, n_segments)`` (None: each symbol its own segment); ``portfolio_return``: the
+    equity's return over the bar."""
     r = np.where(priced, ret, 0.0)
-    wp = np.bincount(segment, weights=weight, minlength=n_segments)
-    cp = np.bincount(segment, weights=weight * r, minlength=n_segments)
-    nb = np.bincount(segment[priced], minlength=n_segments).astype(np.float64)
-    rsum = np.bincount(segment, weights=r, minlength=n_segments)
+    if segment is None:
+        return _one_symbol_segments(weight, r, priced, portfolio_return)
+    contribution = weight * r
+    wp = _sum_by(segment, weight, n_segments)
+    cp = _sum_by(segment, contribution, n_segments)
+    nb = _sum_by(segment, priced, n_segments)
+    rsum = _sum_by(segment, r, n_segments)
     total = float(nb.sum())
-    wb = nb / total if total else np.zeros(n_segments)
-    bench = float(r.sum()) / total if total else 0.0
+    bench = float(rsum.sum()) / total if total else 0.0
+    wb = nb / total if total else nb
     # A segment the benchmark does not hold gets the benchmark's return: no allocation
     # effect of its own, what it earns is selection-interaction (w_b,s = 0: interaction).
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rb = np.where(nb > 0, rsum / nb, bench)
-        rp = np.where(wp != 0.0, cp / wp, rb)
+    rb = np.divide(rsum, nb, out=np.full(nb.shape, bench), where=nb > 0)
+    rp = np.divide(cp, wp, out=rb.copy(), where=wp != 0.0)
     # Cash: the rest of each side's weight, at a zero return.
     wp_cash = 1.0 - float(wp.sum())
     wb_cash = 1.0 - float(wb.sum())
-    allocation = float(((wp - wb) * (rb - bench)).sum()) + (wp_cash - wb_cash) * (0.0 - bench)
-    selection = float((wb * (rp - rb)).sum())
+    active_w = wp - wb
+    allocation = float(active_w @ (rb - bench)) - (wp_cash - wb_cash) * bench
+    selection = float(wb @ (rp - rb))
     # cp - wp * rb is selection + interaction per segment (exact where wp != 0, and it keeps
     # a zero-weight segment's earnings where R_p,s is undefined).
-    interaction = float((cp - wp * rb).sum()) - selection
     held = float(cp.sum())
+    interaction = held - float(wp @ rb) - selection
     return BarEffects(
         allocation=allocation,
         selection=selection,
@@ -112,6 +116,32 @@ def bar_effects(
         portfolio_return=portfolio_return,
         benchmark_return=bench,
     )
+
+
+def _one_symbol_segments(
+    weight: FloatArray, r: FloatArray, priced: NDArray[np.bool_], portfolio_return: float
+) -> BarEffects:
+    """``bar_effects`` when each symbol is its own segment, in closed form (the backtest's
+    usual case, a few array operations a bar): a segment's return is its symbol's, so
+    selection is 0, allocation = sum w_i R_b,i - R_b and interaction = R_hold - sum w_i R_b,i
+    (R_b,i = the symbol's return, or R_b for a symbol the benchmark does not hold)."""
+    count = int(np.count_nonzero(priced))
+    bench = float(r.sum()) / count if count else 0.0
+    on_bench = float(weight @ np.where(priced, r, bench))
+    held = float(weight @ r)
+    return BarEffects(
+        allocation=on_bench - bench,
+        selection=0.0,
+        interaction=held - on_bench,
+        trading=portfolio_return - held,
+        portfolio_return=portfolio_return,
+        benchmark_return=bench,
+    )
+
+
+def _sum_by(segment: NDArray[np.intp], values: NDArray[Any], n: int) -> FloatArray:
+    """Per segment, the sum of ``values`` (float64: bincount with weights)."""
+    return np.asarray(np.bincount(segment, weights=values, minlength=n), dtype=np.float64)
 
 
 def segment_ids(
@@ -131,13 +161,14 @@ class BrinsonAccumulator:
 
     def __init__(self, symbols: Sequence[str]) -> None:
         self.symbols = tuple(symbols)
-        self.segment, _ = segment_ids(self.symbols, {})
+        self.segment: NDArray[np.intp] | None = None  # each symbol its own segment
         self.n_segments = len(self.symbols)
         self._clusters: dict[str, str] = {}
         self._value = np.zeros(len(self.symbols))
         self._marks = np.zeros(len(self.symbols))
         self._equity = 0.0
         self._started = False
+        self._all_priced = False
         self.allocation = self.selection = self.interaction = self.trading = 0.0
         self.portfolio_return = self.benchmark_return = 0.0
         self.bars = 0
@@ -148,16 +179,19 @@ class BrinsonAccumulator:
         """The segments of the next bar: the clusters the risk manager judges by now."""
         if clusters != self._clusters:
             self._clusters = dict(clusters)
-            self.segment, names = segment_ids(self.symbols, clusters)
+            segment, names = segment_ids(self.symbols, clusters)
             self.n_segments = len(names)
+            self.segment = segment if self.n_segments < len(self.symbols) else None
 
     def mark(self, quantity: FloatArray, marks: FloatArray, equity: float) -> None:
         """The bar ends with ``quantity`` held, ``marks`` (0: not priced yet), ``equity``."""
         if self._started:
-            if self._equity > 0.0:
+            if self._equity > 0.0 and self.segment is None and self._all_priced:
+                self._add_all_priced(marks, equity)
+            elif self._equity > 0.0:
                 priced = self._marks > 0.0
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    ret = np.where(priced, marks / self._marks - 1.0, 0.0)
+                ret = np.divide(marks, self._marks, out=np.ones_like(marks), where=priced)
+                ret -= 1.0
                 self.add(
                     bar_effects(
                         self._value / self._equity,
@@ -174,6 +208,23 @@ class BrinsonAccumulator:
         self._marks[:] = marks
         self._equity = equity
         self._started = True
+        if not self._all_priced:  # a symbol once priced stays priced (marks carry forward)
+            self._all_priced = bool((marks > 0.0).all())
+
+    def _add_all_priced(self, marks: FloatArray, equity: float) -> None:
+        """``bar_effects`` of one-symbol segments (``_one_symbol_segments``) when every symbol
+        was priced at the bar's start, in the fewest array operations: the usual bar of a
+        backtest without clusters (the unit tests hold it to the general path)."""
+        ret = marks / self._marks
+        ret -= 1.0
+        bench = float(ret.sum()) / ret.size
+        held = float(self._value @ ret) / self._equity
+        portfolio_return = equity / self._equity - 1.0
+        self.allocation += held - bench
+        self.trading += portfolio_return - held
+        self.portfolio_return += portfolio_return
+        self.benchmark_return += bench
+        self.bars += 1
 
     def add(self, effects: BarEffects) -> None:
         self.allocation += effects.allocation

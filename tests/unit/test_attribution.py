@@ -92,6 +92,21 @@ def test_effects_match_the_textbook_formulas(seed: int) -> None:
     assert (e.allocation, e.selection, e.interaction) == pytest.approx((alloc, sel, inter), abs=EPS)
 
 
+@pytest.mark.parametrize("seed", range(10))
+def test_one_symbol_segments_in_closed_form_match_the_general_path(seed: int) -> None:
+    rng = np.random.default_rng(200 + seed)
+    n = 16
+    weight, ret, _ = random_bar(rng, n, 1)
+    priced = rng.random(n) > 0.2
+    if seed == 0:
+        priced[:] = False  # the benchmark in cash
+    rp = float(rng.normal(0.0, 0.01))
+    fast = bar_effects(weight, ret, priced, None, n, rp)
+    general = bar_effects(weight, ret, priced, np.arange(n, dtype=np.intp), n, rp)
+    for key in ("allocation", "selection", "interaction", "trading", "benchmark_return"):
+        assert getattr(fast, key) == pytest.approx(getattr(general, key), abs=EPS), key
+
+
 def test_the_benchmark_itself_has_no_effects() -> None:
     rng = np.random.default_rng(7)
     n = 12
