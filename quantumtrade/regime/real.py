@@ -13,7 +13,26 @@ labelled bar; forward measures use the bars after it, for scoring only.
 
 from __future__ import annotations
 
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import msgspec
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from numpy.typing import NDArray
+
+from quantumtrade.data.replay_source import SUFFIXES, candle_files, read_candles
+from quantumtrade.data.source import BarBatch
+from quantumtrade.data.validation import NO_BAR, OK, REASONS, validate_batch
+from quantumtrade.events import REGIME_ORDER, Regime
+from quantumtrade.regime.engine import classify
+from quantumtrade.regime.model import RegimeConfig
+
+F64 = NDArray[np.float64]
+I64 = NDArray[np.int64]
 
 EFFICIENCY_BARS = 48
 """Bars of the efficiency ratio |close_t - close_{t-n}| / sum |Δclose| (trailing and forward)."""
@@ -78,3 +97,371 @@ GOALS: tuple[SeparationGoal, ...] = (
         why="a break that volume does not follow is the usual false breakout",
     ),
 )
+
+
+# --- bars: read, screened, labelled ---------------------------------------------------------
+
+
+def screen_bars(ts_ms: I64, prices: F64) -> tuple[NDArray[np.bool_], Counter[str]]:
+    """Which rows of one symbol's (n, 5) open/high/low/close/volume bars the daemon's
+    validation accepts (``validate_batch``: the one place a bad bar is defined), and the
+    rejected rows counted by reason. A rejected row does not move the timestamp mark."""
+    n = int(ts_ms.shape[0])
+    if n == 0:
+        return np.zeros(0, dtype=bool), Counter()
+    batch = BarBatch(
+        symbols=("",),
+        ts_ms=np.ascontiguousarray(ts_ms, dtype=np.int64),
+        prices=np.ascontiguousarray(prices, dtype=np.float64),
+        offsets=np.array([0, n], dtype=np.int64),
+    )
+    codes = validate_batch(batch, np.array([NO_BAR], dtype=np.int64))
+    ok: NDArray[np.bool_] = codes == OK
+    rejects: Counter[str] = Counter(REASONS[int(c) - 1] for c in codes[~ok].tolist())
+    return ok, rejects
+
+
+@dataclass(frozen=True, slots=True)
+class LabelledBars:
+    """One file's accepted bars and their labels (``REGIME_ORDER`` codes, -1 in warm-up)."""
+
+    file: Path
+    ts_ms: I64
+    high: F64
+    low: F64
+    close: F64
+    volume: F64
+    labels: NDArray[np.int8]
+    confidence: NDArray[np.float32]
+    rejects: Counter[str]
+
+    @property
+    def read(self) -> int:
+        """Rows read from the file, rejected ones included."""
+        return int(self.close.shape[0]) + sum(self.rejects.values())
+
+
+def label_file(file: Path, config: RegimeConfig | None = None) -> LabelledBars:
+    """Read a candle file (the replay source's reader), drop the rows validation rejects, and
+    label the rest with ``classify``, as ``regime detect`` does.
+
+    Raises ``ValueError`` naming the file for one that cannot be read (truncated gzip, a row
+    that is not numbers), and ``FileNotFoundError`` for a missing one.
+    """
+    ts, prices = read_candles(file)
+    ok, rejects = screen_bars(ts, np.ascontiguousarray(prices.T))
+    h, lo, c, v = (np.ascontiguousarray(col[ok]) for col in prices[1:])
+    if c.size:
+        result = classify(c[None, :], h[None, :], lo[None, :], v[None, :], config)
+        labels, confidence = result.labels[0], result.confidence[0]
+    else:
+        labels, confidence = np.zeros(0, np.int8), np.zeros(0, np.float32)
+    return LabelledBars(
+        file=file,
+        ts_ms=ts[ok],
+        high=h,
+        low=lo,
+        close=c,
+        volume=v,
+        labels=labels,
+        confidence=confidence,
+        rejects=rejects,
+    )
+
+
+# --- measures (pure functions of one symbol's bars) -------------------------------------------
+
+
+def efficiency(close: F64, bars: int = EFFICIENCY_BARS) -> tuple[F64, F64]:
+    """(trailing, forward) efficiency ratio at each bar: |close_t - close_{t-n}| over the sum
+    of |Δclose| between them, and the same from t to t+n; NaN where the window does not fit
+    or the price did not move."""
+    n = close.shape[0]
+    trailing = np.full(n, np.nan)
+    forward = np.full(n, np.nan)
+    if n > bars:
+        path = np.concatenate(([0.0], np.cumsum(np.abs(np.diff(close)))))
+        net = np.abs(close[bars:] - close[:-bars])
+        moved = path[bars:] - path[:-bars]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.where(moved > 0.0, net / moved, np.nan)
+        trailing[bars:] = ratio
+        forward[:-bars] = ratio
+    return trailing, forward
+
+
+def realised_volatility(close: F64, bars: int = VOLATILITY_BARS) -> tuple[F64, F64]:
+    """(trailing, forward) stdev of the ``bars`` log returns ending at t, and of the ``bars``
+    after t; NaN where the window does not fit."""
+    n = close.shape[0]
+    trailing = np.full(n, np.nan)
+    forward = np.full(n, np.nan)
+    if n > bars:
+        returns = np.diff(np.log(close))  # returns[k] ends at bar k + 1
+        spread = sliding_window_view(returns, bars).std(axis=1)  # [j]: bars j+1 .. j+bars
+        trailing[bars:] = spread
+        forward[: n - bars] = spread
+    return trailing, forward
+
+
+def after_over_before(
+    values: F64, after: int = BREAKOUT_AFTER, before: int = BREAKOUT_BEFORE
+) -> F64:
+    """At each bar t: the mean of ``values`` over the ``after`` bars after t over their mean
+    over the ``before`` bars before t (t itself in neither); NaN where either does not fit or
+    the earlier mean is not positive."""
+    n = values.shape[0]
+    out = np.full(n, np.nan)
+    if n < before + after + 1:
+        return out
+    total = np.concatenate(([0.0], np.cumsum(values)))
+    t = np.arange(before, n - after)
+    later = (total[t + 1 + after] - total[t + 1]) / after
+    earlier = (total[t] - total[t - before]) / before
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out[t] = np.where(earlier > 0.0, later / earlier, np.nan)
+    return out
+
+
+def onsets(labels: NDArray[np.int8], code: int) -> NDArray[np.int64]:
+    """Bars where the label becomes ``code`` from another published label."""
+    lab = np.asarray(labels)
+    start = (lab[1:] == code) & (lab[:-1] != code) & (lab[:-1] >= 0)
+    return np.flatnonzero(start).astype(np.int64) + 1
+
+
+# --- separations --------------------------------------------------------------------------
+
+
+_TRENDING = REGIME_ORDER.index(Regime.TRENDING)
+_RANGING = REGIME_ORDER.index(Regime.RANGING)
+_VOLATILE = REGIME_ORDER.index(Regime.VOLATILE)
+_BREAKOUT = REGIME_ORDER.index(Regime.BREAKOUT)
+
+
+@dataclass(slots=True)
+class _Pool:
+    """Per-bar measures of many files, concatenated when summarised."""
+
+    files: int = 0
+    read: int = 0
+    rejects: Counter[str] = field(default_factory=Counter)
+    labels: list[NDArray[np.int8]] = field(default_factory=list)
+    measures: dict[str, list[F64]] = field(default_factory=dict)
+    breakout: dict[str, list[F64]] = field(default_factory=dict)
+
+    def add(self, bars: LabelledBars) -> None:
+        self.files += 1
+        self.read += bars.read
+        self.rejects.update(bars.rejects)
+        self.add_measures(bars.labels, bars.close, bars.high, bars.low, bars.volume)
+
+    def add_measures(
+        self, labels: NDArray[np.int8], close: F64, high: F64, low: F64, volume: F64
+    ) -> None:
+        eff_t, eff_f = efficiency(close)
+        vol_t, vol_f = realised_volatility(close)
+        self.labels.append(np.asarray(labels, dtype=np.int8))
+        for name, values in (
+            ("efficiency_trailing", eff_t),
+            ("efficiency_forward", eff_f),
+            ("volatility_trailing", vol_t),
+            ("volatility_forward", vol_f),
+        ):
+            self.measures.setdefault(name, []).append(values)
+        at = onsets(labels, _BREAKOUT)
+        labelled = np.flatnonzero(np.asarray(labels) >= 0)
+        for name, values in (("range", (high - low) / close), ("volume", volume)):
+            ratio = after_over_before(values)
+            self.breakout.setdefault(f"breakout_{name}", []).append(ratio[at])
+            self.breakout.setdefault(f"all_bars_{name}", []).append(ratio[labelled])
+
+    def extend(self, other: _Pool) -> None:
+        self.files += other.files
+        self.read += other.read
+        self.rejects.update(other.rejects)
+        self.labels.extend(other.labels)
+        for name, parts in other.measures.items():
+            self.measures.setdefault(name, []).extend(parts)
+        for name, parts in other.breakout.items():
+            self.breakout.setdefault(name, []).extend(parts)
+
+
+def _median(values: F64) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.median(finite)) if finite.size else math.nan
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0.0 and math.isfinite(a) else math.nan
+
+
+class Separations(msgspec.Struct, frozen=True):
+    """One dataset's (or the pool's) figures."""
+
+    dataset: str
+    files: int
+    bars: int
+    """Rows read, rejected ones included."""
+    rejected: dict[str, int]
+    labelled: int
+    share: dict[str, float]
+    """Per label: its share of the labelled bars."""
+    medians: dict[str, dict[str, float]]
+    """Per measure (efficiency_/volatility_ trailing/forward), its median per label."""
+    breakout_onsets: int
+    ratios: dict[str, float]
+    """Per goal name (``GOALS``): the separation measured (NaN: not enough bars)."""
+    all_bars: dict[str, float]
+    """The breakout ratios measured at every labelled bar: what no label at all gives."""
+
+
+def summarise(dataset: str, pool: _Pool) -> Separations:
+    labels = np.concatenate(pool.labels) if pool.labels else np.zeros(0, np.int8)
+    labelled = labels >= 0
+    n_labelled = int(np.count_nonzero(labelled))
+    share = {
+        r.value: (float(np.count_nonzero(labels == k)) / n_labelled if n_labelled else 0.0)
+        for k, r in enumerate(REGIME_ORDER)
+    }
+    medians: dict[str, dict[str, float]] = {}
+    joined: dict[str, F64] = {}
+    for name, parts in pool.measures.items():
+        values = np.concatenate(parts)
+        joined[name] = values
+        medians[name] = {r.value: _median(values[labels == k]) for k, r in enumerate(REGIME_ORDER)}
+    ratios: dict[str, float] = {}
+    for side in ("trailing", "forward"):
+        eff = medians.get(f"efficiency_{side}", {})
+        ratios[f"efficiency_{side}"] = _ratio(
+            eff.get(Regime.TRENDING.value, math.nan), eff.get(Regime.RANGING.value, math.nan)
+        )
+        vol = joined.get(f"volatility_{side}", np.zeros(0))
+        rest = labelled & (labels != _VOLATILE)
+        ratios[f"volatility_{side}"] = _ratio(
+            _median(vol[labels == _VOLATILE]) if vol.size else math.nan,
+            _median(vol[rest]) if vol.size else math.nan,
+        )
+    breakout = {name: np.concatenate(parts) for name, parts in pool.breakout.items()}
+    for name in ("range", "volume"):
+        ratios[f"breakout_{name}"] = _median(breakout.get(f"breakout_{name}", np.zeros(0)))
+    return Separations(
+        dataset=dataset,
+        files=pool.files,
+        bars=pool.read,
+        rejected=dict(pool.rejects),
+        labelled=n_labelled,
+        share=share,
+        medians=medians,
+        breakout_onsets=int(breakout["breakout_range"].size) if breakout else 0,
+        ratios=ratios,
+        all_bars={
+            name: _median(breakout.get(f"all_bars_{name}", np.zeros(0)))
+            for name in ("range", "volume")
+        },
+    )
+
+
+def separations(
+    dataset: str, files: Iterable[Path], config: RegimeConfig | None = None
+) -> tuple[Separations, _Pool]:
+    """The figures of one set of candle files (and the pool, to merge into a total)."""
+    pool = _Pool()
+    for file in files:
+        pool.add(label_file(file, config))
+    return summarise(dataset, pool), pool
+
+
+class RealReport(msgspec.Struct, frozen=True):
+    datasets: tuple[Separations, ...]
+    pooled: Separations
+
+    def missed(self) -> list[str]:
+        """Names of the goals the pooled figures miss."""
+        return [g.name for g in GOALS if not self.pooled.ratios.get(g.name, math.nan) >= g.goal]
+
+
+def candle_sets(root: Path) -> dict[str, dict[str, Path]]:
+    """Dataset name → (symbol → file) for every folder under ``root`` (``root`` itself
+    included) that holds candle files; ``root/candles`` is used when it exists."""
+    if (root / "candles").is_dir():
+        root = root / "candles"
+    if root.is_file():
+        return {root.name: candle_files(root)}
+    if not root.is_dir():
+        raise FileNotFoundError(f"no such directory: {root}")
+    found: dict[str, dict[str, Path]] = {}
+    for folder in sorted(p for p in (root, *root.rglob("*")) if p.is_dir()):
+        if any(f.is_file() and f.name.endswith(SUFFIXES) for f in folder.iterdir()):
+            name = str(folder.relative_to(root)) if folder != root else root.name
+            found[name] = candle_files(folder)
+    if not found:
+        raise FileNotFoundError(f"no *.csv or *.csv.gz candle files under {root}")
+    return found
+
+
+def measure(
+    root: Path,
+    config: RegimeConfig | None = None,
+    *,
+    symbols: Sequence[str] | None = None,
+    only: Sequence[str] | None = None,
+) -> RealReport:
+    """Separations per dataset under ``root`` and pooled over all of them; ``only`` keeps the
+    named datasets, ``symbols`` the named symbols of each."""
+    total = _Pool()
+    rows: list[Separations] = []
+    for name, files in candle_sets(root).items():
+        if only is not None and name not in only:
+            continue
+        chosen = [f for s, f in files.items() if symbols is None or s in symbols]
+        if not chosen:
+            continue
+        row, pool = separations(name, chosen, config)
+        rows.append(row)
+        total.extend(pool)
+    if not rows:
+        raise FileNotFoundError(f"none of the asked datasets or symbols under {root}")
+    return RealReport(datasets=tuple(rows), pooled=summarise("pooled", total))
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+def _fmt(x: float, digits: int = 2) -> str:
+    return "n/a" if not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def format_report(report: RealReport) -> list[str]:
+    """The table ``regime evaluate --real`` prints, then each goal against the pooled figure."""
+    head = (
+        f"{'dataset':<24} {'files':>5} {'bars':>9} {'labelled':>9}  "
+        f"{'TR/RA/VO/BO %':<17} {'eff T/R':>7} {'fwd':>5} {'vol V/rest':>10} {'fwd':>5} "
+        f"{'BO':>5} {'range':>5} {'vol':>5}"
+    )
+    lines = [head]
+    for s in (*report.datasets, report.pooled):
+        shares = "/".join(f"{100 * s.share[r.value]:.0f}" for r in REGIME_ORDER)
+        r = s.ratios
+        lines.append(
+            f"{s.dataset:<24} {s.files:>5} {s.bars:>9,} {s.labelled:>9,}  {shares:<17} "
+            f"{_fmt(r['efficiency_trailing']):>7} {_fmt(r['efficiency_forward']):>5} "
+            f"{_fmt(r['volatility_trailing']):>10} {_fmt(r['volatility_forward']):>5} "
+            f"{s.breakout_onsets:>5} {_fmt(r['breakout_range']):>5} "
+            f"{_fmt(r['breakout_volume']):>5}"
+        )
+    p = report.pooled
+    rejected = sum(p.rejected.values())
+    lines.append(
+        f"rows rejected by validation: {rejected}"
+        + (f" ({', '.join(f'{k} {v}' for k, v in sorted(p.rejected.items()))})" if rejected else "")
+    )
+    lines.append(
+        "at every labelled bar (no label): next-12/prior-48 range "
+        f"{_fmt(p.all_bars['range'])}, volume {_fmt(p.all_bars['volume'])}"
+    )
+    for g in GOALS:
+        value = p.ratios.get(g.name, math.nan)
+        verdict = "met" if value >= g.goal else "MISSED"
+        lines.append(f"{g.name:<20} {_fmt(value, 3):>6}  (goal >= {g.goal}: {verdict})  {g.what}")
+    return lines
