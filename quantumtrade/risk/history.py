@@ -150,24 +150,33 @@ def _book_pnl(
     # The newest n of each row (n: the fewest any row holds), oldest first, summed symbol by
     # symbol in the order given (the same additions, in the same order, as aligning each row
     # and adding them up). -1: the rows' times differ somewhere, or a return is not finite.
+    # Row by row along its ring (contiguous), no modulo per element.
     window = ret.shape[1]
+    if rows.shape[0] == 0:
+        return 0
     n: int = window
     for i in range(rows.shape[0]):
         n = min(n, int(held[rows[i]]))
-    if rows.shape[0] == 0:
-        n = 0
-    for k in range(n):
-        t = ret_ms[rows[0], (head[rows[0]] - n + k + window) % window]
-        acc = 0.0
-        for i in range(rows.shape[0]):
-            r = rows[i]
-            slot = (head[r] - n + k + window) % window
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        v = values[i]
+        slot = head[r] - n
+        if slot < 0:
+            slot += window
+        for k in range(n):
             x = ret[r, slot]
-            if ret_ms[r, slot] != t or not np.isfinite(x):
+            if not np.isfinite(x):
                 return -1
-            acc += values[i] * x
-        ts[k] = t
-        pnl[k] = acc
+            if i == 0:
+                ts[k] = ret_ms[r, slot]
+                pnl[k] = 0.0 + v * x
+            elif ret_ms[r, slot] != ts[k]:
+                return -1
+            else:
+                pnl[k] += v * x
+            slot += 1
+            if slot == window:
+                slot = 0
     return n
 
 

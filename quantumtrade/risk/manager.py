@@ -53,6 +53,7 @@ from quantumtrade.risk.var import (
     VarMethod,
     VarReport,
     portfolio_var,
+    tail_risks,
 )
 
 log = structlog.get_logger("quantumtrade.risk")
@@ -559,11 +560,19 @@ class RiskManager:
         """One-bar VaR (``var_method``) of a book of signed position values, on the return
         history as it stands: the forecast a VaR backtest scores. NaN on fewer than
         ``var_min_observations`` aligned returns; 0.0 for an empty book."""
-        book = self._book_of(values)
-        if book.axis is not None and book.observations < self.limits.var_min_observations:
+        # Per bar in a backtest: the P&L vector straight from the one-pass kernel when it can.
+        symbols = tuple(s for s, v in values.items() if v != 0.0)
+        if not symbols:
+            return tuple(0.0 for _ in confidences)
+        w = np.fromiter((values[s] for s in symbols), np.float64, len(symbols))
+        common = self._history.book_pnl(symbols, w)
+        if common is not None:
+            pnl = common[1]
+        else:
+            pnl = ScenarioBook(dict(zip(symbols, w.tolist(), strict=True)), self.returns).pnl
+        if pnl.size < self.limits.var_min_observations:
             return tuple(math.nan for _ in confidences)
-        risks = book.risks(confidences, self.limits.var_method, horizon=False)
-        return tuple(r.var for r in risks)
+        return tuple(r.var for r in tail_risks(pnl, confidences, self.limits.var_method))
 
     def account_equity(self) -> float:
         return self.capital + self.equity()
