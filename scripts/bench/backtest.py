@@ -11,7 +11,8 @@
 Also measured in the same run, for scale: a vectorised NumPy EMA(12/26) crossover over the same
 bars (no events, no risk, no fills model: the floor a per-bar engine is compared against).
 
-Ends with one JSON line: bars_per_s, nautilus_s, backtest_s, ratio_vs_nautilus, ...
+Ends with one JSON line: bars_per_s, nautilus_s, backtest_s, ratio_vs_nautilus, var_limit_s (part
+(b) with [risk] max_var_99 on, --max-var-99), ...
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+import msgspec
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,6 +117,10 @@ def main() -> None:
     parser.add_argument("--data", default="candles/binance-spot-1h-2024")
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--skip-nautilus", action="store_true")
+    parser.add_argument(
+        "--max-var-99", type=float, default=0.02,
+        help="(b) also with this [risk] max_var_99, runs interleaved with the default's (0: no)",
+    )  # fmt: skip
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -131,8 +137,16 @@ def main() -> None:
     load_s = time.perf_counter() - t0
     bars = int(candles.have.sum())
     cfg = AppConfig()
+    limited = msgspec.structs.replace(
+        cfg, risk=msgspec.structs.replace(cfg.risk, max_var_99=args.max_var_99 or None)
+    )
     run(cfg, candles.window(0, 400))  # compile and warm up
-    times = [run(cfg, candles) for _ in range(args.repeat)]
+    times: list[float] = []
+    var_times: list[float] = []
+    for _ in range(args.repeat):  # interleaved: a busy machine slows both alike
+        times.append(run(cfg, candles))
+        if args.max_var_99 > 0:
+            var_times.append(run(limited, candles))
     backtest_s = min(times)
     numpy_s = numpy_ema_crossover(candles.column(3))
     print(
@@ -149,6 +163,13 @@ def main() -> None:
         numpy_ema_s=round(numpy_s, 4),
         ratio_vs_numpy=round(backtest_s / numpy_s, 1),
     )
+    if var_times:
+        var_s = min(var_times)
+        print(
+            f"    with [risk] max_var_99 = {args.max_var_99}: {var_s:.2f} s (runs "
+            f"{', '.join(f'{t:.2f}' for t in var_times)}), {var_s / backtest_s:.2f}x the default's"
+        )
+        out.update(var_limit_s=round(var_s, 3), var_limit_ratio=round(var_s / backtest_s, 2))
     nautilus_s = None
     if not args.skip_nautilus:
         from nautilus_peer import run_nautilus
