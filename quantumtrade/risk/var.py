@@ -289,6 +289,8 @@ class ScenarioBook:
         self.horizon_ms = horizon_ms
         self.values = {s: float(v) for s, v in values.items() if v != 0.0}
         self._columns: dict[str, FloatArray] = {}
+        self._base: dict[tuple[float, VarMethod], TailRisk] = {}  # the book's own, one bar
+        self._bar_scale: float | None = None  # horizon scale of the axis, once
         self.axis: npt.NDArray[np.int64] | None = None
         """Scenario bar times (None: an empty book, which has no times of its own)."""
         self.pnl = np.zeros(0)
@@ -340,9 +342,16 @@ class ScenarioBook:
         """Horizon VaR/ES of the book before and after ``delta_value`` more of ``symbol``."""
         before, after = self._scenarios(symbol, delta_value)
         scale = self._scale(symbol)
+        if before is self.pnl:  # every row: the book's own figure, the same for every order
+            key = (confidence, method)
+            base = self._base.get(key)
+            if base is None:
+                base = self._base[key] = tail_risk(before, confidence, method)
+        else:
+            base = tail_risk(before, confidence, method)
         return TailChange(
             observations=int(after.size),
-            before=_scaled(tail_risk(before, confidence, method), scale),
+            before=_scaled(base, scale),
             after=_scaled(tail_risk(after, confidence, method), scale),
         )
 
@@ -350,7 +359,9 @@ class ScenarioBook:
         """Take an accepted order into the book (rows where the symbol has no return go)."""
         if delta_value == 0.0:
             return
+        self._base.clear()
         if self.axis is None:
+            self._bar_scale = None
             ts, r = self._history(symbol)
             ok = np.isfinite(r)
             self.axis, self.pnl = ts[ok], r[ok] * delta_value
@@ -362,6 +373,7 @@ class ScenarioBook:
                 self.pnl = self.pnl + col * delta_value
             else:
                 self.axis = self.axis[ok]
+                self._bar_scale = None
                 self.pnl = self.pnl[ok] + col[ok] * delta_value
                 self._columns = {s: c[ok] for s, c in self._columns.items()}
         self.values[symbol] = self.values.get(symbol, 0.0) + delta_value
@@ -382,14 +394,22 @@ class ScenarioBook:
         return [_scaled(r, scale) for r in tail_risks(self.pnl, confidences, method)]
 
     def _scale(self, symbol: str | None) -> float:
-        axis = self.axis
-        if axis is None and symbol is not None:
-            ts, r = self._history(symbol)
-            axis = ts[np.isfinite(r)]
-        if axis is None or axis.size < 2:
+        if self.axis is not None:
+            if self._bar_scale is None:
+                self._bar_scale = _horizon_scale(self.axis, self.horizon_ms)
+            return self._bar_scale
+        if symbol is None:
             return math.nan
-        bar_ms = float(np.median(np.diff(axis)))
-        return math.sqrt(self.horizon_ms / bar_ms) if bar_ms > 0 else math.nan
+        ts, r = self._history(symbol)
+        return _horizon_scale(ts[np.isfinite(r)], self.horizon_ms)
+
+
+def _horizon_scale(axis: npt.NDArray[np.int64], horizon_ms: int) -> float:
+    """√(horizon / bar), the bar the median spacing of ``axis``; NaN with fewer than 2."""
+    if axis.size < 2:
+        return math.nan
+    bar_ms = float(np.median(np.diff(axis)))
+    return math.sqrt(horizon_ms / bar_ms) if bar_ms > 0 else math.nan
 
 
 def _scaled(risk: TailRisk, scale: float) -> TailRisk:
