@@ -6,18 +6,24 @@ more volatile than the rest, and a BREAKOUT should be followed by wider bars and
 than before it. Each separation is a ratio of medians (or a median of per-event ratios), with
 a goal stated before the figures were measured (``GOALS``).
 
-Labels come from ``engine.classify`` over a file's bars, as ``quantumtrade regime detect``
-labels them; labels are causal (bar t's label uses bars up to t). Trailing measures end at the
-labelled bar; forward measures use the bars after it, for scoring only.
+``quantumtrade regime detect`` reads and labels a file with ``read_labelled`` and
+``write_labels``, and the separations label every file the same way (``label_file``): rows
+the daemon's validation rejects are dropped and counted, the rest labelled by
+``engine.classify``. Labels are causal (bar t's label uses bars up to t); trailing measures
+end at the labelled bar, forward measures use the bars after it, for scoring only.
 """
 
 from __future__ import annotations
 
+import csv
+import errno
+import gzip
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, cast
 
 import msgspec
 import numpy as np
@@ -169,6 +175,96 @@ def label_file(file: Path, config: RegimeConfig | None = None) -> LabelledBars:
     )
 
 
+_CSV_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
+
+
+def _open_text(path: Path, mode: str) -> IO[str]:
+    if path.suffix == ".gz":
+        return cast(IO[str], gzip.open(path, mode + "t", encoding="utf-8", newline=""))
+    return open(path, mode, encoding="utf-8", newline="")
+
+
+class DetectSummary(msgspec.Struct, frozen=True):
+    """What ``regime detect`` read and wrote."""
+
+    read: int
+    """Rows read from the input, rejected ones included."""
+    rejected: dict[str, int]
+    """Rows the daemon's validation rejects (not written), by reason."""
+    labelled: int
+    unlabelled: int
+    """Rows written with an empty label: the detector's warm-up."""
+
+    @property
+    def written(self) -> int:
+        return self.labelled + self.unlabelled
+
+    def line(self, output: str | Path) -> str:
+        """The one-line summary ``regime detect`` prints."""
+        rejected = sum(self.rejected.values())
+        why = ", ".join(f"{k} {v}" for k, v in sorted(self.rejected.items()))
+        return (
+            f"{output}: {self.read} rows read, {rejected} rejected"
+            + (f" ({why})" if rejected else "")
+            + f"; {self.written} written: {self.labelled} labelled, {self.unlabelled} unlabelled"
+            " (warm-up)"
+        )
+
+
+def _check_columns(path: Path) -> None:
+    """A header lacking a needed column is named as such (the reader only says it differs)."""
+    try:
+        with _open_text(path, "r") as f:
+            first = f.readline()
+    except (OSError, EOFError, UnicodeDecodeError):
+        return  # the reader reports an unreadable file, naming it
+    header = [h.strip().lower() for h in first.split(",")]
+    missing = [c for c in _CSV_COLUMNS if c not in header]
+    if first.strip() and missing:
+        raise ValueError(f"{path}: missing columns {missing}")
+
+
+def read_labelled(input_path: str | Path, config: RegimeConfig | None = None) -> LabelledBars:
+    """The accepted bars of a ``timestamp,open,high,low,close,volume`` CSV (plain or .gz),
+    labelled as the daemon labels them.
+
+    Rows are read with the replay source's reader and screened by the daemon's validation:
+    NaN or infinite values, non-positive prices, inconsistent OHLC, negative volume, duplicate
+    or out-of-order timestamps are rejected and counted by reason (``rejects``). Raises
+    ``FileNotFoundError`` for a missing input and ``ValueError`` naming it for one that cannot
+    be read (truncated gzip, a value that is not a number, missing columns).
+    """
+    src = Path(input_path)
+    if not src.exists():
+        raise FileNotFoundError(errno.ENOENT, "no such file", str(src))
+    if not src.is_file():
+        raise ValueError(f"{src}: not a file")
+    _check_columns(src)
+    return label_file(src, config)
+
+
+def write_labels(bars: LabelledBars, output_path: str | Path) -> DetectSummary:
+    """Write ``timestamp,regime,confidence`` (timestamp in ms) for every accepted bar, regime
+    and confidence empty in warm-up; rejected rows are not written. Raises ``OSError`` when
+    the output cannot be written."""
+    labels = bars.labels.tolist()
+    with _open_text(Path(output_path), "w") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(("timestamp", "regime", "confidence"))
+        for ts, code, c in zip(bars.ts_ms.tolist(), labels, bars.confidence.tolist(), strict=True):
+            if code < 0:
+                writer.writerow((ts, "", ""))
+            else:
+                writer.writerow((ts, REGIME_ORDER[code].value, f"{c:.4f}"))
+    unlabelled = sum(1 for code in labels if code < 0)
+    return DetectSummary(
+        read=bars.read,
+        rejected=dict(bars.rejects),
+        labelled=len(labels) - unlabelled,
+        unlabelled=unlabelled,
+    )
+
+
 # --- measures (pure functions of one symbol's bars) -------------------------------------------
 
 
@@ -260,7 +356,10 @@ class _Pool:
         self, labels: NDArray[np.int8], close: F64, high: F64, low: F64, volume: F64
     ) -> None:
         eff_t, eff_f = efficiency(close)
-        vol_t, vol_f = realised_volatility(close)
+        # Volatility in units of the file's own median over its labelled bars, so symbols and
+        # timeframes of different volatility pool into one comparison (VOLATILE against the
+        # rest of the same symbol) rather than into one of symbols.
+        vol_t, vol_f = (_per_own_median(v, labels) for v in realised_volatility(close))
         self.labels.append(np.asarray(labels, dtype=np.int8))
         for name, values in (
             ("efficiency_trailing", eff_t),
@@ -285,6 +384,11 @@ class _Pool:
             self.measures.setdefault(name, []).extend(parts)
         for name, parts in other.breakout.items():
             self.breakout.setdefault(name, []).extend(parts)
+
+
+def _per_own_median(values: F64, labels: NDArray[np.int8]) -> F64:
+    scale = _median(values[np.asarray(labels) >= 0])
+    return values / scale if scale > 0.0 else np.full_like(values, np.nan)
 
 
 def _median(values: F64) -> float:
