@@ -476,6 +476,14 @@ def separations(
     return summarise(dataset, pool), pool
 
 
+def separations_of(dataset: str, labelled: Iterable[LabelledBars]) -> Separations:
+    """The figures of files already labelled (by ``label_file``, or with other labels)."""
+    pool = _Pool()
+    for bars in labelled:
+        pool.add(bars)
+    return summarise(dataset, pool)
+
+
 class RealReport(msgspec.Struct, frozen=True):
     datasets: tuple[Separations, ...]
     pooled: Separations
