@@ -79,15 +79,16 @@ def _new_plan(bars: int) -> _Plan:
 
 
 def _fill(plan: _Plan, a: int, b: int, state: int, truth: int, strength: float) -> None:
-    b = min(b, plan.state.shape[0])
-    if a >= b:
+    """Bars [a, b) of a phase (those before the plan's end)."""
+    end = min(b, plan.state.shape[0])
+    if a >= end:
         return
-    plan.state[a:b] = state
-    plan.truth[a:b] = truth
+    plan.state[a:end] = state
+    plan.truth[a:end] = truth
     plan.start[a] = True
-    plan.strength[a:b] = strength
-    n = b - a
-    plan.frac[a:b] = np.arange(n) / max(n - 1, 1)
+    plan.strength[a:end] = strength
+    # Over the whole phase, so a bar does not depend on where the sample ends.
+    plan.frac[a:end] = np.arange(end - a) / max(b - a - 1, 1)
 
 
 def _next_regime(rng: np.random.Generator, table: Array, current: int) -> int:
@@ -100,9 +101,10 @@ def _toward_base(log_price: Array, log_base: Array, u: Array) -> Array:
     return np.where(u < p_up, 1.0, -1.0)
 
 
-def _generators(tag: int, seed: int, index: int) -> list[np.random.Generator]:
-    """Profile, plan and bar generators of one symbol: keyed by (family, seed, index) only."""
-    return [np.random.default_rng(s) for s in np.random.SeedSequence([tag, seed, index]).spawn(3)]
+def _generators(tag: int, seed: int, index: int, n: int) -> list[np.random.Generator]:
+    """``n`` independent generators of one symbol (its profile, its regime plan, one per array
+    of bar draws), keyed by (family, seed, index) only."""
+    return [np.random.default_rng(s) for s in np.random.SeedSequence([tag, seed, index]).spawn(n)]
 
 
 def _check(seed: int, symbols: int, bars: int) -> None:
@@ -132,15 +134,17 @@ def _msgarch_length(rng: np.random.Generator, regime: int) -> int:
     return int(np.clip(round(math.exp(rng.normal(math.log(70.0), 0.45))), 30, 400))
 
 
-def _msgarch_plan(rng: np.random.Generator, bars: int) -> _Plan:
+def _msgarch_plan(chain: np.random.Generator, rng: np.random.Generator, bars: int) -> _Plan:
+    """Regimes and lengths from ``chain``, each segment's parameters from ``rng`` in segment
+    order; one segment past the end is drawn, so the last one knows what follows it."""
     plan = _new_plan(bars)
-    regime = int(rng.integers(0, 3))
-    lengths = [_msgarch_length(rng, regime)]
+    regime = int(chain.integers(0, 3))
+    lengths = [_msgarch_length(chain, regime)]
     regimes = [regime]
-    while sum(lengths) < bars + 1:
-        regime = _next_regime(rng, _G_TABLE, regime)
+    while sum(lengths[:-1]) < bars + 1:
+        regime = _next_regime(chain, _G_TABLE, regime)
         regimes.append(regime)
-        lengths.append(_msgarch_length(rng, regime))
+        lengths.append(_msgarch_length(chain, regime))
     a = 0
     for k, (regime, n) in enumerate(zip(regimes, lengths, strict=True)):
         b = a + n
@@ -202,7 +206,7 @@ def msgarch_sample(seed: int, symbols: int, bars: int) -> MarketSample:
     draws = np.zeros((symbols, bars, 4))  # wick up, wick down, volume noise, direction
     sigma, alpha, beta, phi, log_base, liq, minutes = (np.zeros(symbols) for _ in range(7))
     for i in range(symbols):
-        profile, plan_rng, bar_rng = _generators(_MSGARCH_TAG, seed, i)
+        profile, chain, plan_rng, shock_rng, bar_rng = _generators(_MSGARCH_TAG, seed, i, 5)
         minutes[i] = float(profile.choice([1.0, 5.0, 15.0, 60.0]))
         sigma[i] = math.exp(profile.uniform(math.log(0.0008), math.log(0.02)))
         sigma[i] *= math.sqrt(minutes[i] / 15.0)
@@ -212,10 +216,10 @@ def msgarch_sample(seed: int, symbols: int, bars: int) -> MarketSample:
         phi[i] = profile.uniform(0.75, 0.92)
         log_base[i] = profile.uniform(math.log(0.01), math.log(50_000.0))
         liq[i] = math.exp(profile.uniform(math.log(1e3), math.log(1e6))) * minutes[i]
-        plan = _msgarch_plan(plan_rng, bars)
+        plan = _msgarch_plan(chain, plan_rng, bars)
         state[i], truth[i], start[i] = plan.state, plan.truth, plan.start
         strength[i], frac[i] = plan.strength, plan.frac
-        z[i] = bar_rng.standard_t(df, size=bars) / math.sqrt(df / (df - 2.0))
+        z[i] = shock_rng.standard_t(df, size=bars) / math.sqrt(df / (df - 2.0))
         draws[i] = bar_rng.random((bars, 4))
 
     close, high, low, volume = (np.zeros(shape) for _ in range(4))
@@ -300,15 +304,16 @@ def _channel_length(rng: np.random.Generator, regime: int) -> int:
     return int(rng.integers(30, 161))
 
 
-def _channel_plan(rng: np.random.Generator, bars: int) -> _Plan:
+def _channel_plan(chain: np.random.Generator, rng: np.random.Generator, bars: int) -> _Plan:
+    """As ``_msgarch_plan``, with the channel family's lengths and table."""
     plan = _new_plan(bars)
-    regime = int(rng.integers(0, 3))
+    regime = int(chain.integers(0, 3))
     regimes = [regime]
-    lengths = [_channel_length(rng, regime)]
-    while sum(lengths) < bars + 1:
-        regime = _next_regime(rng, _C_TABLE, regime)
+    lengths = [_channel_length(chain, regime)]
+    while sum(lengths[:-1]) < bars + 1:
+        regime = _next_regime(chain, _C_TABLE, regime)
         regimes.append(regime)
-        lengths.append(_channel_length(rng, regime))
+        lengths.append(_channel_length(chain, regime))
     a = 0
     for k, (regime, n) in enumerate(zip(regimes, lengths, strict=True)):
         b = a + n
@@ -371,20 +376,20 @@ def channel_sample(seed: int, symbols: int, bars: int) -> MarketSample:
     gamma = np.zeros(shape)
     sigma, theta, log_base, liq = (np.zeros(symbols) for _ in range(4))
     for i in range(symbols):
-        profile, plan_rng, bar_rng = _generators(_CHANNEL_TAG, seed, i)
+        profile, chain, plan_rng, *bar_rng = _generators(_CHANNEL_TAG, seed, i, 7)
         minutes = float(profile.choice([1.0, 3.0, 5.0, 15.0, 30.0, 60.0]))
         sigma[i] = math.exp(profile.uniform(math.log(0.0006), math.log(0.018)))
         sigma[i] *= math.sqrt(minutes / 15.0)
         theta[i] = profile.uniform(0.1, 0.3)
         log_base[i] = profile.uniform(math.log(0.001), math.log(100_000.0))
         liq[i] = math.exp(profile.uniform(math.log(500.0), math.log(5e5))) * minutes
-        plan = _channel_plan(plan_rng, bars)
+        plan = _channel_plan(chain, plan_rng, bars)
         state[i], truth[i], start[i] = plan.state, plan.truth, plan.start
         strength[i], frac[i] = plan.strength, plan.frac
-        normal[i] = bar_rng.standard_normal((bars, _SUBSTEPS + 1))
-        uniform[i] = bar_rng.random((bars, 3))
-        laplace[i] = bar_rng.laplace(0.0, 1.0 / math.sqrt(2.0), size=bars)  # unit variance
-        gamma[i] = bar_rng.gamma(3.0, 1.0 / 3.0, size=bars)
+        normal[i] = bar_rng[0].standard_normal((bars, _SUBSTEPS + 1))
+        uniform[i] = bar_rng[1].random((bars, 3))
+        laplace[i] = bar_rng[2].laplace(0.0, 1.0 / math.sqrt(2.0), size=bars)  # unit variance
+        gamma[i] = bar_rng[3].gamma(3.0, 1.0 / 3.0, size=bars)
 
     close, high, low, volume = (np.zeros(shape) for _ in range(4))
     tau = log_base.copy()
