@@ -185,7 +185,7 @@ def msgarch_sample(seed: int, symbols: int, bars: int) -> MarketSample:
       2.5 stationary deviations, m 0.45-0.7, volume 30 % lower.
     * VOLATILE: no drift, m 2.5-4, volume up by a factor of two.
     * Compression (the last 8-16 bars of a RANGING stretch that a breakout follows): the range
-      goes on while m shrinks to a quarter and volume dries up; its last ``SQUEEZE_BARS`` bars
+      goes on while m shrinks to a fifth and volume dries up; its last ``SQUEEZE_BARS`` bars
       are labelled BREAKOUT, the rest RANGING.
     * BREAKOUT: a jump of 4-8 sigma out of the range (direction toward the base price's side),
       then drift 0.3 sigma per bar with m rising from 1.5 to 3 and volume from 2.2x to 3.7x.
@@ -371,7 +371,7 @@ def channel_sample(seed: int, symbols: int, bars: int) -> MarketSample:
     strength = np.zeros(shape)
     frac = np.zeros(shape)
     normal = np.zeros((symbols, bars, _SUBSTEPS + 1))
-    uniform = np.zeros((symbols, bars, 3))  # jump, jump sign, direction
+    uniform = np.zeros((symbols, bars, 4))  # jump, jump sign, direction, jump size
     laplace = np.zeros(shape)
     gamma = np.zeros(shape)
     sigma, theta, log_base, liq = (np.zeros(symbols) for _ in range(4))
@@ -387,7 +387,7 @@ def channel_sample(seed: int, symbols: int, bars: int) -> MarketSample:
         state[i], truth[i], start[i] = plan.state, plan.truth, plan.start
         strength[i], frac[i] = plan.strength, plan.frac
         normal[i] = bar_rng[0].standard_normal((bars, _SUBSTEPS + 1))
-        uniform[i] = bar_rng[1].random((bars, 3))
+        uniform[i] = bar_rng[1].random((bars, 4))
         laplace[i] = bar_rng[2].laplace(0.0, 1.0 / math.sqrt(2.0), size=bars)  # unit variance
         gamma[i] = bar_rng[3].gamma(3.0, 1.0 / 3.0, size=bars)
 
@@ -425,7 +425,7 @@ def channel_sample(seed: int, symbols: int, bars: int) -> MarketSample:
         chan_x = np.clip(chan_x, -wall, wall)
         # Turbulence: Laplace shocks and symmetric jumps, no drift.
         jumps = uniform[:, t, 0] < 0.12
-        jump_size = np.where(uniform[:, t, 1] < 0.5, -1.0, 1.0) * (3.0 + 3.0 * uniform[:, t, 1])
+        jump_size = np.where(uniform[:, t, 1] < 0.5, -1.0, 1.0) * (3.0 + 3.0 * uniform[:, t, 3])
         turb_move = s * sigma * laplace[:, t] + np.where(jumps, jump_size * sigma, 0.0)
         # Break: a jump through the wall, then a slope with growing noise.
         brk = st == _C_BREAK
