@@ -117,6 +117,16 @@ def _schemas() -> dict[str, Schema]:
                 "components": mapping(obj({"status": STRING}), "component name → its state"),
             }
         ),
+        "Starting": obj(
+            {
+                "status": {"type": "string", "enum": ["starting"]},
+                "phase": {"type": "string", "description": "the start-up step under way"},
+                "detail": STRING,
+                "mode": STRING,
+                "starting_s": {"type": "number", "minimum": 0},
+            },
+            description="the start-up listener's answer, before the admin API takes the port",
+        ),
         "Breaker": obj(
             {
                 "state": {"type": "string", "enum": ["CLOSED", "OPEN", "HALF_OPEN"]},
@@ -482,6 +492,15 @@ def _paths(
     # Any request can meet the HTTP parser's 400 (a request line or header too long, bad HTTP).
     parser = f"Malformed request (HTTP parser: a request line or header over {max_line_bytes:,} B)"
     unknown_symbol = error("Unknown symbol (the message lists them)")
+    # Until trading starts the start-up listener holds the port (admin/startup.py): every
+    # request but GET /health gets 503 with an error.
+    starting = "The daemon is still starting: only GET /health answers"
+
+    def with_starting(responses: dict[str, Any]) -> dict[str, Any]:
+        own = responses.get("503")
+        if own is None:
+            return responses | {"503": error(starting)}
+        return responses | {"503": own | {"description": f"{own['description']}; or: {starting}"}}
 
     def get(
         summary: str,
@@ -489,12 +508,15 @@ def _paths(
         *,
         parameters: list[dict[str, Any]] | None = None,
         more: dict[str, Any] | None = None,
+        starting_503: bool = True,
     ) -> dict[str, Any]:
-        """A GET: its 200 answer, the parser's 400 unless ``more`` has a 400 of its own."""
+        """A GET: its 200 answer, the parser's 400 unless ``more`` has a 400 of its own, the
+        start-up 503."""
         op: dict[str, Any] = {"summary": summary}
         if parameters:
             op["parameters"] = parameters
-        return op | {"responses": {"200": answer, "400": error(parser)} | (more or {})}
+        responses = {"200": answer, "400": error(parser)} | (more or {})
+        return op | {"responses": with_starting(responses) if starting_503 else responses}
 
     def post(
         summary: str,
@@ -523,7 +545,7 @@ def _paths(
         op: dict[str, Any] = {"summary": summary, "security": [{"bearer": []}]}
         if body is not None:
             op["requestBody"] = body
-        return op | {"responses": codes | (more or {})}
+        return op | {"responses": with_starting(codes | (more or {}))}
 
     def query(name: str, schema: Schema, description: str = "") -> dict[str, Any]:
         param = {"name": name, "in": "query", "required": False, "schema": schema}
@@ -537,8 +559,14 @@ def _paths(
         "/health": {
             "get": get(
                 "Overall status and each component's state",
-                json_answer("Running or starting", ref("Health")),
-                more={"503": json_answer("The daemon is stopping", ref("Health"))},
+                json_answer("Running (or about to: status starting)", ref("Health")),
+                more={
+                    "503": json_answer(
+                        "Still starting (the start-up listener: Starting), or stopping (Health)",
+                        {"oneOf": [ref("Starting"), ref("Health")]},
+                    )
+                },
+                starting_503=False,
             )
         },
         "/metrics": {
