@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from quantumtrade.backtest.attribution import attribution_summary
 from quantumtrade.backtest.baselines import Comparison, baselines, buy_and_hold, result_performance
 from quantumtrade.backtest.metrics import (
     baseline_accuracy,
@@ -66,6 +67,12 @@ def summarize(
     summary: dict[str, Any] = {
         "strategy": strategy,
         "benchmark": benchmark,
+        "attribution": attribution_summary(
+            result.trades,
+            result.attribution,
+            initial_equity=result.initial_equity,
+            final_equity=float(result.curve.equity[-1]) if len(result.curve) else None,
+        ),
         **compared,
         "benchmark_gross_fraction": gross_fraction,
         "strategy_mean_gross_fraction": strategy_gross,
