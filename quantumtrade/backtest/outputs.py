@@ -18,6 +18,7 @@ from quantumtrade.backtest.metrics import (
     exit_stats,
     group_stats,
     signal_accuracy,
+    var_backtest,
 )
 from quantumtrade.backtest.model import EquityCurve
 from quantumtrade.backtest.runner import BacktestResult
@@ -82,6 +83,7 @@ def summarize(
         "by_regime": group_stats(result.trades, signals, close, row_of, "regime"),
         "by_symbol": group_stats(result.trades, signals, close, row_of, "symbol"),
         "by_exit_reason": exit_stats(result.trades),
+        "var_backtest": var_backtest(result.var_forecast, result.book_pnl),
         "allocation": result.allocation,
         "orders": result.orders,
         "fills": result.fills,

@@ -8,13 +8,17 @@ the limit off refuses nothing for VaR.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import msgspec
 import numpy as np
 import pytest
 
 from quantumtrade.backtest.data import Candles, from_arrays
+from quantumtrade.backtest.metrics import kupiec_pof
+from quantumtrade.backtest.outputs import write_outputs
 from quantumtrade.backtest.runner import BacktestResult, Ledger, run_backtest
 from quantumtrade.config import AppConfig
 from quantumtrade.core import TradingCore
@@ -116,3 +120,20 @@ async def test_a_tight_var_limit_binds_in_the_backtest_and_is_counted_by_reason(
     assert over.mean() < 0.05
     assert (np.sqrt(24.0) * free.var_forecast[0.99] > 0.01 * free.curve.equity).any()
     assert len(held) == BARS - WARMUP
+
+
+async def test_summary_and_report_carry_the_var_backtest(candles: Candles, tmp_path: Path) -> None:
+    result, _ = await run(config(), candles)
+    summary = write_outputs(tmp_path, result, fee_bps=10.0, run={}, command="test")
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk["var_backtest"] == summary["var_backtest"]
+    for level in (0.99, 0.95):
+        var, pnl = result.var_forecast[level], result.book_pnl
+        used = np.isfinite(var) & np.isfinite(pnl) & ((var != 0) | (pnl != 0))
+        hits = int((pnl[used] < -var[used]).sum())
+        got = on_disk["var_backtest"][f"{level:g}"]
+        assert got["observations"] == int(used.sum()) > 100
+        assert got["exceedances"] == hits
+        assert got["kupiec_lr"] == pytest.approx(kupiec_pof(int(used.sum()), hits, level).statistic)
+    html = (tmp_path / "report.html").read_text()
+    assert "<h2>VaR backtest</h2>" in html and "Kupiec LR" in html
