@@ -27,7 +27,12 @@ def erc_weights(
     x = np.empty(n)
     for i in range(n):
         x[i] = 1.0 / math.sqrt(cov[i, i])
-    sx = cov @ x
+    # A loop, not ``cov @ x``: numba's matrix product needs SciPy's BLAS, which the daemon
+    # does not depend on (a fresh install's warm-up failed on it).
+    sx = np.zeros(n)
+    for i in range(n):
+        for k in range(n):
+            sx[i] += cov[i, k] * x[k]
     var = 0.0
     for i in range(n):
         var += x[i] * sx[i]

@@ -246,3 +246,23 @@ def test_allocation_is_bitwise_the_same_in_any_row_order(method: str) -> None:
     )  # fmt: skip
     assert np.isfinite(base.weight[[0, 1, 2, 4]]).all()
     assert base.weight[perm].tobytes() == other.weight.tobytes()
+
+
+def test_kernels_compile_without_scipy(tmp_path: object) -> None:
+    """The daemon does not depend on SciPy, and numba's matrix product needs its BLAS: a
+    kernel using ``@`` compiles in the test environment (SciPy comes with scikit-learn) and
+    fails on a fresh install. Compile the allocation kernels with SciPy hidden, on an empty
+    numba cache."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['scipy'] = None\n"
+        "from quantumtrade.allocation import kernels\n"
+        "kernels.warm_up()\n"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
