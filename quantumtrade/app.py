@@ -226,6 +226,7 @@ class Daemon:
             anomalies=self._anomaly_counts,
             adapt_runs=lambda: dict(self.adapter.runs) if self.adapter is not None else {},
             calls=self._call_counts,
+            tail_risk=self.risk.tail_risk_1d,
         )
 
     def _call_counts(self) -> dict[str, dict[str, int]]:
