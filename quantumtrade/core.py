@@ -133,6 +133,7 @@ class DecisionPath:
                 max_gross=cfg.strategy.max_gross,
             ),
         )
+        portfolio.label_positions(strategy.position_labels)
         return cls(
             bus=bus,
             regime=detector,

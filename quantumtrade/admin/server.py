@@ -555,7 +555,13 @@ class AdminServer:
                 "realized_pnl": p.realized_pnl,
                 "fees": p.fees,
             }
-        return _json({"positions": positions, "totals": self._portfolio.totals()})
+        return _json(
+            {
+                "positions": positions,
+                "totals": self._portfolio.totals(),
+                "attribution": self._portfolio.attribution(),
+            }
+        )
 
     async def get_anomalies(self, request: web.Request) -> web.Response:
         """Active anomalies by symbol (``?symbols=A,B``: only those), with kind, score and
