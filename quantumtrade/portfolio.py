@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -12,7 +13,7 @@ from numpy.typing import NDArray
 
 from quantumtrade.bus import EventBus
 from quantumtrade.clock import Clock
-from quantumtrade.events import OrderFilled, PositionChanged, SymbolRows, symbol_index
+from quantumtrade.events import OrderFilled, PositionChanged, SymbolRows
 
 # A position smaller than this fraction of the trade that produced it is float dust: flat.
 _DUST = 1e-12
@@ -84,6 +85,7 @@ class Portfolio:
         # realised - fees over every symbol, and unrealised over the marked open positions.
         self._closed_net = 0.0
         self._open_pnl = 0.0
+        self._open_stale = False  # fills or marks moved it since it was summed
         self.last_fill_seq = 0
         """Seq of the newest fill applied (fills arrive in seq order); the risk manager uses it
         to count fills it has seen that are not yet in a position."""
@@ -109,7 +111,7 @@ class Portfolio:
             self._open.discard(fill.symbol)
         self._closed_net += position.realized_pnl - before.realized_pnl - fill.fee
         self._attribute(fill.symbol, before, position, fill.quantity, fill.fee)
-        self._open_pnl += self._unrealized(position) - self._unrealized(before)
+        self._open_stale = True
         self.last_fill_seq = max(self.last_fill_seq, fill.seq)
         return position
 
@@ -225,25 +227,24 @@ class Portfolio:
         self.set_marks((symbol,), np.array([price], dtype=np.float64))
 
     def set_marks(self, symbols: tuple[str, ...], prices: NDArray[np.float64]) -> bool:
-        """Mark each of ``symbols`` (distinct) at its price (a heartbeat's closes): the same
-        sums, in the same order, as marking them one by one. Returns whether an open position
-        was marked."""
+        """Mark each of ``symbols`` (distinct) at its price (a heartbeat's closes). Returns
+        whether an open position was marked."""
         rows = self._mark_rows.rows(symbols)
         size = len(self._mark_rows)
         if size > self._mark_values.size:
             grow = max(size, 2 * self._mark_values.size) - self._mark_values.size
             self._mark_values = np.concatenate([self._mark_values, np.zeros(grow)])
             self._marked = np.concatenate([self._marked, np.zeros(grow, dtype=np.bool_)])
-        held: list[int] = []
-        if self._open:
-            index = symbol_index(symbols) if len(symbols) > 1 else {symbols[0]: 0}
-            held = sorted(index[s] for s in self._open if s in index)
-        before = [self._unrealized(self._positions[symbols[j]]) for j in held]
         self._mark_values[rows] = prices
         self._marked[rows] = True
-        for j, old in zip(held, before, strict=True):
-            self._open_pnl += self._unrealized(self._positions[symbols[j]]) - old
-        return bool(held)
+        if not self._open:
+            return False
+        if len(symbols) == 1:
+            moved = symbols[0] in self._open
+        else:
+            moved = not self._open.isdisjoint(symbols)
+        self._open_stale |= moved
+        return moved
 
     def mark_price(self, symbol: str) -> float | None:
         """The symbol's last mark (None before its first)."""
@@ -253,8 +254,17 @@ class Portfolio:
         return float(self._mark_values[row])
 
     def net_pnl(self) -> float:
-        """Realised - fees + unrealised at the last marks (an unmarked position counts 0),
-        kept as fills and marks arrive: the same figure as ``totals()["net"]``, in O(1)."""
+        """Realised - fees + unrealised at the last marks (an unmarked position counts 0): the
+        same figure as ``totals()["net"]``. The open part is summed afresh over the open
+        positions in symbol order once fills or marks moved it (O(open positions)), not kept
+        as a running sum: a running sum depends on the order marks and fills came in, which
+        differs between the daemon and replay or a backtest (rows in arrival order, history
+        in other batches), and a last-bit difference in equity changes every size after it."""
+        if self._open_stale:
+            self._open_pnl = math.fsum(
+                self._unrealized(self._positions[s]) for s in sorted(self._open)
+            )
+            self._open_stale = False
         return self._closed_net + self._open_pnl
 
     def mark(self, prices: Mapping[str, float]) -> dict[str, float]:

@@ -95,3 +95,28 @@ async def test_portfolio_applies_fills_publishes_and_marks() -> None:
     assert totals["unrealized"] == pytest.approx(30.0)
     assert totals["fees"] == pytest.approx(0.52)
     assert totals["net"] == pytest.approx(20.0 + 30.0 - 0.52)
+
+
+async def test_marks_sum_the_same_in_any_row_order() -> None:
+    """The daemon's rows come in the order symbols first arrived, a backtest's in file order:
+    the running open PnL (equity, so every size) must not depend on it in the last bit. The
+    marks give unrealised PnL of +1e16, +1 and -1e16, whose float sum depends on the order."""
+    import numpy as np
+
+    nets = []
+    for order in (("AAA", "BBB", "CCC"), ("CCC", "AAA", "BBB")):
+        clock = ManualClock()
+        bus = EventBus(clock=clock)
+        portfolio = Portfolio(bus=bus, clock=clock)
+        bus.subscribe(OrderFilled, portfolio.on_fill)
+        async with asyncio.TaskGroup() as tg:
+            bus.start(tg)
+            await bus.publish(_fill("AAA", Side.BUY, 1e14, 1.0, 0.0))
+            await bus.publish(_fill("BBB", Side.BUY, 1.0, 1.0, 0.0))
+            await bus.publish(_fill("CCC", Side.SELL, 1e14, 1.0, 0.0))
+            await bus.drain()
+            await bus.stop()
+        price = {"AAA": 101.0, "BBB": 2.0, "CCC": 101.0}
+        portfolio.set_marks(order, np.array([price[s] for s in order]))
+        nets.append(portfolio.net_pnl())
+    assert nets[0] == nets[1]
