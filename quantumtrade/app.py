@@ -3,8 +3,11 @@
 Build order (``Daemon.__init__``, top to bottom): event log writer → bus → outbox → market-data
 caches → MarketState → orchestrator → the trading core (``core.TradingCore``: regimes, scan,
 strategy, risk, portfolio, router, venues) → order tracking and reconciliation → metrics →
-admin API. ``create`` opens the event log, the source and (live) the exchanges first, and
-restores positions (``restore.py``) before the first heartbeat. Stop runs the other way:
+admin API. ``create`` opens the event log, the source and (live) the exchanges first,
+restores positions (``restore.py``) and compiles the numba kernels before the first heartbeat.
+``run_daemon`` binds the admin port before all of that (``admin/startup.py``: ``/health``
+answers 503 "starting" with the phase) and hands it to the admin API when trading starts; a
+stop asked for during start-up abandons it (``warm_up_kernels``). Stop runs the other way:
 intake stops first (orchestrator workers), then the bus drains, the event log flushes and
 closes, the admin API goes last so ``/health`` reports "stopping" while the rest winds down.
 """
@@ -13,21 +16,26 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import msgspec
 import structlog
 
-from quantumtrade.admin.server import AdminServer
+from quantumtrade.admin.server import AdminServer, Listen
+from quantumtrade.admin.startup import StartupListener
 from quantumtrade.bus import EventBus
 from quantumtrade.clock import Clock
 from quantumtrade.config import AppConfig, Mode, describe
-from quantumtrade.core import TradingCore
+from quantumtrade.core import KERNEL_GROUPS, TradingCore
 from quantumtrade.core import warm_up as core_warm_up
 from quantumtrade.credentials import Secrets
+from quantumtrade.data import synthetic
 from quantumtrade.data.caches import MarketCaches
 from quantumtrade.data.ccxt_source import CcxtSource
 from quantumtrade.data.factory import active_symbols, build_source
@@ -55,6 +63,28 @@ from quantumtrade.strategy.adapt import Adapter, Search
 log = structlog.get_logger("quantumtrade.app")
 
 HEALTH_VALUE = {"ok": 1.0, "degraded": 0.5}
+WARM_UP_THREAD = "quantumtrade-warm-up"
+
+
+class StartPhase(StrEnum):
+    """What ``run`` is doing before it trades (``/health``'s ``phase`` meanwhile)."""
+
+    OPENING = "opening"  # the event log, the market data source, exchanges, positions
+    WARMING_UP = "warming_up"  # compiling or loading the numba kernels
+    STARTING = "starting"  # writer, bus, workers, reconciliation, the admin API: not abandoned
+
+
+OnPhase = Callable[[StartPhase, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class StartupProgress:
+    """One step of start-up, for the command line to print and tell systemd."""
+
+    phase: StartPhase
+    detail: str
+    admin_url: str
+    elapsed_s: float
 
 
 class Daemon:
@@ -143,18 +173,32 @@ class Daemon:
         clock: Clock,
         environ: Mapping[str, str] | None = None,
         search: Search | None = None,
+        on_phase: OnPhase | None = None,
     ) -> Daemon:
         """Open the event log first: the bus continues its seq after the last logged event.
 
         Live mode connects to every configured exchange (markets loaded) before anything
-        else starts; keys come from ``environ`` (default: the process environment).
+        else starts; keys come from ``environ`` (default: the process environment). The numba
+        kernels are compiled right after the event log opens (``warm_up_kernels``).
+        ``on_phase`` hears each step.
         """
+
+        def phase(name: StartPhase, detail: str) -> None:
+            if on_phase is not None:
+                on_phase(name, detail)
+
+        phase(StartPhase.OPENING, "the event log")
         eventlog, spool, first_seq = await open_event_log(cfg.database)
         source: Source | None = None
         venues: list[CcxtVenue] = []
+        daemon: Daemon | None = None
         try:
+            # Before the source: building the synthetic market runs its kernels on the loop.
+            await warm_up_kernels(lambda detail: phase(StartPhase.WARMING_UP, detail))
+            phase(StartPhase.OPENING, f"the market data source ({cfg.data.source})")
             source = await build_source(cfg, clock)
             if cfg.system.mode is Mode.LIVE:
+                phase(StartPhase.OPENING, "the exchanges")
                 venues = await open_venues(cfg, clock, os.environ if environ is None else environ)
             daemon = cls(
                 cfg,
@@ -166,9 +210,13 @@ class Daemon:
                 venues=venues,
                 search=search,
             )
+            phase(StartPhase.OPENING, "positions from the event log")
             await daemon.restore_positions()
             return daemon
         except BaseException:
+            # Nothing was written yet (the session's first event is published by start).
+            if daemon is not None:
+                await daemon.caches.close()
             for venue in venues:
                 await venue.close()
             if isinstance(source, CcxtSource):
@@ -261,9 +309,10 @@ class Daemon:
 
     # --- lifecycle ----------------------------------------------------------------------
 
-    async def start(self, tg: asyncio.TaskGroup) -> None:
+    async def start(self, tg: asyncio.TaskGroup, *, listen: Listen | None = None) -> None:
+        """Writer, bus, the session's first event, reconciliation (live), workers, then the
+        admin API (on the listener ``listen`` hands over, else its own)."""
         t0 = time.perf_counter()
-        await asyncio.to_thread(core_warm_up)
         self.writer.start(tg)
         self.bus.start(tg)
         # First event of the session: where it starts in the log, and on what market.
@@ -285,7 +334,7 @@ class Daemon:
         self.orchestrator.start(tg)
         if self.adapter is not None:
             self.adapter.start(tg)
-        await self.admin.start()
+        await self.admin.start(listen)
         self.status = "running"
         log.info(
             "daemon_started",
@@ -403,21 +452,94 @@ async def open_venues(cfg: AppConfig, clock: Clock, environ: Mapping[str, str]) 
     return venues
 
 
+def warm_up(on_group: Callable[[str, int, int], None] | None = None) -> None:
+    """Every kernel ``run`` needs compiled or loaded from numba's cache: the synthetic market
+    (paper mode's default source), then the trading core's (``core.warm_up``). ``on_group(name,
+    index, total)`` before each group. Blocking: ``quantumtrade warmup`` and
+    ``warm_up_kernels``."""
+
+    def tell(name: str, index: int, total: int) -> None:
+        if on_group is not None:
+            on_group(name, index, total)
+
+    tell("synthetic market", 1, len(KERNEL_GROUPS) + 1)
+    synthetic.warm_up()
+    core_warm_up(lambda name, index, total: tell(name, index + 1, total + 1))
+
+
+async def warm_up_kernels(on_group: Callable[[str], None] | None = None) -> None:
+    """``warm_up`` in a daemon thread, with ``on_group`` told (on the loop) which group is
+    compiling. A fresh numba cache takes about a minute; a thread cannot be stopped, so a
+    cancelled wait leaves the thread behind: the process exits without joining it
+    (``warm_up_abandoned``, see ``cli``)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def deliver(callback: Callable[..., None], *args: Any) -> None:
+        with suppress(RuntimeError):  # the loop closed: the wait was abandoned
+            loop.call_soon_threadsafe(callback, *args)
+
+    def settle(error: BaseException | None) -> None:
+        if done.done():  # cancelled meanwhile
+            return
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    def report(name: str, index: int, total: int) -> None:
+        if on_group is not None:
+            deliver(on_group, f"numba kernels: {name} ({index}/{total})")
+
+    def work() -> None:
+        try:
+            warm_up(report)
+        except Exception as exc:
+            deliver(settle, exc)
+        else:
+            deliver(settle, None)
+
+    threading.Thread(target=work, name=WARM_UP_THREAD, daemon=True).start()
+    await done
+
+
+def warm_up_abandoned() -> bool:
+    """True if a kernel warm-up is still compiling after its wait was cancelled."""
+    return any(t.name == WARM_UP_THREAD and t.is_alive() for t in threading.enumerate())
+
+
 async def run_daemon(
     cfg: AppConfig,
     *,
     clock: Clock,
     stop: asyncio.Event,
     on_ready: Any = None,
+    on_progress: Callable[[StartupProgress], None] | None = None,
     search: Search | None = None,
 ) -> None:
-    """Build, start, run until ``stop`` is set, and stop in reverse order."""
-    daemon = await Daemon.create(cfg, clock=clock, search=search)
-    async with asyncio.TaskGroup() as tg:
-        try:
-            await daemon.start(tg)
-            if on_ready is not None:
-                on_ready(daemon)
-            await daemon.run_until(stop)
-        finally:
-            await daemon.stop()
+    """Bind the admin port (``/health``: 503 "starting"), build, warm up, start, run until
+    ``stop`` is set, and stop in reverse order. ``on_progress`` hears each start-up step."""
+    startup = StartupListener(host=cfg.admin.host, port=cfg.admin.port, mode=str(cfg.system.mode))
+    await startup.start()
+    t0 = time.perf_counter()
+
+    def phase(name: StartPhase, detail: str) -> None:
+        startup.set_phase(name, detail)
+        elapsed = round(time.perf_counter() - t0, 3)
+        log.info("starting", phase=str(name), detail=detail, elapsed_s=elapsed)
+        if on_progress is not None:
+            on_progress(StartupProgress(name, detail, startup.url, elapsed))
+
+    try:
+        daemon = await Daemon.create(cfg, clock=clock, search=search, on_phase=phase)
+        async with asyncio.TaskGroup() as tg:
+            try:
+                phase(StartPhase.STARTING, "event log writer, bus, workers, admin API")
+                await daemon.start(tg, listen=startup.hand_over)
+                if on_ready is not None:
+                    on_ready(daemon)
+                await daemon.run_until(stop)
+            finally:
+                await daemon.stop()
+    finally:
+        await startup.stop()

@@ -1,4 +1,4 @@
-"""``quantumtrade`` command line: run the daemon, check a config file.
+"""``quantumtrade`` command line: run the daemon, warm its kernels up, check a config file.
 
 Exit codes: 0 clean stop, 1 runtime failure, 2 bad usage or invalid configuration (one line on
 stderr naming the file, the key and the reason; never a traceback).
@@ -54,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run the daemon until SIGTERM/SIGINT")
     run.add_argument("--config", metavar="PATH", help="TOML config (default: ./quantumtrade.toml)")
+    sub.add_parser(
+        "warmup",
+        help="compile the numba kernels into numba's cache (NUMBA_CACHE_DIR) so that run "
+        "starts in seconds",
+    )
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("path", metavar="PATH", help="the TOML file to validate")
     migrate = sub.add_parser("migrate", help="apply the event log's schema migrations and exit")
@@ -156,12 +161,33 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--symbols", type=_positive, default=200)
     ev.add_argument("--bars", type=_positive, default=2000)
     ev.add_argument("--config", metavar="PATH", help="TOML config ([regime] section)")
+    ev.add_argument(
+        "--family",
+        default="synthetic",
+        metavar="NAME",
+        help="labelled market family: synthetic, msgarch, channel, or all for a table "
+        "(default synthetic)",
+    )
+    ev.add_argument(
+        "--fit",
+        choices=("shipped", "others"),
+        default="shipped",
+        help="shipped: the [regime] model as configured (fitted on synthetic seeds 1-3); "
+        "others: refit it on seeds 1-3 of every other family (leave-one-family-out)",
+    )
     detect = regime_sub.add_parser(
-        "detect", help="label every bar of a candle CSV: timestamp,regime,confidence"
+        "detect",
+        help="label every bar of a candle CSV: timestamp,regime,confidence (rows that fail "
+        "the daemon's validation are rejected and counted, not written)",
     )
     detect.add_argument("--input", required=True, metavar="FILE", help="CSV or CSV.gz candles")
     detect.add_argument("--output", required=True, metavar="FILE", help="where to write")
     detect.add_argument("--config", metavar="PATH", help="TOML config ([regime] section)")
+    ev.add_argument(
+        "--real", metavar="DIR",
+        help="instead: how far apart the labels put, on every candle file under DIR, the "
+        "property each claims (efficiency, volatility, breakout expansion) against the goals",
+    )  # fmt: skip
     return parser
 
 
@@ -263,6 +289,39 @@ def cmd_check_config(path: str) -> int:
     return 0
 
 
+def cmd_warmup() -> int:
+    """Compile (or load) every kernel ``run`` needs (``app.warm_up``), a line per group, and
+    the total time."""
+    import time
+
+    import numba
+
+    from quantumtrade.app import warm_up
+
+    cache_dir: str = numba.config.CACHE_DIR  # type: ignore[attr-defined]
+    where = cache_dir or "each module's __pycache__ (set NUMBA_CACHE_DIR to move it)"
+    print(f"warmup: numba kernels into {where}", flush=True)
+    t0 = time.perf_counter()
+    began = [t0]
+
+    def on_group(name: str, index: int, total: int) -> None:
+        now = time.perf_counter()
+        if index > 1:
+            print(f" {now - began[0]:.1f} s", flush=True)
+        began[0] = now
+        print(f"warmup: [{index}/{total}] {name} ...", end="", flush=True)
+
+    try:
+        warm_up(on_group)
+    except Exception as exc:  # a kernel that does not compile: say which, no traceback
+        print(flush=True)
+        return _fail(f"warmup failed: {type(exc).__name__}: {exc}", 1)
+    now = time.perf_counter()
+    print(f" {now - began[0]:.1f} s", flush=True)
+    print(f"warmup: done in {now - t0:.1f} s", flush=True)
+    return 0
+
+
 def cmd_run(config: str | None) -> int:
     path = _config_path(config)
     where = str(path) if path is not None else "<defaults>"
@@ -285,6 +344,16 @@ def cmd_run(config: str | None) -> int:
         uvloop.run(_serve(cfg))
     except (ConfigError, OSError, ExceptionGroup) as exc:
         return _start_failure(exc, cfg, where)
+    from quantumtrade.app import warm_up_abandoned
+
+    if warm_up_abandoned():
+        # Stopped while numba was compiling: a thread cannot be stopped, and joining it (or
+        # finalising the interpreter under it) would take up to a minute. Everything the
+        # daemon opened is closed by now and nothing was written to the event log before
+        # trading starts, so only output buffers are left to flush.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
@@ -330,23 +399,52 @@ def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None
 
 
 async def _serve(cfg: AppConfig) -> None:
-    from quantumtrade.app import Daemon, run_daemon
-    from quantumtrade.clock import WallClock
+    from quantumtrade import systemd
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     received: list[int] = []
+    notifier = systemd.Notifier.from_env()
+    # Until the daemon starts its components, a stop abandons start-up (cancels this task):
+    # nothing has been written to the event log by then (see app.run_daemon).
+    starting = asyncio.current_task()
 
     def on_signal(signum: int) -> None:
+        nonlocal starting
         received.append(signum)
         if len(received) > 1:
             log.error("second_signal_exiting_now", signal=signal.Signals(signum).name)
             os._exit(1)
         log.info("stop_requested", signal=signal.Signals(signum).name)
+        notifier.send("STOPPING=1", "STATUS=stopping")
         stop.set()
+        if starting is not None:
+            starting.cancel()
+            starting = None
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+
+    from quantumtrade.app import Daemon, StartPhase, StartupProgress, run_daemon
+    from quantumtrade.clock import WallClock
+
+    said_where: list[str] = []
+
+    def on_progress(step: StartupProgress) -> None:
+        nonlocal starting
+        if step.phase is StartPhase.STARTING:
+            starting = None  # from here a stop waits for the start, then stops in order
+        if not said_where:
+            said_where.append(step.admin_url)
+            print(
+                f"QuantumTrade starting ({cfg.system.mode} mode): GET {step.admin_url}/health "
+                "answers 503 'starting' until trading starts",
+                file=sys.stderr,
+                flush=True,
+            )
+        what = f"{step.phase.replace('_', ' ')}: {step.detail}"
+        print(f"QuantumTrade {what} [{step.elapsed_s:.1f} s]", file=sys.stderr, flush=True)
+        notifier.send(f"STATUS={what}")
 
     def on_ready(daemon: Daemon) -> None:
         print(
@@ -359,6 +457,8 @@ async def _serve(cfg: AppConfig) -> None:
         said = daemon.session.summary()
         if said:
             print(f"QuantumTrade: WARNING: {said}", file=sys.stderr, flush=True)
+        if not stop.is_set():
+            notifier.send("READY=1", f"STATUS=trading ({cfg.system.mode} mode)")
 
     search = None
     if cfg.adapt.enabled:
@@ -368,7 +468,27 @@ async def _serve(cfg: AppConfig) -> None:
 
         # The daemon imports nothing of backtest: its [adapt] search is handed in from here.
         search = functools.partial(search_recent, cfg)
-    await run_daemon(cfg, clock=WallClock(), stop=stop, on_ready=on_ready, search=search)
+    interval = systemd.watchdog_interval()
+    try:
+        async with asyncio.TaskGroup() as tg:
+            pinger = None
+            if notifier.enabled and interval > 0:
+                pinger = tg.create_task(systemd.watchdog(notifier, interval), name="watchdog")
+            try:
+                await run_daemon(
+                    cfg, clock=WallClock(), stop=stop, on_ready=on_ready,
+                    on_progress=on_progress, search=search,
+                )  # fmt: skip
+            finally:
+                if pinger is not None:
+                    pinger.cancel()
+    except asyncio.CancelledError:
+        if not stop.is_set():
+            raise
+        # A stop during start-up: everything opened so far was closed on the way out.
+        log.info("start_abandoned", signal=signal.Signals(received[0]).name)
+    finally:
+        notifier.close()
 
 
 def cmd_migrate(config: str | None, *, create: bool = False) -> int:
@@ -476,18 +596,73 @@ def cmd_regime(args: argparse.Namespace) -> int:
         cfg = load_config(_config_path(args.config))
     except ConfigError as exc:
         return _fail(f"invalid configuration: {exc}")
-    from quantumtrade.regime.evaluate import detect_csv, evaluate
+    from quantumtrade.regime.real import read_labelled, write_labels
 
     if args.regime_command == "detect":
         try:
-            n = detect_csv(args.input, args.output, cfg.regime)
+            bars = read_labelled(args.input, cfg.regime)
         except FileNotFoundError as exc:
             return _fail(f"cannot read {exc.filename}: no such file", 1)
-        except (ValueError, UnicodeDecodeError, OSError) as exc:
-            return _fail(f"{args.input}: {exc}", 1)
-        print(f"{args.output}: {n} bars labelled")
+        except ValueError as exc:  # the message names the file
+            return _fail(str(exc), 1)
+        try:
+            summary = write_labels(bars, args.output)
+        except OSError as exc:
+            return _fail(f"cannot write {args.output}: {exc.strerror or exc}", 1)
+        print(summary.line(args.output))
         return 0
-    report = evaluate(seeds=args.seeds, symbols=args.symbols, bars=args.bars, config=cfg.regime)
+    if args.real is not None:
+        return _regime_real(args.real, cfg)
+    return _regime_evaluate(args, cfg)
+
+
+def _regime_real(root: str, cfg: AppConfig) -> int:
+    """``regime evaluate --real DIR``: the label separations on real candles and the goals."""
+    from quantumtrade.regime.real import format_report, measure
+
+    try:
+        report = measure(Path(root).expanduser(), cfg.regime)
+    except (FileNotFoundError, ValueError) as exc:  # the message names the file or folder
+        return _fail(str(exc), 1)
+    for line in format_report(report):
+        print(line)
+    return 0
+
+
+def _regime_evaluate(args: argparse.Namespace, cfg: AppConfig) -> int:
+    """``regime evaluate``: one family's figures, or a table of every family's."""
+    from quantumtrade.regime.evaluate import (
+        FAMILIES,
+        FITTED_ON,
+        evaluate,
+        family_table,
+        held_out_config,
+    )
+
+    model = cfg.regime
+    names = list(FAMILIES) if args.family == "all" else [args.family]
+    if any(name not in FAMILIES for name in names):
+        return _fail(f"unknown family {args.family!r} (known: {', '.join(FAMILIES)}, all)")
+    reports = []
+    for name in names:
+        if args.fit == "others":
+            config = held_out_config(name, (1, 2, 3), args.symbols, args.bars, model)
+            fitted = "seeds 1-3 of " + ", ".join(n for n in FAMILIES if n != name)
+        else:
+            config = model
+            fitted = f"the [regime] model (shipped: fitted on {FITTED_ON} seeds 1-3)"
+        held_out = args.fit == "others" or name != FITTED_ON
+        report = evaluate(args.seeds, args.symbols, args.bars, config, family=name)
+        reports.append((report, held_out))
+        print(
+            f"family {name}: {'held out' if held_out else 'NOT held out (other seeds only)'}; "
+            f"model: {fitted}",
+            flush=True,
+        )
+    if len(reports) > 1:
+        print("\n".join(family_table(reports)))
+        return 0
+    report = reports[0][0]
     print(
         f"seeds {list(report.seeds)}, {report.symbols} symbols x {report.bars} bars, "
         f"{report.scored_bars:,} bars scored"
@@ -516,6 +691,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_replay(args)
     if args.command == "check-config":
         return cmd_check_config(args.path)
+    if args.command == "warmup":
+        return cmd_warmup()
     if args.command == "migrate":
         return cmd_migrate(args.config, create=args.create)
     return cmd_run(args.config)

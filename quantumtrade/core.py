@@ -44,16 +44,25 @@ from quantumtrade.scoring.scanner import Scanner
 from quantumtrade.strategy.engine import StrategyEngine
 from quantumtrade.strategy.loader import load_strategy
 
+KERNEL_GROUPS: tuple[tuple[str, Callable[[], None]], ...] = (
+    ("market state", market_state.warm_up),
+    ("price history", history.warm_up),
+    ("scan", incremental.warm_up),
+    ("regimes", regime_engine.warm_up),
+    ("anomalies", anomaly_detector.warm_up),
+)
+"""Every kernel the decision path runs per bar, by group, in the order ``warm_up`` takes them."""
 
-def warm_up() -> None:
+
+def warm_up(on_group: Callable[[str, int, int], None] | None = None) -> None:
     """Compile (or load from numba's cache) every kernel the decision path runs per bar, both
     builds, before the first bar: MarketState appends, the risk manager's price history,
-    regimes, the scan. Blocking: call it in a thread from a running loop."""
-    market_state.warm_up()
-    history.warm_up()
-    incremental.warm_up()
-    regime_engine.warm_up()
-    anomaly_detector.warm_up()
+    regimes, the scan. ``on_group(name, index, total)`` is called before each group (index from
+    1). Blocking: call it in a thread from a running loop."""
+    for index, (name, warm) in enumerate(KERNEL_GROUPS, start=1):
+        if on_group is not None:
+            on_group(name, index, len(KERNEL_GROUPS))
+        warm()
     allocation_kernels.warm_up()
 
 

@@ -40,5 +40,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "bootstrap: installing QuantumTrade${extras:+ with [$extras]} into .venv (first run takes a minute)" >&2
     .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec"
+    # Compile the numba kernels at install, not at the first start (quantumtrade warmup).
+    echo "bootstrap: compiling the numba kernels into numba's cache (about a minute on 2 cores)" >&2
+    .venv/bin/quantumtrade warmup >&2
     touch "$stamp"
 fi

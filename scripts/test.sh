@@ -6,6 +6,6 @@ cd "$(dirname "$0")/.."
 scripts/bootstrap.sh test
 scripts/services.sh || echo "test: services.sh could not start every service; tests that need one will say so" >&2
 scripts/browser.sh || echo "test: browser.sh could not install chromium; the browser tests will say so" >&2
-scripts/monitoring.sh || echo "test: monitoring.sh could not install promtool/amtool; the monitoring-config tests will say so" >&2
+scripts/monitoring.sh || echo "test: monitoring.sh could not install promtool, amtool, prometheus or docker-compose; the monitoring, dashboard and compose tests will say so" >&2
 export QT_DATA_DIR="${QT_DATA_DIR:-$(cd .. && pwd)/shared/data}"
 exec .venv/bin/python -m pytest "$@"

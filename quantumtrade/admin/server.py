@@ -27,6 +27,7 @@ import structlog
 from aiohttp import web
 from aiohttp.web_request import BaseRequest
 
+from quantumtrade.admin.openapi import openapi_document
 from quantumtrade.anomaly.detector import AnomalyDetector
 from quantumtrade.data.market_state import MarketState
 from quantumtrade.data.orchestrator import Orchestrator
@@ -43,6 +44,8 @@ from quantumtrade.risk.manager import RiskManager
 log = structlog.get_logger("quantumtrade.admin")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Listen = Callable[[Callable[[], asyncio.BaseProtocol]], Awaitable[asyncio.Server]]
+"""Serves a protocol factory on a listener already bound (``admin/startup.py``'s hand-over)."""
 MAX_SYMBOLS_PER_REQUEST = 1_000
 MAX_BODY_BYTES = 64 * 1024
 """1,000 symbols of 30 characters fit; a bigger body is refused (413) before it is parsed."""
@@ -155,7 +158,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _json({"error": exc.reason}, status=exc.status)
+        response = _json({"error": exc.reason}, status=exc.status)
+        if "Allow" in exc.headers:  # a 405 names the methods the path has (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         log.exception("admin_handler_failed", path=request.path, method=request.method)
         return _json({"error": "internal error (logged)"}, status=500)
@@ -235,9 +241,10 @@ class AdminServer:
         app.router.add_post("/api/trading/dead-letters", self.post_dead_letters)
         return app
 
-    async def start(self) -> None:
+    async def start(self, listen: Listen | None = None) -> None:
         """Listen with our own connection handler (``_JsonErrorConnection``) instead of a
-        ``TCPSite``'s, so that aiohttp's parser-level errors are JSON too."""
+        ``TCPSite``'s, so that aiohttp's parser-level errors are JSON too. ``listen``: take
+        over a listener already bound (the start-up one); default: bind host and port."""
         runner = web.AppRunner(
             self.make_app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
@@ -258,10 +265,15 @@ class AdminServer:
             # long, so the client sees the answer, not a reset (aiohttp's default: 10 s).
             "lingering_time": LINGER_S,
         }
+
+        def connection() -> asyncio.BaseProtocol:
+            return _JsonErrorConnection(server, **options)
+
         try:
-            listener = await loop.create_server(
-                lambda: _JsonErrorConnection(server, **options), self.host, self.port
-            )
+            if listen is not None:
+                listener = await listen(connection)
+            else:
+                listener = await loop.create_server(connection, self.host, self.port)
         except BaseException:
             await runner.cleanup()
             raise
@@ -558,8 +570,8 @@ class AdminServer:
         return _json(
             {
                 "positions": positions,
-                "totals": self._portfolio.totals(),
-                "attribution": self._portfolio.attribution(),
+                "totals": portfolio.totals(),
+                "attribution": portfolio.attribution(),
             }
         )
 
@@ -667,335 +679,13 @@ def _iso_time(ts_ns: int) -> str:
     return f"{stamp}.{ns // 1_000_000:03d}Z"
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
-
-
-def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": schema}}}
-
-
-_OK = {"description": "OK"}
-_GET_ERRORS = {"400": _error("Bad query parameter"), "404": _error("Unknown symbol")}
-_POST_ERRORS = {
-    "401": _error("Missing or invalid admin token"),
-    "403": _error("POSTs are disabled: no admin token configured"),
-}
-_BODY_ERRORS = _POST_ERRORS | {
-    "400": _error(
-        f"Body not a JSON object, nested more than {MAX_NESTING} deep, NaN/Infinity, or a "
-        "field invalid (the message names it)"
-    ),
-    "404": _error("Unknown symbol"),
-    "408": _error(f"Body not received within the idle timeout ({IDLE_TIMEOUT_S:g} s)"),
-    "413": _error(f"Body over {MAX_BODY_BYTES:,} bytes"),
-    "415": _error("Content-Type is not application/json, or its charset is not utf-8"),
-}
-_SYMBOLS = {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 1000}
-_POSITIVE = {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 1e12}
-_DEAD_LETTER = {
-    "type": "object",
-    "required": ["id", "event_type", "event", "handler", "error", "attempts", "ts_ns", "time"],
-    "properties": {
-        "id": {"type": "integer", "description": "stable: assigned when dead-lettered"},
-        "event_type": {"type": "string"},
-        "event": {"type": "object", "description": "the event as the event log encodes it"},
-        "handler": {"type": "string", "description": "the one handler that failed on it"},
-        "error": {"type": "string", "description": "the last attempt's error"},
-        "attempts": {"type": "integer", "description": "deliveries and retries tried so far"},
-        "ts_ns": {"type": "integer", "description": "when it was dead-lettered (daemon clock)"},
-        "time": {"type": "string", "description": "ts_ns as UTC ISO 8601"},
-    },
-}
-_RETRY_RESULT = {
-    "type": "object",
-    "required": ["id", "outcome", "attempts", "error"],
-    "properties": {
-        "id": {"type": "integer"},
-        "outcome": {"type": "string", "enum": ["ok", "failed"]},
-        "attempts": {"type": "integer"},
-        "error": {"type": "string", "nullable": True},
-    },
-}
-_NO_BUS = "No event bus in this process"
-
-OPENAPI: dict[str, Any] = {
-    "openapi": "3.0.3",
-    "info": {
-        "title": "QuantumTrade admin API",
-        "version": "0.2.0",
-        "description": (
-            'Every answer is JSON; an error is {"error": message} with a 4xx status, including '
-            "the HTTP parser's own refusals (400: request line or a header over "
-            f"{MAX_LINE_BYTES:,} bytes, malformed HTTP). POST bodies must be Content-Type: "
-            "application/json (charset utf-8 or none), else 415. A connection idle, or still "
-            f"sending its request line and headers, for {IDLE_TIMEOUT_S:g} s is closed."
-        ),
-    },
-    "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        "schemas": {
-            "Error": {
-                "type": "object",
-                "required": ["error"],
-                "properties": {"error": {"type": "string"}},
-            },
-        },
-    },
-    "paths": {
-        "/health": {
-            "get": {
-                "summary": "Each component's state",
-                "responses": {"200": _OK, "503": _error("The daemon is stopping")},
-            }
-        },
-        "/metrics": {
-            "get": {"summary": "Prometheus text format", "responses": {"200": _OK}},
-        },
-        "/api/openapi.json": {
-            "get": {"summary": "This document", "responses": {"200": _OK}},
-        },
-        "/api/trading/data-orchestrator": {
-            "get": {
-                "summary": "Orchestrator metrics or latest market data",
-                "parameters": [
-                    {
-                        "name": "endpoint",
-                        "in": "query",
-                        "schema": {"type": "string", "enum": ["metrics", "market-data"]},
-                    },
-                    {
-                        "name": "symbols",
-                        "in": "query",
-                        "schema": {"type": "string"},
-                        "description": "comma-separated, for endpoint=market-data",
-                    },
-                ],
-                "responses": {"200": _OK, **_GET_ERRORS},
-            },
-            "post": {
-                "summary": "start-flow / stop-flow for symbols",
-                "security": [{"bearer": []}],
-                "requestBody": _json_body(
-                    {
-                        "type": "object",
-                        "required": ["action", "symbols"],
-                        "properties": {
-                            "action": {"type": "string", "enum": ["start-flow", "stop-flow"]},
-                            "symbols": _SYMBOLS,
-                        },
-                    }
-                ),
-                "responses": {"200": _OK, **_BODY_ERRORS},
-            },
-        },
-        "/api/trading/data-orchestrator/reset-circuit-breaker": {
-            "post": {
-                "summary": "Close every source's circuit breaker",
-                "security": [{"bearer": []}],
-                "responses": {"200": _OK, **_POST_ERRORS},
-            },
-        },
-        "/api/trading/market-regime": {
-            "get": {
-                "summary": "The market's regime, or every symbol's confidence",
-                "parameters": [
-                    {
-                        "name": "endpoint",
-                        "in": "query",
-                        "schema": {
-                            "type": "string",
-                            "enum": ["current-regime", "regime-confidence"],
-                        },
-                    }
-                ],
-                "responses": {
-                    "200": _OK,
-                    "400": _GET_ERRORS["400"],
-                    "503": _error("Regime detection is not running"),
-                },
-            },
-            "post": {
-                "summary": "Regime and confidence of the given symbols",
-                "security": [{"bearer": []}],
-                "requestBody": _json_body(
-                    {"type": "object", "required": ["symbols"], "properties": {"symbols": _SYMBOLS}}
-                ),
-                "responses": {
-                    "200": _OK,
-                    **_BODY_ERRORS,
-                    "503": _error("Regime detection is not running"),
-                },
-            },
-        },
-        "/api/trading/order-router": {
-            "get": {
-                "summary": "Per-venue routing metrics, or the reconciliation status",
-                "parameters": [
-                    {
-                        "name": "endpoint",
-                        "in": "query",
-                        "schema": {"type": "string", "enum": ["metrics", "reconciliation"]},
-                    }
-                ],
-                "responses": {
-                    "200": _OK,
-                    "400": _GET_ERRORS["400"],
-                    "404": _error("Reconciliation is not configured"),
-                },
-            },
-            "post": {
-                "summary": "Route an order through the risk manager and the router",
-                "security": [{"bearer": []}],
-                "requestBody": _json_body(
-                    {
-                        "type": "object",
-                        "required": ["action", "orderRequest"],
-                        "properties": {
-                            "action": {"type": "string", "enum": ["route"]},
-                            "orderRequest": {
-                                "type": "object",
-                                "required": ["symbol", "side", "quantity"],
-                                "properties": {
-                                    "symbol": {"type": "string"},
-                                    "side": {"type": "string", "enum": ["BUY", "SELL"]},
-                                    "orderType": {
-                                        "type": "string",
-                                        "enum": ["MARKET", "LIMIT"],
-                                    },
-                                    "quantity": _POSITIVE,
-                                    "price": {
-                                        **_POSITIVE,
-                                        "description": "required for a LIMIT order",
-                                    },
-                                    "clientOrderId": {
-                                        "type": "string",
-                                        "pattern": "^[A-Za-z0-9._-]{1,36}$",
-                                    },
-                                },
-                            },
-                        },
-                    }
-                ),
-                "responses": {
-                    "200": {"description": "Routed and finished (filled or cancelled)"},
-                    "202": {"description": "Routed, still in flight after the order timeout"},
-                    **_BODY_ERRORS,
-                    "409": _error("No market data for the symbol yet"),
-                    "422": _error("Refused by the risk manager (also: routing, order)"),
-                },
-            },
-        },
-        "/api/trading/anomalies": {
-            "get": {
-                "summary": "Active anomalies per symbol: kind, score, since_ms",
-                "parameters": [
-                    {
-                        "name": "symbols",
-                        "in": "query",
-                        "schema": {"type": "string"},
-                        "description": "comma-separated; default: every symbol",
-                    }
-                ],
-                "responses": {"200": _OK, **_GET_ERRORS},
-            }
-        },
-        "/api/trading/strategy": {
-            "get": {
-                "summary": "Strategy parameters in force and the [adapt] runs",
-                "responses": {"200": _OK, "404": _error("No strategy status in this process")},
-            }
-        },
-        "/api/trading/positions": {
-            "get": {"summary": "Positions and PnL", "responses": {"200": _OK}},
-        },
-        "/api/trading/risk": {
-            "get": {"summary": "Risk state and checks", "responses": {"200": _OK}},
-        },
-        "/api/trading/risk/state": {
-            "post": {
-                "summary": "Set ACTIVE / REDUCING / HALTED (re-arms a tripped kill switch)",
-                "security": [{"bearer": []}],
-                "requestBody": _json_body(
-                    {
-                        "type": "object",
-                        "required": ["state"],
-                        "properties": {
-                            "state": {
-                                "type": "string",
-                                "enum": ["ACTIVE", "REDUCING", "HALTED"],
-                            },
-                            "reason": {"type": "string", "minLength": 1, "maxLength": 200},
-                        },
-                    }
-                ),
-                "responses": {"200": _OK, **_BODY_ERRORS},
-            }
-        },
-        "/api/trading/dead-letters": {
-            "get": {
-                "summary": "Dead letters kept for retry (the newest [bus] dead_letter_size)",
-                "responses": {
-                    "200": {
-                        "description": "Oldest first",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["dead_letters", "count"],
-                                    "properties": {
-                                        "dead_letters": {"type": "array", "items": _DEAD_LETTER},
-                                        "count": {"type": "integer"},
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    "404": _error(_NO_BUS),
-                },
-            },
-            "post": {
-                "summary": "Retry one dead letter, or all, on the handler that failed (once each)",
-                "description": (
-                    "A letter retried with success is dropped; one that fails again is kept "
-                    "with attempts + 1 and the new error."
-                ),
-                "security": [{"bearer": []}],
-                "requestBody": _json_body(
-                    {
-                        "type": "object",
-                        "description": "exactly one of id or all: true",
-                        "properties": {
-                            "id": {"type": "integer", "minimum": 1},
-                            "all": {"type": "boolean"},
-                        },
-                    }
-                ),
-                "responses": {
-                    "200": {
-                        "description": "Retried (each result ok or failed)",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["results", "ok", "failed", "remaining"],
-                                    "properties": {
-                                        "results": {"type": "array", "items": _RETRY_RESULT},
-                                        "ok": {"type": "integer"},
-                                        "failed": {"type": "integer"},
-                                        "remaining": {"type": "integer"},
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    **_BODY_ERRORS,
-                    "404": _error(f"No dead letter with that id, or: {_NO_BUS.lower()}"),
-                },
-            },
-        },
-    },
-}
+OPENAPI: dict[str, Any] = openapi_document(
+    max_body_bytes=MAX_BODY_BYTES,
+    max_nesting=MAX_NESTING,
+    max_line_bytes=MAX_LINE_BYTES,
+    idle_timeout_s=IDLE_TIMEOUT_S,
+    max_symbols=MAX_SYMBOLS_PER_REQUEST,
+    max_quantity=MAX_QUANTITY,
+    max_price=MAX_PRICE,
+)
+"""The document ``GET /api/openapi.json`` serves (built in ``admin/openapi.py``)."""

@@ -1,18 +1,17 @@
-"""Scoring the regime engine against the synthetic market's true regimes, and CSV detection.
+"""Scoring the regime engine against labelled markets' true regimes, and CSV detection.
 
-The classifier sees only bars; the true labels come from ``SyntheticSource.true_regime`` and
-are used only to score (and, in ``fit_model``, to fit the model on training seeds).
+The classifier sees only bars; the true labels come from the generator (``FAMILIES``: the
+synthetic source's ``true_regime``, or a family in ``regime.families``) and are used only to
+score (and, in ``fit_model``, to fit the model on training seeds).
 """
 
 from __future__ import annotations
 
 import asyncio
-import csv
-import gzip
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -22,12 +21,13 @@ from quantumtrade.clock import ManualClock
 from quantumtrade.data.synthetic import REGIMES, SyntheticConfig, SyntheticSource
 from quantumtrade.data.synthetic_kernel import SQUEEZE_BARS
 from quantumtrade.regime.engine import classify, compute_features
+from quantumtrade.regime.families import Generator, MarketSample, channel_sample, msgarch_sample
 from quantumtrade.regime.model import N_FEATURES, NO_LABEL, REGIME_ORDER, STATE_REGIME, RegimeConfig
+from quantumtrade.regime.real import read_labelled, write_labels
 
 # Bars after a true switch that accuracy ignores, and the tolerance of switch matching.
 SWITCH_WINDOW = 10
 _BAR_MS = 60_000
-_CSV_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 
 assert tuple(REGIMES) == REGIME_ORDER, "engine codes must match the synthetic market's"
 
@@ -35,6 +35,8 @@ Labels = NDArray[np.int8]
 
 
 class EvaluationReport(msgspec.Struct, frozen=True):
+    family: str
+    """Which labelled family was scored (a key of ``FAMILIES``)."""
     seeds: tuple[int, ...]
     symbols: int
     bars: int
@@ -49,16 +51,6 @@ class EvaluationReport(msgspec.Struct, frozen=True):
     true_switches: int
     detected_switches: int
     matched_switches: int
-
-
-class MarketSample(msgspec.Struct, frozen=True):
-    """Bars of a labelled synthetic market as (symbols, bars) arrays, and the true codes."""
-
-    close: NDArray[np.float64]
-    high: NDArray[np.float64]
-    low: NDArray[np.float64]
-    volume: NDArray[np.float64]
-    truth: Labels
 
 
 async def _fetch(seed: int, symbols: int, bars: int) -> MarketSample:
@@ -86,6 +78,26 @@ async def _fetch(seed: int, symbols: int, bars: int) -> MarketSample:
 def synthetic_sample(seed: int, symbols: int, bars: int) -> MarketSample:
     """Fetch ``bars`` bars of ``symbols`` symbols from a seeded SyntheticSource on a ManualClock."""
     return asyncio.run(_fetch(seed, symbols, bars))
+
+
+FAMILIES: Mapping[str, Generator] = {
+    "synthetic": synthetic_sample,
+    "msgarch": msgarch_sample,
+    "channel": channel_sample,
+}
+"""Labelled market families by name: (seed, symbols, bars) -> MarketSample. Each has its own
+seed space. The shipped model ([regime] means, stds, transitions) was fitted on "synthetic"
+seeds 1-3 only (``FITTED_ON``), so every other family is held out from it."""
+FITTED_ON = "synthetic"
+
+
+def family_sample(family: str, seed: int, symbols: int, bars: int) -> MarketSample:
+    """A labelled market of ``family`` (a key of ``FAMILIES``)."""
+    try:
+        generate = FAMILIES[family]
+    except KeyError:
+        raise ValueError(f"unknown family {family!r} (known: {', '.join(FAMILIES)})") from None
+    return generate(seed, symbols, bars)
 
 
 # --- metrics (pure functions over label rows) ---------------------------------------------
@@ -199,18 +211,62 @@ def evaluate(
     symbols: int = 200,
     bars: int = 2000,
     config: RegimeConfig | None = None,
+    family: str = "synthetic",
 ) -> EvaluationReport:
-    """Classify the synthetic market of each seed and score against its true regimes."""
+    """Classify the labelled market of ``family`` for each seed and score against its true
+    regimes."""
     cfg = config if config is not None else RegimeConfig()
     truths: list[Labels] = []
     preds: list[Labels] = []
     for seed in seeds:
-        sample = synthetic_sample(seed, symbols, bars)
+        sample = family_sample(family, seed, symbols, bars)
         result = classify(sample.close, sample.high, sample.low, sample.volume, cfg)
         truths.append(sample.truth)
         preds.append(result.labels)
     figures = score(np.concatenate(truths), np.concatenate(preds))
-    return EvaluationReport(seeds=tuple(seeds), symbols=symbols, bars=bars, **figures)
+    return EvaluationReport(
+        family=family, seeds=tuple(seeds), symbols=symbols, bars=bars, **figures
+    )
+
+
+def family_table(reports: Sequence[tuple[EvaluationReport, bool]]) -> list[str]:
+    """Markdown lines, one row per (report, held out): accuracy, each regime's recall, switch
+    precision and recall."""
+    first = reports[0][0]
+    regimes = list(first.recall)
+    lines = [
+        f"seeds {list(first.seeds)}, {first.symbols} symbols x {first.bars} bars each; "
+        "goals: accuracy >= 0.95, each recall and switch figure >= 0.90",
+        "| family | held out | accuracy | "
+        + " | ".join(f"recall {r}" for r in regimes)
+        + " | switch precision | switch recall |",
+        "|" + " --- |" * (len(regimes) + 5),
+    ]
+    for report, held_out in reports:
+        recalls = " | ".join(f"{report.recall[r]:.3f}" for r in regimes)
+        lines.append(
+            f"| {report.family} | {'yes' if held_out else 'no'} | {report.accuracy:.3f} | "
+            f"{recalls} | {report.switch_precision:.3f} | {report.switch_recall:.3f} |"
+        )
+    return lines
+
+
+def held_out_config(
+    family: str,
+    seeds: Sequence[int] = (1, 2, 3),
+    symbols: int = 200,
+    bars: int = 2000,
+    config: RegimeConfig | None = None,
+) -> RegimeConfig:
+    """``config`` with the model (means, stds, transitions) refitted on every family but
+    ``family``, training ``seeds``: the leave-one-family-out model for scoring ``family``."""
+    cfg = config if config is not None else RegimeConfig()
+    others = tuple(name for name in FAMILIES if name != family)
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r} (known: {', '.join(FAMILIES)})")
+    means, stds = fit_model(seeds, symbols, bars, cfg, families=others)
+    transitions = fit_transitions(seeds, symbols, bars, families=others)
+    return msgspec.structs.replace(cfg, means=means, stds=stds, transitions=transitions)
 
 
 def fit_model(
@@ -219,8 +275,10 @@ def fit_model(
     bars: int = 2000,
     config: RegimeConfig | None = None,
     skip: int = 4,
+    families: Sequence[str] = (FITTED_ON,),
 ) -> tuple[tuple[tuple[float, ...], ...], tuple[tuple[float, ...], ...]]:
-    """Per-state feature means and stds from labelled training seeds (for RegimeConfig).
+    """Per-state feature means and stds from labelled training seeds of ``families`` (for
+    RegimeConfig).
 
     BREAKOUT bars split into the squeeze and the expansion (``phase_states``). The first
     ``skip`` bars of each phase, where the slower features still lag, are left out, except in
@@ -230,8 +288,8 @@ def fit_model(
     cfg = config if config is not None else RegimeConfig()
     n_state = len(STATE_REGIME)
     collected: list[list[NDArray[np.float64]]] = [[] for _ in range(n_state)]
-    for seed in seeds:
-        sample = synthetic_sample(seed, symbols, bars)
+    for family, seed in itertools.product(families, seeds):
+        sample = family_sample(family, seed, symbols, bars)
         feats = compute_features(sample.close, sample.high, sample.low, sample.volume, cfg)
         for i in range(symbols):
             row = sample.truth[i]
@@ -270,15 +328,18 @@ def phase_states(row: Labels) -> NDArray[np.int64]:
 
 
 def fit_transitions(
-    seeds: Sequence[int] = (1, 2, 3), symbols: int = 200, bars: int = 2000
+    seeds: Sequence[int] = (1, 2, 3),
+    symbols: int = 200,
+    bars: int = 2000,
+    families: Sequence[str] = (FITTED_ON,),
 ) -> tuple[tuple[float, ...], ...]:
-    """The per-bar state transition matrix counted on labelled training seeds (for
+    """The per-bar state transition matrix counted on labelled training seeds of ``families`` (for
     ``RegimeConfig.transitions``): supervised HMM training, so the filter's priors on how long
     each regime lasts and what follows it are the market's, not guesses."""
     n = len(STATE_REGIME)
     counts = np.zeros((n, n))
-    for seed in seeds:
-        truth = synthetic_sample(seed, symbols, bars).truth
+    for family, seed in itertools.product(families, seeds):
+        truth = family_sample(family, seed, symbols, bars).truth
         for row in truth:
             states = phase_states(row)
             ok = (states[:-1] >= 0) & (states[1:] >= 0)
@@ -291,49 +352,9 @@ def fit_transitions(
 # --- CSV detection ----------------------------------------------------------------------------
 
 
-def _open_text(path: Path, mode: str) -> IO[str]:
-    if path.suffix == ".gz":
-        return cast(IO[str], gzip.open(path, mode + "t", encoding="utf-8", newline=""))
-    return open(path, mode, encoding="utf-8", newline="")
-
-
 def detect_csv(
     input_path: str | Path, output_path: str | Path, config: RegimeConfig | None = None
 ) -> int:
-    """Label every bar of a ``timestamp,open,high,low,close,volume`` CSV (plain or .gz).
-
-    Writes ``timestamp,regime,confidence`` with one row per input bar, regime and confidence
-    empty before warm-up; returns the number of bars.
-    """
-    cfg = config if config is not None else RegimeConfig()
-    timestamps: list[str] = []
-    cols: list[list[float]] = [[], [], [], []]
-    with _open_text(Path(input_path), "r") as f:
-        reader = csv.reader(f)
-        header = [h.strip().lower() for h in next(reader, [])]
-        missing = [c for c in _CSV_COLUMNS if c not in header]
-        if missing:
-            raise ValueError(f"{input_path}: missing columns {missing}")
-        idx = [header.index(c) for c in ("close", "high", "low", "volume")]
-        ts_idx = header.index("timestamp")
-        for line in reader:
-            if not line:
-                continue
-            timestamps.append(line[ts_idx].strip())
-            for col, k in zip(cols, idx, strict=True):
-                col.append(float(line[k]))
-    close, high, low, volume = (np.asarray([c], dtype=np.float64) for c in cols)
-    if close.shape[1]:
-        result = classify(close, high, low, volume, cfg)
-        labels, conf = result.labels[0].tolist(), result.confidence[0].tolist()
-    else:
-        labels, conf = [], []
-    with _open_text(Path(output_path), "w") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(("timestamp", "regime", "confidence"))
-        for ts, code, c in zip(timestamps, labels, conf, strict=True):
-            if code < 0:
-                writer.writerow((ts, "", ""))
-            else:
-                writer.writerow((ts, REGIME_ORDER[code].value, f"{c:.4f}"))
-    return len(timestamps)
+    """Label every accepted bar of a candle CSV (``real.read_labelled``, then
+    ``real.write_labels``); returns the number of rows written."""
+    return write_labels(read_labelled(input_path, config), output_path).written

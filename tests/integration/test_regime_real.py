@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from quantumtrade.cli import main
 from quantumtrade.data.datadir import data_dir
 from quantumtrade.regime.real import (
     GOALS,
@@ -118,3 +119,23 @@ def test_measures_against_hand_arithmetic() -> None:
     assert ratio[59] == pytest.approx(3.0)  # 12 bars after bar 59 are all 3, the 48 before 1
     assert ratio[48] == pytest.approx((11 * 1.0 + 1 * 3.0) / 12)
     assert np.isnan(ratio[:48]).all() and np.isnan(ratio[-12:]).all()
+
+
+def test_cli_prints_the_table_and_each_goal(capsys: pytest.CaptureFixture[str]) -> None:
+    folder = _candles() / CONTROL_SET
+    assert main(["regime", "evaluate", "--real", str(folder)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    want = separations_of(
+        CONTROL_SET, [label_file(f) for f in candle_sets(folder)[CONTROL_SET].values()]
+    )
+    assert out[1].split()[:2] == [CONTROL_SET, str(want.files)]
+    for goal in GOALS:
+        line = next(x for x in out if x.startswith(goal.name + " "))
+        value = want.ratios[goal.name]
+        verdict = "met" if value >= goal.goal else "MISSED"
+        assert line.split()[1] == f"{value:.3f}" and f"(goal >= {goal.goal}: {verdict})" in line
+
+    missing = folder / "nowhere"
+    assert main(["regime", "evaluate", "--real", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert err.count(str(missing)) == 1 and len(err.strip().splitlines()) == 1

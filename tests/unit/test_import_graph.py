@@ -42,6 +42,7 @@ LAYERS: dict[str, set[str]] = {
     "errors": set(),
     "redaction": set(),
     "logs": set(),
+    "systemd": set(),  # sd_notify: READY, STATUS, STOPPING, the watchdog
     # plumbing
     "credentials": {"redaction"},
     "bus": {"clock", "errors", "events"},
@@ -97,7 +98,7 @@ LAYERS: dict[str, set[str]] = {
     },
     "cli": {
         "app", "backtest", "clock", "config", "errors", "logs", "regime", "replay", "store",
-        "store.factory",
+        "store.factory", "systemd",
     },
     "__main__": {"cli"},
 }
