@@ -95,6 +95,24 @@ def _next_regime(rng: np.random.Generator, table: Array, current: int) -> int:
     return int(rng.choice(4, p=table[current]))
 
 
+def _draw_chain(
+    chain: np.random.Generator,
+    table: Array,
+    length: Callable[[np.random.Generator, int], int],
+    bars: int,
+) -> tuple[list[int], list[int]]:
+    """A family's regime chain and each segment's length, drawn until the segments cover
+    ``bars`` and one more segment (a range knows whether a breakout follows)."""
+    regime = int(chain.integers(0, 3))
+    regimes = [regime]
+    lengths = [length(chain, regime)]
+    while sum(lengths[:-1]) < bars + 1:
+        regime = _next_regime(chain, table, regime)
+        regimes.append(regime)
+        lengths.append(length(chain, regime))
+    return regimes, lengths
+
+
 def _toward_base(log_price: Array, log_base: Array, u: Array) -> Array:
     """+1/-1 per symbol, biased back toward the symbol's base price (prices stay in a band)."""
     p_up = 1.0 / (1.0 + np.exp(2.0 * (log_price - log_base)))
@@ -138,13 +156,7 @@ def _msgarch_plan(chain: np.random.Generator, rng: np.random.Generator, bars: in
     """Regimes and lengths from ``chain``, each segment's parameters from ``rng`` in segment
     order; one segment past the end is drawn, so the last one knows what follows it."""
     plan = _new_plan(bars)
-    regime = int(chain.integers(0, 3))
-    lengths = [_msgarch_length(chain, regime)]
-    regimes = [regime]
-    while sum(lengths[:-1]) < bars + 1:
-        regime = _next_regime(chain, _G_TABLE, regime)
-        regimes.append(regime)
-        lengths.append(_msgarch_length(chain, regime))
+    regimes, lengths = _draw_chain(chain, _G_TABLE, _msgarch_length, bars)
     a = 0
     for k, (regime, n) in enumerate(zip(regimes, lengths, strict=True)):
         b = a + n
@@ -307,13 +319,7 @@ def _channel_length(rng: np.random.Generator, regime: int) -> int:
 def _channel_plan(chain: np.random.Generator, rng: np.random.Generator, bars: int) -> _Plan:
     """As ``_msgarch_plan``, with the channel family's lengths and table."""
     plan = _new_plan(bars)
-    regime = int(chain.integers(0, 3))
-    regimes = [regime]
-    lengths = [_channel_length(chain, regime)]
-    while sum(lengths[:-1]) < bars + 1:
-        regime = _next_regime(chain, _C_TABLE, regime)
-        regimes.append(regime)
-        lengths.append(_channel_length(chain, regime))
+    regimes, lengths = _draw_chain(chain, _C_TABLE, _channel_length, bars)
     a = 0
     for k, (regime, n) in enumerate(zip(regimes, lengths, strict=True)):
         b = a + n
