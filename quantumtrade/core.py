@@ -50,6 +50,7 @@ KERNEL_GROUPS: tuple[tuple[str, Callable[[], None]], ...] = (
     ("scan", incremental.warm_up),
     ("regimes", regime_engine.warm_up),
     ("anomalies", anomaly_detector.warm_up),
+    ("allocation", allocation_kernels.warm_up),
 )
 """Every kernel the decision path runs per bar, by group, in the order ``warm_up`` takes them."""
 
@@ -57,13 +58,12 @@ KERNEL_GROUPS: tuple[tuple[str, Callable[[], None]], ...] = (
 def warm_up(on_group: Callable[[str, int, int], None] | None = None) -> None:
     """Compile (or load from numba's cache) every kernel the decision path runs per bar, both
     builds, before the first bar: MarketState appends, the risk manager's price history,
-    regimes, the scan. ``on_group(name, index, total)`` is called before each group (index from
-    1). Blocking: call it in a thread from a running loop."""
+    regimes, the scan, anomalies, the allocator. ``on_group(name, index, total)`` is called
+    before each group (index from 1). Blocking: call it in a thread from a running loop."""
     for index, (name, warm) in enumerate(KERNEL_GROUPS, start=1):
         if on_group is not None:
             on_group(name, index, len(KERNEL_GROUPS))
         warm()
-    allocation_kernels.warm_up()
 
 
 class DecisionPath:
